@@ -1,0 +1,130 @@
+"""Reading validated inputs out of an AnnData.
+
+Every public function reads its inputs through these helpers *before* it writes anything, so a
+call that fails leaves the AnnData as it was, and the same mistake gets the same message
+everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from stmix._keys import SPATIAL, SPLIT_CATEGORIES
+
+
+def spatial_coordinates(adata: ad.AnnData, key: str = SPATIAL) -> np.ndarray:
+    """Spot centres ``obsm[key]`` as a float64 (n_obs, 2) array, checked."""
+    if key not in adata.obsm:
+        raise KeyError(
+            f"adata.obsm[{key!r}] is missing: stmix needs the spot centres in full-resolution "
+            f"image pixels (x, y), as scanpy.read_visium and stmix.datasets write them."
+        )
+    coords = np.asarray(adata.obsm[key], dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] < 2:
+        raise ValueError(f"adata.obsm[{key!r}] must have shape (n_obs, 2), not {coords.shape}.")
+    coords = coords[:, :2]
+    bad = ~np.isfinite(coords).all(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"adata.obsm[{key!r}] has non-finite coordinates for {bad.sum()} spots, "
+            f"e.g. {list(adata.obs_names[bad][:3])}."
+        )
+    return coords
+
+
+def library(adata: ad.AnnData, library_id: str | None = None) -> tuple[str, dict]:
+    """The ``uns["spatial"]`` entry of ``library_id`` (or of the only library)."""
+    libraries = adata.uns.get(SPATIAL)
+    if not isinstance(libraries, dict) or not libraries:
+        raise KeyError(
+            "adata.uns['spatial'] is missing: no image or scale factors are stored with this "
+            "AnnData. Pass the image with `image=` or load the data with scanpy.read_visium / "
+            "stmix.datasets."
+        )
+    if library_id is None:
+        if len(libraries) > 1:
+            raise ValueError(
+                f"adata.uns['spatial'] holds several libraries {sorted(libraries)}; "
+                f"choose one with `library_id=`."
+            )
+        library_id = next(iter(libraries))
+    if library_id not in libraries:
+        raise KeyError(
+            f"Library {library_id!r} is not in adata.uns['spatial'] "
+            f"(libraries: {sorted(libraries)})."
+        )
+    return library_id, libraries[library_id]
+
+
+def expression(
+    adata: ad.AnnData,
+    layer: str | None = None,
+    *,
+    obs: np.ndarray | slice | None = None,
+    var: np.ndarray | slice | None = None,
+    dtype: type = np.float32,
+) -> np.ndarray:
+    """Dense expression of ``layer`` (``None``: ``X``) for some spots and genes, checked finite."""
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(f"adata.layers[{layer!r}] does not exist (layers: {list(adata.layers)}).")
+    matrix = adata.X if layer is None else adata.layers[layer]
+    if matrix is None:
+        raise ValueError("adata.X is empty; pass `layer=` to read expression from a layer.")
+    obs = slice(None) if obs is None else obs
+    var = slice(None) if var is None else var
+    matrix = matrix[obs][:, var]
+    matrix = matrix.toarray() if sparse.issparse(matrix) else np.asarray(matrix)
+    matrix = matrix.astype(dtype, copy=False)
+    if not np.isfinite(matrix).all():
+        where = "X" if layer is None else f"layers[{layer!r}]"
+        n_bad = int((~np.isfinite(matrix)).sum())
+        raise ValueError(
+            f"adata.{where} holds {n_bad} NaN or infinite values in the spots and genes used; "
+            f"impute or drop them first."
+        )
+    return matrix
+
+
+def gene_indices(adata: ad.AnnData, genes: Sequence[str] | None) -> np.ndarray:
+    """Column indices of ``genes`` in ``adata.var_names`` (all genes when ``None``)."""
+    if genes is None:
+        return np.arange(adata.n_vars)
+    genes = [genes] if isinstance(genes, str) else list(genes)
+    if len(genes) == 0:
+        raise ValueError("`genes` is empty.")
+    index = adata.var_names.get_indexer(genes)
+    missing = [g for g, i in zip(genes, index, strict=True) if i < 0]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise KeyError(f"Genes not in adata.var_names: {missing[:5]}{more}.")
+    if len(set(index)) != len(index):
+        raise ValueError("`genes` lists a gene more than once.")
+    return index
+
+
+def split_labels(adata: ad.AnnData, key: str) -> pd.Series:
+    """The train / val / test labels of ``obs[key]``, checked."""
+    if key not in adata.obs:
+        raise KeyError(
+            f"adata.obs[{key!r}] is missing: assign training, validation and test spots with "
+            f"stmix.pp.split(adata) first (or pass `split_key=`)."
+        )
+    labels = adata.obs[key].astype(str)
+    unknown = sorted(set(labels) - set(SPLIT_CATEGORIES))
+    if unknown:
+        raise ValueError(
+            f"adata.obs[{key!r}] has labels {unknown}; expected only {list(SPLIT_CATEGORIES)}."
+        )
+    return labels
+
+
+def split_indices(adata: ad.AnnData, key: str, split: str) -> np.ndarray:
+    """Integer positions of the spots labelled ``split`` in ``obs[key]``."""
+    if split not in SPLIT_CATEGORIES:
+        raise ValueError(f"`split` must be one of {list(SPLIT_CATEGORIES)}, not {split!r}.")
+    return np.flatnonzero(split_labels(adata, key).to_numpy() == split)

@@ -1,0 +1,101 @@
+"""Shared fixtures: the real data in ``$STMIX_DATA_DIR`` (default ``../shared/data``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+
+import stmix
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_dir() -> Path:
+    if os.environ.get("STMIX_DATA_DIR"):
+        return Path(os.environ["STMIX_DATA_DIR"]).resolve()
+    return REPO.parent / "shared" / "data"
+
+
+DATA = _data_dir()
+FIXTURES = DATA.parent / "fixtures"
+
+
+def pytest_configure(config):
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    if not (DATA / "her2st").is_dir():
+        raise pytest.UsageError(
+            f"The real test data is not at {DATA}: set STMIX_DATA_DIR to the folder that holds "
+            f"her2st/ and mouse_brain_crop/."
+        )
+
+
+def snapshot(adata: ad.AnnData) -> dict:
+    """Everything a failed call must leave as it was."""
+    return {
+        "obs": adata.obs.copy(),
+        "var": adata.var.copy(),
+        "obsm": {k: np.array(v, copy=True) for k, v in adata.obsm.items()},
+        "obsp": {k: v.copy() for k, v in adata.obsp.items()},
+        "layers": sorted(adata.layers),
+        "uns": sorted(adata.uns),
+        "X": adata.X.copy(),
+    }
+
+
+def assert_unchanged(adata: ad.AnnData, before: dict) -> None:
+    after = snapshot(adata)
+    assert after["uns"] == before["uns"]
+    assert after["layers"] == before["layers"]
+    assert list(after["obsm"]) == list(before["obsm"])
+    assert list(after["obsp"]) == list(before["obsp"])
+    assert after["obs"].equals(before["obs"])
+    assert after["var"].equals(before["var"])
+    for key, value in before["obsm"].items():
+        np.testing.assert_array_equal(after["obsm"][key], value)
+    for key, value in before["obsp"].items():
+        assert (after["obsp"][key] != value).nnz == 0
+    diff = after["X"] - before["X"]
+    assert (diff.nnz if hasattr(diff, "nnz") else np.count_nonzero(diff)) == 0
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA
+
+
+@pytest.fixture(scope="session")
+def _her2st_cache() -> dict:
+    return {}
+
+
+@pytest.fixture
+def her2st(_her2st_cache):
+    """Load a HER2ST section (cached for the session; each call returns a fresh copy)."""
+
+    def load(section: str = "C2") -> ad.AnnData:
+        if section not in _her2st_cache:
+            _her2st_cache[section] = stmix.datasets.her2st(section, root=DATA / "her2st")
+        return _her2st_cache[section].copy()
+
+    return load
+
+
+@pytest.fixture(scope="session")
+def reference() -> dict:
+    """Numbers from the public reference implementation on section C3."""
+    with np.load(FIXTURES / "her2st_C3_reference.npz") as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+@pytest.fixture
+def mouse_brain() -> ad.AnnData:
+    return ad.read_h5ad(DATA / "mouse_brain_crop" / "test_data.h5ad")
+
+
+@pytest.fixture(scope="session")
+def mouse_brain_image() -> Path:
+    return DATA / "mouse_brain_crop" / "test_img.jpg"

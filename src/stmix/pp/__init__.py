@@ -1,0 +1,6 @@
+"""Preparation: AnnData in, AnnData out (no torch)."""
+
+from stmix.pp._patches import patches
+from stmix.pp._split import split
+
+__all__ = ["patches", "split"]

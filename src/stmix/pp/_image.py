@@ -1,0 +1,194 @@
+"""Finding the H&E image behind the spots, in whatever form the user has it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+#: JPEG DCT scaling factors PIL can decode at directly.
+_DRAFT_FACTORS = (8, 4, 2, 1)
+
+
+@contextlib.contextmanager
+def large_images() -> Iterator[None]:
+    """Lift PIL's decompression-bomb limit while stmix reads a slide (they are that large)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+@dataclass
+class SpotImage:
+    """An RGB image and how it maps onto the full-resolution frame of ``obsm["spatial"]``.
+
+    A spot at full-resolution ``(x, y)`` lies at image pixel ``(x * scale - x0, y * scale - y0)``.
+    The image stays a PIL image: patches are resampled straight from it, without copying the
+    whole slide into an array.
+    """
+
+    image: Image.Image  # mode "RGB"
+    scale: float
+    source: str
+    x0: float = 0.0
+    y0: float = 0.0
+
+    def locate(self, coords: np.ndarray) -> np.ndarray:
+        """Image pixel positions of full-resolution coordinates."""
+        return coords * self.scale - np.array([self.x0, self.y0])
+
+    def outside(self, coords: np.ndarray) -> np.ndarray:
+        """Boolean mask of the coordinates whose centre falls outside the image."""
+        xy = self.locate(coords)
+        width, height = self.image.size
+        return (xy[:, 0] < 0) | (xy[:, 1] < 0) | (xy[:, 0] >= width) | (xy[:, 1] >= height)
+
+
+def _rgb(array: Any, what: str) -> Image.Image:
+    return Image.fromarray(as_uint8_rgb(array, what), mode="RGB")
+
+
+def as_uint8_rgb(array: Any, what: str) -> np.ndarray:
+    """(H, W, 3) uint8 view of a grey, RGB or RGBA image of integers or floats in [0, 1]."""
+    array = np.asarray(array)
+    if array.ndim == 4 and array.shape[2] == 1:  # squidpy (y, x, z, channels)
+        array = array[:, :, 0]
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) < 1:
+        raise ValueError(f"{what} must be an (height, width[, 3]) image, not shape {array.shape}.")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    array = array[:, :, :3]
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.isfinite(array).all()
+        if not finite or array.min() < 0 or array.max() > 1:
+            raise ValueError(
+                f"{what} holds floats outside [0, 1] (min {np.nanmin(array):.3g}, "
+                f"max {np.nanmax(array):.3g}); it is not an RGB image."
+            )
+        return np.round(array * 255).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        if array.min() < 0 or array.max() > 255:
+            raise ValueError(f"{what} holds integers outside 0-255.")
+        return array.astype(np.uint8)
+    raise ValueError(f"{what} has unsupported dtype {array.dtype}.")
+
+
+def read_image(path: str | os.PathLike, reduce: int = 1) -> tuple[Image.Image, float]:
+    """Decode an image file as RGB, at most ``reduce`` times smaller than full size.
+
+    Returns the image and its scale relative to the file's full resolution. JPEGs are decoded
+    directly at the reduced size (DCT scaling), which is several times faster than a full decode.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Image file {path} does not exist.")
+    with large_images(), Image.open(path) as image:
+        width, height = image.size
+        if reduce > 1:
+            image.draft("RGB", (width // reduce, height // reduce))
+        image.load()
+        decoded = image if image.mode == "RGB" else image.convert("RGB")
+    return decoded, decoded.size[0] / width
+
+
+def draft_factor(source_px: float, size: int) -> int:
+    """Largest JPEG draft factor that still leaves twice ``size`` pixels across a patch.
+
+    The final resampling then still low-passes by at least 2×, so a patch cut from a draft
+    decode differs from one cut from the full decode by about a grey level.
+    """
+    for factor in _DRAFT_FACTORS:
+        if source_px / factor >= 2 * size:
+            return factor
+    return 1
+
+
+def from_user(image: Any, *, source_px: float, size: int) -> SpotImage:
+    """A :class:`SpotImage` from ``image=``: array, path, PIL image or squidpy ImageContainer.
+
+    Arrays, files and PIL images are taken in the full-resolution frame of ``obsm["spatial"]``;
+    an ImageContainer brings its own ``scale`` (and crop offset).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        decoded, scale = read_image(image, draft_factor(source_px, size))
+        return SpotImage(decoded, scale, f"file {image}")
+    if isinstance(image, Image.Image):
+        return SpotImage(image if image.mode == "RGB" else image.convert("RGB"), 1.0, "PIL image")
+    if _is_image_container(image):
+        return _from_container(image)
+    if isinstance(image, np.ndarray) or hasattr(image, "__array__"):
+        return SpotImage(_rgb(image, "image"), 1.0, "array")
+    raise TypeError(
+        f"`image` must be an array, a file path, a PIL image or a squidpy ImageContainer, "
+        f"not {type(image).__name__}."
+    )
+
+
+def _is_image_container(obj: Any) -> bool:
+    return type(obj).__name__ == "ImageContainer" and hasattr(obj, "data")
+
+
+def _from_container(container: Any) -> SpotImage:
+    layers = list(container)
+    if not layers:
+        raise ValueError("The ImageContainer holds no image layer.")
+    layer = "image" if "image" in layers else layers[0]
+    data = container[layer]
+    array = np.asarray(data.transpose("y", "x", ...).values)
+    attrs = container.data.attrs
+    scale = float(attrs.get("scale", 1.0))
+    x0 = y0 = 0.0
+    coords, padding = attrs.get("coords"), attrs.get("padding")
+    if coords is not None and hasattr(coords, "x0"):
+        x0, y0 = float(coords.x0), float(coords.y0)
+    if padding is not None and hasattr(padding, "x_pre"):
+        x0, y0 = x0 - float(padding.x_pre), y0 - float(padding.y_pre)
+    return SpotImage(
+        _rgb(array, f"ImageContainer layer {layer!r}"),
+        scale,
+        f"ImageContainer layer {layer!r}",
+        x0,
+        y0,
+    )
+
+
+def candidates(entry: dict, *, source_px: float, size: int) -> list[tuple[str, Any]]:
+    """The images of a ``uns["spatial"]`` library, best resolution first, as lazy loaders."""
+    found: list[tuple[float, str, Any]] = []
+    path = (entry.get("metadata") or {}).get("source_image_path")
+    if path and Path(str(path)).is_file():
+
+        def load_full(path: str = str(path)) -> SpotImage:
+            image, scale = read_image(path, draft_factor(source_px, size))
+            return SpotImage(image, scale, f"full-resolution image {path}")
+
+        found.append((1.0, "source_image_path", load_full))
+    scalefactors = entry.get("scalefactors") or {}
+    for key, img in (entry.get("images") or {}).items():
+        scale = scalefactors.get(f"tissue_{key}_scalef")
+        if scale is None:
+            logger.debug("Skipping uns['spatial'] image %r: no tissue_%s_scalef.", key, key)
+            continue
+
+        def load(img: Any = img, key: str = key, scale: float = float(scale)) -> SpotImage:
+            return SpotImage(_rgb(img, f"image {key!r}"), scale, f"{key!r} image")
+
+        found.append((float(scale), key, load))
+    found.sort(key=lambda item: -item[0])
+    return [(name, loader) for _, name, loader in found]

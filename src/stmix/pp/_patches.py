@@ -1,0 +1,263 @@
+"""Cutting the H&E patch under each spot."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import anndata as ad
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from stmix import _anndata
+from stmix._keys import PATCHES, SPATIAL
+from stmix.pp import _image
+from stmix.pp._image import SpotImage
+
+logger = logging.getLogger(__name__)
+
+#: Value of the parts of a patch that fall outside the image: white, like the glass around tissue.
+FILL = 255
+
+
+def patches(
+    adata: ad.AnnData,
+    size: int = 224,
+    *,
+    library_id: str | None = None,
+    image: Any = None,
+    img_key: str | None = None,
+    spot_scale: float = 1.0,
+    spot_diameter: float | None = None,
+    spatial_key: str = SPATIAL,
+    key_added: str = PATCHES,
+    progress: bool = True,
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Cut the H&E patch centred on every spot.
+
+    Each patch is a square of side ``spot_diameter_fullres * spot_scale`` full-resolution pixels
+    centred on the spot, resampled (bicubic, antialiased) to ``size`` × ``size``. Parts of a
+    patch beyond the image border are white. A spot whose centre lies outside the image is an
+    error.
+
+    The image is, in order of preference:
+
+    1. ``image=``: an array (H, W[, 3]), a file path or a PIL image, all in the full-resolution
+       frame of ``obsm[spatial_key]``, or a squidpy ``ImageContainer`` (its ``scale`` is honoured);
+    2. the full-resolution file ``uns["spatial"][library_id]["metadata"]["source_image_path"]``;
+    3. the images of ``uns["spatial"][library_id]["images"]`` (``hires``, then ``lowres``) with
+       their ``tissue_<key>_scalef``. An image that is not RGB or does not cover the spots is
+       skipped with a warning. ``img_key`` (``"source_image_path"``, ``"hires"``, ...) forces one.
+
+    Parameters
+    ----------
+    adata
+        Spots with ``obsm[spatial_key]`` in full-resolution pixels (x, y).
+    size
+        Side of the stored patches in pixels.
+    library_id
+        Library of ``uns["spatial"]``; needed only when it holds several.
+    image
+        An image to cut from instead of those stored with ``adata``.
+    img_key
+        Use only this image of the library (see above).
+    spot_scale
+        Patch side as a multiple of the spot diameter.
+    spot_diameter
+        Spot diameter in full-resolution pixels; default
+        ``uns["spatial"][library_id]["scalefactors"]["spot_diameter_fullres"]``.
+    spatial_key
+        Key of the spot centres in ``obsm``.
+    key_added
+        Key of the patches in ``obsm`` and of their parameters in ``uns``.
+    progress
+        Show a progress bar.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or a new AnnData when ``copy=True``; either way it holds
+
+    - ``obsm[key_added]``: uint8 array (n_obs, size, size, 3);
+    - ``uns[key_added]["params"]``: ``size``, ``spot_scale``, ``spot_diameter``, ``side_fullres``
+      (patch side in full-resolution pixels), ``side_source`` (in pixels of the image used),
+      ``source`` and ``library_id``.
+    """
+    started = time.perf_counter()
+    size = _check_size(size)
+    if not spot_scale > 0:
+        raise ValueError(f"`spot_scale` must be positive, not {spot_scale}.")
+    coords = _anndata.spatial_coordinates(adata, spatial_key)
+
+    entry = None
+    if image is None or spot_diameter is None:
+        try:
+            library_id, entry = _anndata.library(adata, library_id)
+        except KeyError:
+            if image is None:
+                raise
+            raise KeyError(
+                "adata.uns['spatial'] is missing, so the spot diameter is unknown: pass "
+                "`spot_diameter=` (in full-resolution pixels)."
+            ) from None
+    if spot_diameter is None:
+        spot_diameter = (entry.get("scalefactors") or {}).get("spot_diameter_fullres")
+        if spot_diameter is None:
+            raise KeyError(
+                f"adata.uns['spatial'][{library_id!r}]['scalefactors'] has no "
+                f"'spot_diameter_fullres'; pass `spot_diameter=` (full-resolution pixels)."
+            )
+    if not float(spot_diameter) > 0:
+        raise ValueError(f"The spot diameter must be positive, not {spot_diameter}.")
+    side = float(spot_diameter) * float(spot_scale)
+
+    if image is not None:
+        spot_image = _image.from_user(image, source_px=side, size=size)
+        _check_inside(spot_image, coords, adata.obs_names)
+    else:
+        spot_image = _choose(entry, library_id, img_key, coords, adata.obs_names, side, size)
+
+    side_source = side * spot_image.scale
+    if side_source < size / 2:
+        logger.warning(
+            "Patches are upsampled from %.1f to %d pixels (source: %s); pass the "
+            "full-resolution image with `image=` for sharper patches.",
+            side_source,
+            size,
+            spot_image.source,
+        )
+    cut = cut_patches(spot_image, coords, side, size, progress=progress)
+
+    adata = adata.copy() if copy else adata
+    adata.obsm[key_added] = cut
+    adata.uns[key_added] = {
+        "params": {
+            "size": size,
+            "spot_scale": float(spot_scale),
+            "spot_diameter": float(spot_diameter),
+            "side_fullres": side,
+            "side_source": float(side_source),
+            "source": spot_image.source,
+            "library_id": "" if library_id is None else str(library_id),
+            "spatial_key": spatial_key,
+        }
+    }
+    logger.info(
+        "Cut %d patches of %d px from %s in %.2f s.",
+        adata.n_obs,
+        size,
+        spot_image.source,
+        time.perf_counter() - started,
+    )
+    return adata if copy else None
+
+
+def _check_size(size: int) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
+        raise ValueError(f"`size` must be an integer of at least 8 pixels, not {size!r}.")
+    return int(size)
+
+
+def _check_inside(spot_image: SpotImage, coords: np.ndarray, names) -> None:
+    outside = spot_image.outside(coords)
+    if outside.any():
+        first = int(np.flatnonzero(outside)[0])
+        x, y = spot_image.locate(coords[first : first + 1])[0]
+        width, height = spot_image.image.size
+        raise ValueError(
+            f"{outside.sum()} spots lie outside the {spot_image.source} ({width} × {height} px), "
+            f"e.g. spot {names[first]!r} at ({x:.1f}, {y:.1f}) in that image's pixels. Check "
+            f"obsm['spatial'] (full-resolution pixels) and the image's scale factor."
+        )
+
+
+def _choose(entry, library_id, img_key, coords, names, side, size) -> SpotImage:
+    options = _image.candidates(entry, source_px=side, size=size)
+    if img_key is not None:
+        options = [(name, load) for name, load in options if name == img_key]
+        if not options:
+            raise KeyError(
+                f"No image {img_key!r} with a scale factor in adata.uns['spatial'][{library_id!r}]."
+            )
+    if not options:
+        raise KeyError(
+            f"adata.uns['spatial'][{library_id!r}] has no usable image: no existing "
+            f"metadata['source_image_path'] and no images with tissue_<key>_scalef. "
+            f"Pass the image with `image=`."
+        )
+    problems = []
+    for name, load in options:
+        try:
+            spot_image = load()
+            _check_inside(spot_image, coords, names)
+        except ValueError as error:
+            problems.append((name, error))
+            continue
+        for skipped, error in problems:
+            logger.warning("Not using the %r image: %s", skipped, error)
+        return spot_image
+    name, error = problems[0]
+    if len(problems) == 1:
+        raise error
+    others = "; ".join(f"{n}: {e}" for n, e in problems[1:])
+    raise ValueError(f"No image of library {library_id!r} fits the spots. {error} ({others})")
+
+
+def cut_patches(
+    spot_image: SpotImage,
+    coords: np.ndarray,
+    side: float,
+    size: int,
+    *,
+    progress: bool = False,
+) -> np.ndarray:
+    """Resample the square of side ``side`` (full-resolution px) around each spot to ``size``.
+
+    Pixel ``(i, j)`` of an image covers ``[j, j + 1) × [i, i + 1)``, so a spot at full-resolution
+    pixel index ``(x, y)`` is centred at ``(x + 0.5, y + 0.5)``, which lies at
+    ``((x + 0.5) * scale, (y + 0.5) * scale)`` in a scaled image. The resampling box is placed at
+    sub-pixel precision (PIL ``resize(box=...)``), so patches are not shifted by rounding.
+    """
+    image = spot_image.image
+    width, height = image.size
+    centres = spot_image.locate(coords + 0.5)
+    side_px = side * spot_image.scale
+    margin = int(np.ceil(2 * max(side_px / size, 1.0))) + 1
+    out = np.empty((len(coords), size, size, 3), dtype=np.uint8)
+    bar = tqdm(total=len(coords), desc="patches", unit="spot", disable=not progress, leave=False)
+    for k, (cx, cy) in enumerate(centres):
+        left, top = cx - side_px / 2, cy - side_px / 2
+        box = (left, top, left + side_px, top + side_px)
+        if left >= 0 and top >= 0 and box[2] <= width and box[3] <= height:
+            # PIL resamples only the box (and the filter's support) of the whole image
+            patch = image.resize((size, size), Image.Resampling.BICUBIC, box=box)
+        else:
+            patch = _padded(image, box, margin).resize(
+                (size, size), Image.Resampling.BICUBIC, box=_shift(box, margin)
+            )
+        out[k] = np.asarray(patch)
+        bar.update()
+    bar.close()
+    return out
+
+
+def _padded(image: Image.Image, box: tuple[float, ...], margin: int) -> Image.Image:
+    """The window around ``box`` (plus ``margin``) with what lies beyond the image set to white."""
+    x0, y0 = int(np.floor(box[0])) - margin, int(np.floor(box[1])) - margin
+    x1, y1 = int(np.ceil(box[2])) + margin, int(np.ceil(box[3])) + margin
+    window = Image.new("RGB", (x1 - x0, y1 - y0), (FILL, FILL, FILL))
+    width, height = image.size
+    inner = (max(x0, 0), max(y0, 0), min(x1, width), min(y1, height))
+    if inner[0] < inner[2] and inner[1] < inner[3]:
+        window.paste(image.crop(inner), (inner[0] - x0, inner[1] - y0))
+    return window
+
+
+def _shift(box: tuple[float, ...], margin: int) -> tuple[float, ...]:
+    """``box`` in the frame of the window :func:`_padded` cut around it."""
+    x0, y0 = np.floor(box[0]) - margin, np.floor(box[1]) - margin
+    return (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)

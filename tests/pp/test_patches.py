@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import logging
+
+import anndata as ad
+import numpy as np
+import pytest
+from PIL import Image
+
+import stmix
+from tests.conftest import assert_unchanged, snapshot
+
+
+def _full_image(adata, library="C2"):
+    path = adata.uns["spatial"][library]["metadata"]["source_image_path"]
+    Image.MAX_IMAGE_PIXELS = None
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def _square(full, x, y, side, size):
+    """The square of side ``side`` centred on pixel (x, y), resampled from the full image."""
+    left, top = x + 0.5 - side / 2, y + 0.5 - side / 2
+    box = (left, top, left + side, top + side)
+    return np.asarray(Image.fromarray(full).resize((size, size), Image.Resampling.BICUBIC, box=box))
+
+
+def test_patch_is_the_full_resolution_square_around_the_spot(her2st):
+    adata = her2st("C2")
+    side = adata.uns["spatial"]["C2"]["scalefactors"]["spot_diameter_fullres"]
+    stmix.pp.patches(adata, size=64, progress=False)
+    patches = adata.obsm["stmix_patches"]
+    assert patches.shape == (adata.n_obs, 64, 64, 3) and patches.dtype == np.uint8
+
+    full = _full_image(adata)
+    errors, one_pixel_off, one_spot_off = [], [], []
+    for i in range(0, adata.n_obs, 15):
+        x, y = adata.obsm["spatial"][i]
+        patch = patches[i].astype(float)
+        errors.append(np.abs(patch - _square(full, x, y, side, 64)).mean())
+        one_pixel_off.append(np.abs(patch - _square(full, x + 1, y, side, 64)).mean())
+        one_spot_off.append(np.abs(patch - _square(full, x + side, y, side, 64)).mean())
+    # the JPEG is decoded at half size (64 px patches from 145 px spots): ~1 grey level off
+    assert max(errors) < 3, errors
+    assert np.mean(one_pixel_off) > 3 * np.mean(errors)
+    assert min(one_spot_off) > 5 * max(errors)
+    params = adata.uns["stmix_patches"]["params"]
+    assert params["size"] == 64 and params["side_fullres"] == pytest.approx(side)
+    assert "full-resolution" in params["source"]
+
+    # from the full array no decoding differs: the patch is that square exactly
+    stmix.pp.patches(adata, size=64, image=full, progress=False)
+    x, y = adata.obsm["spatial"][7]
+    np.testing.assert_array_equal(adata.obsm["stmix_patches"][7], _square(full, x, y, side, 64))
+
+
+def test_every_image_form_gives_the_same_patches(her2st):
+    adata = her2st("C2")[:12].copy()
+    stmix.pp.patches(adata, size=32, progress=False)
+    default = adata.obsm["stmix_patches"].copy()
+    path = adata.uns["spatial"]["C2"]["metadata"]["source_image_path"]
+    full = _full_image(adata)
+    for image in (path, full, Image.fromarray(full)):
+        stmix.pp.patches(adata, size=32, image=image, progress=False)
+        # a file path may be decoded at reduced size (JPEG draft), arrays are not
+        assert np.abs(adata.obsm["stmix_patches"].astype(int) - default).mean() < 3
+
+
+def test_hires_fallback_matches_full_resolution_at_hires_scale(her2st):
+    adata = her2st("C3")
+    stmix.pp.patches(adata, size=24, img_key="hires", progress=False)
+    assert adata.uns["stmix_patches"]["params"]["source"] == "'hires' image"
+    hires = adata.obsm["stmix_patches"].astype(float)
+    stmix.pp.patches(adata, size=24, progress=False)
+    full = adata.obsm["stmix_patches"].astype(float)
+    corr = np.corrcoef(hires.mean(axis=(1, 2, 3)), full.mean(axis=(1, 2, 3)))[0, 1]
+    assert corr > 0.95
+
+
+def test_border_spots_are_padded_white(her2st):
+    adata = her2st("C2")[:3].copy()
+    side = adata.uns["spatial"]["C2"]["scalefactors"]["spot_diameter_fullres"]
+    adata.obsm["spatial"] = adata.obsm["spatial"].copy()
+    adata.obsm["spatial"][0] = [2.0, 5000.0]  # centre 2 px from the left edge
+    stmix.pp.patches(adata, size=32, progress=False)
+    patch = adata.obsm["stmix_patches"][0]
+    assert (patch[:, :14] == 255).all()  # the half beyond the border
+    # the half inside is the image there, as if the slide went on white
+    full = _full_image(adata)
+    padded = np.pad(full, ((0, 0), (200, 0), (0, 0)), constant_values=255)
+    expected = _square(padded, 202.0, 5000.0, side, 32)
+    assert np.abs(patch[:, 17:].astype(float) - expected[:, 17:]).mean() < 3
+
+
+def test_spot_outside_the_image_names_the_spot(her2st):
+    adata = her2st("C2")
+    adata.obsm["spatial"][5] = [-500.0, 100.0]
+    before = snapshot(adata)
+    with pytest.raises(ValueError, match=rf"outside .*spot '{adata.obs_names[5]}'"):
+        stmix.pp.patches(adata, size=32, progress=False)
+    assert_unchanged(adata, before)
+
+
+def test_missing_coordinates_are_a_clear_error(her2st):
+    adata = her2st("C2")
+    del adata.obsm["spatial"]
+    before = snapshot(adata)
+    with pytest.raises(KeyError, match=r"obsm\['spatial'\] is missing"):
+        stmix.pp.patches(adata, progress=False)
+    assert_unchanged(adata, before)
+
+
+def test_no_image_anywhere_is_a_clear_error(her2st):
+    adata = her2st("C2")
+    del adata.uns["spatial"]
+    before = snapshot(adata)
+    with pytest.raises(KeyError, match=r"image=|no image"):
+        stmix.pp.patches(adata, progress=False)
+    assert_unchanged(adata, before)
+    # an image without a spot diameter anywhere is also refused, and names the option
+    with pytest.raises(KeyError, match="spot_diameter="):
+        stmix.pp.patches(adata, image=np.zeros((10, 10, 3), np.uint8), progress=False)
+    assert_unchanged(adata, before)
+
+
+def test_library_without_usable_image_is_a_clear_error(her2st):
+    adata = her2st("C2")
+    entry = adata.uns["spatial"]["C2"]
+    entry["metadata"]["source_image_path"] = "/nonexistent.jpg"
+    entry["images"] = {}
+    before = snapshot(adata)
+    with pytest.raises(KeyError, match="no usable image"):
+        stmix.pp.patches(adata, progress=False)
+    assert_unchanged(adata, before)
+
+
+@pytest.mark.parametrize("size", [0, 4, 31.5, "64"])
+def test_bad_size_is_refused(her2st, size):
+    adata = her2st("C2")
+    before = snapshot(adata)
+    with pytest.raises(ValueError, match="size"):
+        stmix.pp.patches(adata, size=size, progress=False)
+    assert_unchanged(adata, before)
+
+
+def test_squidpy_image_container(mouse_brain, mouse_brain_image):
+    import squidpy as sq
+
+    container = sq.im.ImageContainer(str(mouse_brain_image))
+    stmix.pp.patches(mouse_brain, size=48, image=container, progress=False)
+    from_container = mouse_brain.obsm["stmix_patches"].copy()
+    stmix.pp.patches(mouse_brain, size=48, image=mouse_brain_image, progress=False)
+    np.testing.assert_array_equal(from_container, mouse_brain.obsm["stmix_patches"])
+
+    # a scaled, offset crop of the container still finds the same tissue
+    crop = container.crop_corner(150, 100, size=(1500, 800), scale=0.5)
+    stmix.pp.patches(mouse_brain, size=48, image=crop, progress=False)
+    scaled = mouse_brain.obsm["stmix_patches"].astype(float)
+    corr = np.corrcoef(scaled.ravel(), from_container.astype(float).ravel())[0, 1]
+    assert corr > 0.9
+
+
+def test_own_uns_spatial_skips_the_image_that_does_not_fit(mouse_brain, caplog):
+    """The crop's ``hires`` image is not the crop (100 × 100 noise); ``lowres`` is."""
+    with caplog.at_level(logging.WARNING, logger="stmix"):
+        stmix.pp.patches(mouse_brain, size=16, progress=False)
+    assert "'lowres' image" in mouse_brain.uns["stmix_patches"]["params"]["source"]
+    assert "Not using the 'hires' image" in caplog.text
+    assert "upsampled" in caplog.text  # 4.5 px spots at lowres: the user is told
+    assert mouse_brain.obsm["stmix_patches"].shape == (mouse_brain.n_obs, 16, 16, 3)
+    with pytest.raises(ValueError, match="not an RGB image"):
+        stmix.pp.patches(mouse_brain, size=16, img_key="hires", progress=False)
+
+
+def test_copy_leaves_the_input_alone(mouse_brain, mouse_brain_image):
+    before = snapshot(mouse_brain)
+    out = stmix.pp.patches(mouse_brain, size=16, image=mouse_brain_image, copy=True, progress=False)
+    assert_unchanged(mouse_brain, before)
+    assert out.obsm["stmix_patches"].shape == (mouse_brain.n_obs, 16, 16, 3)
+
+
+def test_write_h5ad_round_trip_keeps_every_key(her2st, tmp_path):
+    adata = her2st("C5")
+    stmix.pp.patches(adata, size=32, progress=False)
+    stmix.pp.split(adata, seed=3)
+    adata.write_h5ad(tmp_path / "c5.h5ad")
+    back = ad.read_h5ad(tmp_path / "c5.h5ad")
+    np.testing.assert_array_equal(back.obsm["stmix_patches"], adata.obsm["stmix_patches"])
+    np.testing.assert_array_equal(back.obsm["spatial"], adata.obsm["spatial"])
+    assert back.obs["stmix_split"].equals(adata.obs["stmix_split"])
+    assert back.uns["stmix_patches"]["params"] == adata.uns["stmix_patches"]["params"]
+    entry, back_entry = adata.uns["spatial"]["C5"], back.uns["spatial"]["C5"]
+    np.testing.assert_array_equal(back_entry["images"]["hires"], entry["images"]["hires"])
+    assert back_entry["scalefactors"] == entry["scalefactors"]
+    assert back_entry["metadata"]["source_image_path"] == entry["metadata"]["source_image_path"]
+    # and the reloaded object cuts the same patches
+    stmix.pp.patches(back, size=32, progress=False)
+    np.testing.assert_array_equal(back.obsm["stmix_patches"], adata.obsm["stmix_patches"])

@@ -1,6 +1,7 @@
 """Preparation: AnnData in, AnnData out (no torch)."""
 
+from stmix.pp._neighbors import neighbors
 from stmix.pp._patches import patches
 from stmix.pp._split import split
 
-__all__ = ["patches", "split"]
+__all__ = ["neighbors", "patches", "split"]

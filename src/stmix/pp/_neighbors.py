@@ -1,0 +1,260 @@
+"""Partner candidates and sampling weights of SNR-ST-Mix."""
+
+from __future__ import annotations
+
+import logging
+
+import anndata as ad
+import numpy as np
+from scipy import sparse
+from scipy.spatial import cKDTree
+
+from stmix import _anndata
+from stmix._keys import (
+    NEIGHBORS,
+    SPATIAL,
+    SPLIT,
+    connectivities_key,
+    neighbors_uns_key,
+    weights_key,
+)
+from stmix.pp import _kernel
+
+logger = logging.getLogger(__name__)
+
+#: Up to this many training spots, expression-space neighbours are exact; beyond, pynndescent.
+EXACT_EXPRESSION_KNN = 4096
+
+
+def neighbors(
+    adata: ad.AnnData,
+    n_neighbors: int = 10,
+    *,
+    basis: str = "spatial",
+    kernel: str = "gaussian",
+    sigma: float | None = None,
+    layer: str | None = None,
+    spatial_key: str = SPATIAL,
+    split_key: str = SPLIT,
+    key_added: str = NEIGHBORS,
+    seed: int = 0,
+    copy: bool = False,
+) -> ad.AnnData | None:
+    r"""Partner candidates of every training spot and the probability of drawing each.
+
+    SNR-ST-Mix mixes a training spot :math:`i` only with one of its candidates
+    :math:`N(i)`, drawn with probability
+
+    .. math::
+
+        P(j \mid i) = \frac{K(i, j)}{\sum_{l \in N(i)} K(i, l)}, \quad j \in N(i)
+        \qquad \text{(eq. 6)}
+
+    where the kernel :math:`K` is on the distance between the expression vectors
+    :math:`y_i, y_j` of the two spots:
+
+    - ``kernel="gaussian"`` (the paper, eq. 5):
+      :math:`K(i, j) = \exp(-\lVert y_i - y_j \rVert^2 / 2\sigma^2)`;
+    - ``kernel="reference"`` (the public code, which passes the distance, not its square):
+      :math:`K(i, j) = \exp(-\lVert y_i - y_j \rVert / 2\sigma^2)`.
+
+    Only training spots are candidates, and a spot is never its own candidate.
+
+    Parameters
+    ----------
+    adata
+        Spots with a split (:func:`stmix.pp.split`) and log-normalised expression.
+    n_neighbors
+        Number of candidates per training spot (the paper's ``k``).
+    basis
+        Where candidates are nearest: ``"spatial"``, in ``obsm[spatial_key]`` (the paper,
+        eq. 1; exact KD-tree); ``"expression"``, in expression space (what the public code's
+        main experiment does; exact up to 4,096 training spots, pynndescent beyond); or the key of
+        a precomputed graph in ``obsp`` such as squidpy's ``"spatial_connectivities"``
+        (:func:`squidpy.gr.spatial_neighbors`), whose training neighbours are the candidates
+        (``n_neighbors`` is then ignored).
+    kernel
+        ``"gaussian"`` or ``"reference"``, see above.
+    sigma
+        Kernel bandwidth. Default: half the median pairwise expression distance among training
+        spots (over all pairs up to 1,000 spots, else over 200,000 random pairs).
+    layer
+        Layer holding the expression; ``None`` uses ``X``.
+    spatial_key
+        Key of the spot centres in ``obsm``.
+    split_key
+        Column of ``obs`` with the ``train`` / ``val`` / ``test`` labels.
+    key_added
+        Prefix of the keys written.
+    seed
+        Seed for the sampled median and pynndescent.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None``, or a new AnnData when ``copy=True``; either way it holds
+
+    - ``obsp[f"{key_added}_connectivities"]``: CSR, 1 where j is a candidate of i;
+    - ``obsp[f"{key_added}_weights"]``: CSR float32, :math:`P(j \mid i)`; each training row sums
+      to 1, other rows are empty;
+    - ``uns[f"{key_added}_neighbors"]["params"]``: the parameters, the ``sigma`` used, the
+      number of training spots and the neighbour ``method``.
+    """
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)):
+        raise TypeError(f"`n_neighbors` must be an integer, not {n_neighbors!r}.")
+    if n_neighbors < 1:
+        raise ValueError(f"`n_neighbors` must be at least 1, not {n_neighbors}.")
+    if kernel not in _kernel.KERNELS:
+        raise ValueError(f"`kernel` must be one of {list(_kernel.KERNELS)}, not {kernel!r}.")
+    if basis not in ("spatial", "expression") and basis not in adata.obsp:
+        raise ValueError(
+            f"`basis` must be 'spatial', 'expression' or a key of adata.obsp "
+            f"({list(adata.obsp)}), not {basis!r}."
+        )
+    if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"`sigma` must be a positive number, not {sigma}.")
+
+    train = _anndata.split_indices(adata, split_key, "train")
+    graph = basis not in ("spatial", "expression")
+    if not graph and len(train) < n_neighbors + 1:
+        raise ValueError(
+            f"{len(train)} training spots cannot give each of them {n_neighbors} candidates "
+            f"other than itself: lower `n_neighbors` to at most {max(len(train) - 1, 0)} or "
+            f"train on more spots (stmix.pp.split)."
+        )
+    if graph and len(train) < 2:
+        raise ValueError("Mixing needs at least two training spots.")
+    y = _anndata.expression(adata, layer, obs=train, dtype=np.float64)
+    _warn_if_counts(y, layer)
+    estimated = sigma is None
+    sigma = _kernel.bandwidth(y, seed=seed) if estimated else float(sigma)
+
+    if basis == "spatial":
+        coords = _anndata.spatial_coordinates(adata, spatial_key)[train]
+        indptr, indices = _to_csr(_knn(coords, n_neighbors))
+        method = "kdtree"
+    elif basis == "expression":
+        knn, method = _expression_knn(y, n_neighbors, seed)
+        indptr, indices = _to_csr(knn)
+    else:
+        indptr, indices = _graph_candidates(adata.obsp[basis], train)
+        method = f"obsp[{basis!r}]"
+        isolated = int(np.sum(np.diff(indptr) == 0))
+        if isolated:
+            logger.warning(
+                "%d of %d training spots have no training neighbour in obsp[%r]; they are "
+                "not mixed (paired with themselves).",
+                isolated,
+                len(train),
+                basis,
+            )
+
+    counts = np.diff(indptr)
+    rows = np.repeat(np.arange(len(train)), counts)
+    distance = _edge_distances(y, rows, indices)
+    weights = _row_softmax(_kernel.log_kernel(distance, sigma, kernel), rows, len(train))
+
+    n = adata.n_obs
+    where = (train[rows], train[indices])  # back to positions in adata
+    conn = sparse.csr_matrix((np.ones(len(rows), np.float32), where), shape=(n, n))
+    wmat = sparse.csr_matrix((weights.astype(np.float32), where), shape=(n, n))
+
+    params = {
+        "n_neighbors": int(n_neighbors) if not graph else int(counts.max(initial=0)),
+        "basis": basis,
+        "kernel": kernel,
+        "sigma": float(sigma),
+        "sigma_estimated": bool(estimated),
+        "spatial_key": spatial_key,
+        "split_key": split_key,
+        "n_train": len(train),
+        "method": method,
+        "seed": int(seed),
+    }
+    if layer is not None:
+        params["layer"] = layer
+
+    adata = adata.copy() if copy else adata
+    adata.obsp[connectivities_key(key_added)] = conn
+    adata.obsp[weights_key(key_added)] = wmat
+    adata.uns[neighbors_uns_key(key_added)] = {"params": params}
+    return adata if copy else None
+
+
+def _warn_if_counts(y: np.ndarray, layer: str | None) -> None:
+    sample = y[: min(len(y), 50)]
+    if sample.size and sample.max() >= 2 and np.all(np.mod(sample, 1) == 0):
+        logger.warning(
+            "The expression in %s looks like raw counts; the kernel assumes log-normalised "
+            "expression (scanpy.pp.normalize_total + scanpy.pp.log1p).",
+            "X" if layer is None else f"layers[{layer!r}]",
+        )
+
+
+def _knn(points: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` nearest other rows of each row (exact KD-tree), as an (n, k) index array."""
+    _, index = cKDTree(points).query(points, k=k + 1)
+    return _drop_self(index, k)
+
+
+def _drop_self(index: np.ndarray, k: int) -> np.ndarray:
+    """Remove each row's own index (or, when ties hid it, its last column)."""
+    n = len(index)
+    is_self = index == np.arange(n)[:, None]
+    missing = ~is_self.any(axis=1)
+    is_self[missing, -1] = True
+    return index[~is_self].reshape(n, k)
+
+
+def _expression_knn(y: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, str]:
+    n = len(y)
+    if n <= EXACT_EXPRESSION_KNN:
+        sq = np.einsum("ij,ij->i", y, y)
+        index = np.empty((n, k), dtype=np.int64)
+        for start in range(0, n, 1024):
+            block = y[start : start + 1024]
+            d2 = sq[start : start + 1024, None] + sq[None, :] - 2.0 * block @ y.T
+            d2[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
+            part = np.argpartition(d2, k - 1, axis=1)[:, :k]
+            order = np.argsort(np.take_along_axis(d2, part, axis=1), axis=1, kind="stable")
+            index[start : start + 1024] = np.take_along_axis(part, order, axis=1)
+        return index, "exact"
+    from pynndescent import NNDescent
+
+    graph = NNDescent(y, n_neighbors=k + 1, random_state=seed, n_jobs=1)
+    index, _ = graph.neighbor_graph
+    return _drop_self(index, k), "pynndescent"
+
+
+def _to_csr(knn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n, k = knn.shape
+    return np.arange(0, n * k + 1, k, dtype=np.int64), knn.reshape(-1).astype(np.int64)
+
+
+def _graph_candidates(graph, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    sub = sparse.csr_matrix(graph)[train][:, train].tolil()
+    sub.setdiag(0)
+    sub = sub.tocsr()
+    sub.eliminate_zeros()
+    sub.sort_indices()
+    return sub.indptr.astype(np.int64), sub.indices.astype(np.int64)
+
+
+def _edge_distances(y: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Euclidean expression distance of each candidate pair, in chunks (memory O(pairs))."""
+    out = np.empty(len(rows))
+    step = max(1, 2**22 // max(y.shape[1], 1))
+    for start in range(0, len(rows), step):
+        stop = start + step
+        out[start:stop] = np.linalg.norm(y[rows[start:stop]] - y[cols[start:stop]], axis=1)
+    return out
+
+
+def _row_softmax(log_k: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:
+    """Softmax of ``log_k`` among the entries of each row (stable when every value underflows)."""
+    top = np.full(n_rows, -np.inf)
+    np.maximum.at(top, rows, log_k)
+    w = np.exp(log_k - top[rows])
+    total = np.bincount(rows, weights=w, minlength=n_rows)
+    return w / total[rows]

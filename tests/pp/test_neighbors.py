@@ -1,0 +1,204 @@
+from __future__ import annotations
+
+import logging
+
+import anndata as ad
+import numpy as np
+import pytest
+import scanpy as sc
+from scipy import sparse
+from scipy.spatial.distance import cdist
+
+import stmix
+from stmix.pp import _neighbors
+from tests.conftest import assert_unchanged, snapshot
+
+
+@pytest.fixture
+def c3_reference_adata(reference):
+    """The reference's preprocessed C3 expression (250 genes) with the reference's split."""
+    adata = ad.AnnData(reference["expression"].copy())
+    adata.obs_names = reference["obs_names"]
+    adata.var_names = reference["gene_names"]
+    stmix.pp.split(adata, 0.3, 0.2, seed=0)
+    return adata
+
+
+@pytest.fixture
+def c2_log(her2st):
+    adata = her2st("C2")
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    top = np.argsort(np.asarray(adata.X.mean(axis=0)).ravel())[-250:]
+    adata = adata[:, np.sort(top)].copy()
+    stmix.pp.split(adata)
+    return adata
+
+
+def test_weights_equal_the_reference_sampling_distribution(c3_reference_adata, reference):
+    adata = c3_reference_adata
+    train = reference["train"]
+    stmix.pp.neighbors(
+        adata, 9, basis="expression", kernel="reference", sigma=float(reference["sigma"])
+    )
+    weights = adata.obsp["stmix_weights"]
+    for row, spot in enumerate(train):
+        # the reference draws among its 10 nearest (itself first), self weight zeroed
+        candidates = reference["neighbors"][row][1:]
+        expected = reference["probabilities"][row, candidates]
+        expected = expected / expected.sum()
+        got = weights[spot].toarray().ravel()
+        np.testing.assert_allclose(got[train[candidates]], expected, atol=1e-5)
+        assert weights[spot].nnz == 9
+        assert got.sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_default_sigma_is_the_reference_bandwidth(c3_reference_adata, reference):
+    stmix.pp.neighbors(c3_reference_adata, 9, basis="expression", kernel="reference")
+    params = c3_reference_adata.uns["stmix_neighbors"]["params"]
+    assert params["sigma_estimated"]
+    assert params["sigma"] == pytest.approx(float(reference["sigma"]), rel=0.02)
+
+
+def test_spatial_candidates_are_the_nearest_training_spots(c2_log):
+    adata = c2_log
+    stmix.pp.neighbors(adata, 6)
+    train = np.flatnonzero(adata.obs["stmix_split"] == "train")
+    conn, weights = adata.obsp["stmix_connectivities"], adata.obsp["stmix_weights"]
+    assert sparse.isspmatrix_csr(conn) and weights.dtype == np.float32
+    # non-training rows are empty, columns are training spots only
+    not_train = np.setdiff1d(np.arange(adata.n_obs), train)
+    assert conn[not_train].nnz == 0 and weights[not_train].nnz == 0
+    assert np.isin(conn.indices, train).all()
+    np.testing.assert_allclose(np.asarray(weights[train].sum(axis=1)).ravel(), 1.0, atol=1e-6)
+
+    coords = adata.obsm["spatial"][train]
+    pixel = cdist(coords, coords)
+    np.fill_diagonal(pixel, np.inf)
+    y = adata.X[train].toarray()
+    expression = cdist(y, y)
+    sigma = adata.uns["stmix_neighbors"]["params"]["sigma"]
+    for row, spot in enumerate(train):
+        got = conn[spot].indices
+        assert spot not in got
+        expected = train[np.argsort(pixel[row])[:6]]
+        assert set(got) == set(expected)
+        # eq. 5-6: the Gaussian kernel on expression distance, normalised over the candidates
+        cols = np.searchsorted(train, got)
+        kernel = np.exp(-(expression[row, cols] ** 2) / (2 * sigma**2))
+        np.testing.assert_allclose(
+            weights[spot, got].toarray().ravel(), kernel / kernel.sum(), rtol=1e-4
+        )
+
+
+def test_kernels_differ_and_are_recorded(c2_log):
+    a = stmix.pp.neighbors(c2_log, 5, kernel="gaussian", copy=True)
+    b = stmix.pp.neighbors(c2_log, 5, kernel="reference", copy=True)
+    assert (a.obsp["stmix_connectivities"] != b.obsp["stmix_connectivities"]).nnz == 0
+    assert abs(a.obsp["stmix_weights"] - b.obsp["stmix_weights"]).max() > 1e-3
+    assert b.uns["stmix_neighbors"]["params"]["kernel"] == "reference"
+
+
+def test_precomputed_squidpy_graph(c2_log, caplog):
+    import squidpy as sq
+
+    adata = c2_log
+    sq.gr.spatial_neighbors_grid(adata, n_neighs=4, n_rings=2)
+    with caplog.at_level(logging.WARNING, logger="stmix"):
+        stmix.pp.neighbors(adata, basis="spatial_connectivities")
+    graph = adata.obsp["spatial_connectivities"]
+    conn, weights = adata.obsp["stmix_connectivities"], adata.obsp["stmix_weights"]
+    train = np.flatnonzero(adata.obs["stmix_split"] == "train")
+    for spot in train:
+        got = set(conn[spot].indices)
+        assert got == set(graph[spot].indices) & set(train) - {spot}
+        if got:
+            assert weights[spot].sum() == pytest.approx(1.0, abs=1e-6)
+    isolated = sum(conn[s].nnz == 0 for s in train)
+    assert isolated > 0 and f"{isolated} of {len(train)} training spots" in caplog.text
+    assert adata.uns["stmix_neighbors"]["params"]["method"] == "obsp['spatial_connectivities']"
+
+
+def test_pynndescent_beyond_the_exact_limit(c2_log, monkeypatch):
+    exact = stmix.pp.neighbors(c2_log, 5, basis="expression", copy=True)
+    monkeypatch.setattr(_neighbors, "EXACT_EXPRESSION_KNN", 10)
+    approx = stmix.pp.neighbors(c2_log, 5, basis="expression", copy=True)
+    assert approx.uns["stmix_neighbors"]["params"]["method"] == "pynndescent"
+    a, b = exact.obsp["stmix_connectivities"], approx.obsp["stmix_connectivities"]
+    recall = a.multiply(b).sum() / a.sum()
+    assert recall > 0.9
+
+
+def test_write_h5ad_round_trip(c2_log, tmp_path):
+    stmix.pp.neighbors(c2_log, 4)
+    c2_log.write_h5ad(tmp_path / "n.h5ad")
+    back = ad.read_h5ad(tmp_path / "n.h5ad")
+    assert (back.obsp["stmix_weights"] != c2_log.obsp["stmix_weights"]).nnz == 0
+    assert back.uns["stmix_neighbors"]["params"] == c2_log.uns["stmix_neighbors"]["params"]
+
+
+def test_key_added(c2_log):
+    stmix.pp.neighbors(c2_log, 3, key_added="mine")
+    assert {"mine_connectivities", "mine_weights"} <= set(c2_log.obsp)
+    assert "mine_neighbors" in c2_log.uns
+
+
+def test_raw_counts_warn(her2st, caplog):
+    adata = her2st("C2")[:, :300].copy()
+    stmix.pp.split(adata)
+    with caplog.at_level(logging.WARNING, logger="stmix"):
+        stmix.pp.neighbors(adata, 3)
+    assert "raw counts" in caplog.text
+
+
+def test_too_few_training_spots(c2_log):
+    before = snapshot(c2_log)
+    n_train = int((c2_log.obs["stmix_split"] == "train").sum())
+    with pytest.raises(ValueError, match=rf"{n_train} training spots .* at most {n_train - 1}"):
+        stmix.pp.neighbors(c2_log, n_train)
+    assert_unchanged(c2_log, before)
+
+
+def test_nan_expression(c2_log):
+    c2_log.X = c2_log.X.toarray()
+    train = np.flatnonzero(c2_log.obs["stmix_split"] == "train")
+    c2_log.X[train[3], 7] = np.nan
+    before = snapshot(c2_log)
+    with pytest.raises(ValueError, match="NaN"):
+        stmix.pp.neighbors(c2_log)
+    assert_unchanged(c2_log, before)
+
+
+def test_identical_expression(c2_log):
+    c2_log.X = np.ones(c2_log.shape, dtype=np.float32)
+    before = snapshot(c2_log)
+    with pytest.raises(ValueError, match="identical"):
+        stmix.pp.neighbors(c2_log)
+    assert_unchanged(c2_log, before)
+
+
+def test_no_split(c2_log):
+    del c2_log.obs["stmix_split"]
+    before = snapshot(c2_log)
+    with pytest.raises(KeyError, match=r"stmix\.pp\.split"):
+        stmix.pp.neighbors(c2_log)
+    assert_unchanged(c2_log, before)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"kernel": "laplace"}, ValueError, "kernel"),
+        ({"basis": "umap"}, ValueError, "basis"),
+        ({"sigma": 0.0}, ValueError, "sigma"),
+        ({"n_neighbors": 0}, ValueError, "n_neighbors"),
+        ({"n_neighbors": 2.5}, TypeError, "n_neighbors"),
+        ({"layer": "nope"}, KeyError, "nope"),
+        ({"spatial_key": "nope"}, KeyError, "nope"),
+    ],
+)
+def test_bad_arguments(c2_log, kwargs, error, match):
+    before = snapshot(c2_log)
+    with pytest.raises(error, match=match):
+        stmix.pp.neighbors(c2_log, **kwargs)
+    assert_unchanged(c2_log, before)

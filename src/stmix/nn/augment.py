@@ -1,0 +1,140 @@
+"""One interface for every training-time augmentation, so the training loop never branches.
+
+An :class:`Augmentation` turns a batch of anchor indices into a :class:`Step`: the images to
+run through the network in one call, and the loss of the network's output. The mixing methods
+stack ``[x_mix; x_i; x_j]`` and score with :func:`~stmix.nn.snr_loss`; the others stack only
+``x_i`` and score with plain MSE (the paper's baselines).
+
+A training step is then, whatever the method::
+
+    step = augmentation(anchors, patches, targets)
+    losses = step.loss(model(step.inputs))
+    losses["total"].backward()
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from stmix.nn.geometric import flip_rotate_crop
+from stmix.nn.images import to_float
+from stmix.nn.loss import LOSS_WEIGHTS, mse_loss, snr_loss
+from stmix.nn.mixing import cutmix, mix_pixels, sample_lambda
+from stmix.nn.sampling import PartnerSampler
+
+#: Every method, in the order the paper's tables list them.
+METHODS: tuple[str, ...] = ("none", "basic", "mixup", "cutmix", "cmixup", "knn", "snr")
+MIXING: tuple[str, ...] = ("mixup", "cutmix", "cmixup", "knn", "snr")
+
+
+@dataclass
+class Step:
+    """The network inputs of one training step and how to score the outputs."""
+
+    inputs: Tensor
+    y_i: Tensor
+    y_j: Tensor | None = None
+    lam: Tensor | None = None
+    edge_weight: Tensor | None = None
+    loss_weights: dict[str, float] = field(default_factory=lambda: dict(LOSS_WEIGHTS))
+
+    def loss(self, pred: Tensor) -> dict[str, Tensor]:
+        """The loss terms (``total`` first) for the network output on :attr:`inputs`."""
+        pred = pred.float()
+        if self.y_j is None:
+            return mse_loss(pred, self.y_i)
+        pred_mix, pred_i, pred_j = pred.chunk(3)
+        return snr_loss(
+            pred_mix,
+            pred_i,
+            pred_j,
+            self.y_i,
+            self.y_j,
+            self.lam,
+            self.edge_weight,
+            **self.loss_weights,
+        )
+
+
+class Augmentation(ABC):
+    """Makes the :class:`Step` of a batch of anchors."""
+
+    @abstractmethod
+    def __call__(self, anchors: Tensor, patches: Tensor, targets: Tensor) -> Step:
+        """Anchors index ``patches`` (uint8, N × H × W × 3) and ``targets`` (N × genes)."""
+
+    def to(self, device: torch.device | str) -> Augmentation:
+        """Return the augmentation with its tables on ``device``."""
+        return self
+
+
+class Plain(Augmentation):
+    """No mixing: the images as they are (``none``) or flipped/rotated/cropped (``basic``)."""
+
+    def __init__(self, *, geometric: bool = False):
+        self.geometric = geometric
+
+    def __call__(self, anchors: Tensor, patches: Tensor, targets: Tensor) -> Step:
+        """The anchors' images (augmented with ``geometric``) and their targets."""
+        x = to_float(patches[anchors])
+        if self.geometric:
+            x = flip_rotate_crop(x)
+        return Step(inputs=x, y_i=targets[anchors])
+
+
+class Mix(Augmentation):
+    """Mix each anchor with a partner drawn by ``sampler``, pixel-wise or box-wise (CutMix).
+
+    Parameters
+    ----------
+    sampler
+        Draws the partners and their edge weights.
+    alpha
+        The mixing ratio is drawn from Beta(alpha, alpha).
+    boxes
+        CutMix: paste a box of the partner instead of blending pixels; the targets are mixed by
+        the area kept.
+    loss_weights
+        Weights of the consistency, edge and correlation terms of the loss.
+    """
+
+    def __init__(
+        self,
+        sampler: PartnerSampler,
+        *,
+        alpha: float = 1.0,
+        boxes: bool = False,
+        loss_weights: dict[str, float] | None = None,
+    ):
+        self.sampler = sampler
+        self.alpha = float(alpha)
+        self.boxes = boxes
+        self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
+
+    def __call__(self, anchors: Tensor, patches: Tensor, targets: Tensor) -> Step:
+        """Draw partners and ratios, mix, and stack ``[x_mix; x_i; x_j]``."""
+        partners, edge_weight = self.sampler(anchors)
+        x_i, x_j = to_float(patches[anchors]), to_float(patches[partners])
+        lam = sample_lambda(len(anchors), self.alpha, anchors.device)
+        x_mix, lam = (cutmix if self.boxes else mix_pixels)(x_i, x_j, lam)
+        return Step(
+            inputs=torch.cat([x_mix, x_i, x_j]),
+            y_i=targets[anchors],
+            y_j=targets[partners],
+            lam=lam,
+            edge_weight=edge_weight,
+            loss_weights=self.loss_weights,
+        )
+
+    def to(self, device: torch.device | str) -> Mix:
+        """Return the augmentation with its sampler's tables on ``device``."""
+        return Mix(
+            self.sampler.to(device),
+            alpha=self.alpha,
+            boxes=self.boxes,
+            loss_weights=self.loss_weights,
+        )

@@ -1,0 +1,19 @@
+"""From stored patches to network input."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def to_float(patches: Tensor) -> Tensor:
+    """uint8 patches (N, H, W, 3) to float images (N, 3, H, W) in [0, 1].
+
+    The result is a channels-last view of the same memory layout (no transposing copy), the
+    layout convolutions run fastest in on CUDA.
+    """
+    if patches.dtype != torch.uint8 or patches.ndim != 4 or patches.shape[-1] != 3:
+        raise ValueError(
+            f"patches must be uint8 (N, H, W, 3), not {patches.dtype} {tuple(patches.shape)}."
+        )
+    return patches.permute(0, 3, 1, 2).float().div_(255.0)

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stmix.nn import cutmix, flip_rotate_crop, mix_pixels, sample_lambda
+
+
+def test_mix_pixels_is_the_convex_combination():
+    torch.manual_seed(0)
+    a, b = torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8)
+    lam = torch.tensor([0.0, 0.25, 0.5, 1.0])
+    mixed, same = mix_pixels(a, b, lam)
+    torch.testing.assert_close(mixed, lam.view(-1, 1, 1, 1) * a + (1 - lam.view(-1, 1, 1, 1)) * b)
+    assert same is lam
+
+
+def test_cutmix_target_share_is_the_area_kept():
+    torch.manual_seed(0)
+    a, b = torch.zeros(64, 3, 32, 32), torch.ones(64, 3, 32, 32)
+    lam = torch.rand(64)
+    mixed, kept = cutmix(a, b, lam)
+    from_a = (mixed == 0).float().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(kept, from_a)
+    # clipping at the border only keeps more of x_i; rounding to pixels moves it by < 2 rows
+    assert (kept >= lam - 2 * 32 / 32**2).all()
+    assert abs((kept - lam).mean().item()) < 0.2
+
+
+@pytest.mark.parametrize("alpha", [0.4, 1.0, 2.0])
+def test_lambda_is_beta(alpha):
+    torch.manual_seed(0)
+    lam = sample_lambda(40_000, alpha, "cpu")
+    assert lam.min() >= 0 and lam.max() <= 1
+    assert lam.mean().item() == pytest.approx(0.5, abs=0.01)
+    variance = 1 / (4 * (2 * alpha + 1))
+    assert lam.var().item() == pytest.approx(variance, rel=0.05)
+    with pytest.raises(ValueError, match="alpha"):
+        sample_lambda(3, 0.0, "cpu")
+
+
+def test_flips_and_rotations_permute_pixels():
+    torch.manual_seed(0)
+    x = torch.rand(16, 3, 12, 12)
+    out = flip_rotate_crop(x, scale=(1.0, 1.0))
+    for i in range(16):
+        torch.testing.assert_close(out[i].flatten().sort().values, x[i].flatten().sort().values)
+    assert not torch.allclose(out, x)  # some sample was transformed
+
+
+def test_crops_zoom_in():
+    x = torch.zeros(8, 1, 16, 16)
+    x[:, :, :, :8] = 1.0  # left half bright
+    torch.manual_seed(0)
+    out = flip_rotate_crop(x, scale=(0.25, 0.25))
+    # a quarter-area crop of a half-bright image is often all one colour, never all of both
+    assert out.shape == x.shape
+    assert ((out.mean(dim=(1, 2, 3)) - 0.5).abs() > 0.05).any()

@@ -1,0 +1,68 @@
+"""The image-to-expression network: a timm backbone, dropout and one linear head."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor, nn
+
+from stmix.nn.backbone import create_backbone
+
+
+class ExpressionPredictor(nn.Module):
+    """Predict the expression of ``n_genes`` genes from an H&E patch.
+
+    ``forward`` takes float images (N, 3, H, W) in [0, 1] and normalises them with the
+    backbone's pretrained mean and standard deviation itself, so callers never need to know
+    them. The output is ``head(dropout(backbone(x))) + offset``: with ``offset`` the mean
+    training expression, the network learns the deviation from the mean (the ViT+Δ baseline);
+    with zeros (the default), the expression itself.
+
+    Parameters
+    ----------
+    n_genes
+        Number of outputs.
+    backbone
+        Any timm model name.
+    pretrained
+        Start from pretrained weights (see :func:`~stmix.nn.backbone.create_backbone`).
+    weights
+        A local weights file for the backbone, instead of downloading.
+    dropout
+        Dropout before the head (the paper: 0.2).
+    offset
+        Added to every output (n_genes,); default zeros.
+    img_size
+        Patch size, for backbones with a fixed input size (ViTs).
+    """
+
+    def __init__(
+        self,
+        n_genes: int,
+        backbone: str = "tf_efficientnet_lite0",
+        *,
+        pretrained: bool = False,
+        weights: str | os.PathLike | None = None,
+        dropout: float = 0.2,
+        offset: Tensor | None = None,
+        img_size: int | None = None,
+    ):
+        super().__init__()
+        self.backbone, self.weights_source = create_backbone(
+            backbone, pretrained=pretrained, weights=weights, img_size=img_size
+        )
+        cfg = self.backbone.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.5,) * 3)).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(cfg.get("std", (0.5,) * 3)).view(1, 3, 1, 1))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(self.backbone.num_features, n_genes)
+        offset = torch.zeros(n_genes) if offset is None else torch.as_tensor(offset).float()
+        if offset.shape != (n_genes,):
+            raise ValueError(f"offset must have shape ({n_genes},), not {tuple(offset.shape)}.")
+        self.register_buffer("offset", offset.clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Expression (N, n_genes) of float images (N, 3, H, W) in [0, 1]."""
+        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return self.head(self.dropout(self.backbone(x))) + self.offset

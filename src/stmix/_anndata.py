@@ -7,6 +7,7 @@ everywhere.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import anndata as ad
@@ -15,6 +16,8 @@ import pandas as pd
 from scipy import sparse
 
 from stmix._keys import SPATIAL, SPLIT_CATEGORIES
+
+logger = logging.getLogger("stmix")
 
 
 def spatial_coordinates(adata: ad.AnnData, key: str = SPATIAL) -> np.ndarray:
@@ -128,3 +131,14 @@ def split_indices(adata: ad.AnnData, key: str, split: str) -> np.ndarray:
     if split not in SPLIT_CATEGORIES:
         raise ValueError(f"`split` must be one of {list(SPLIT_CATEGORIES)}, not {split!r}.")
     return np.flatnonzero(split_labels(adata, key).to_numpy() == split)
+
+
+def warn_if_counts(y: np.ndarray, layer: str | None) -> None:
+    """Warn when expression looks like raw counts (all integers) instead of log-normalised."""
+    sample = y[: min(len(y), 50)]
+    if sample.size and sample.max() >= 2 and np.all(np.mod(sample, 1) == 0):
+        logger.warning(
+            "The expression in %s looks like raw counts; stmix expects log-normalised "
+            "expression (scanpy.pp.normalize_total + scanpy.pp.log1p).",
+            "X" if layer is None else f"layers[{layer!r}]",
+        )

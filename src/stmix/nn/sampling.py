@@ -100,22 +100,27 @@ class CandidateSampler(PartnerSampler):
 
 
 class DenseSampler(PartnerSampler):
-    """Partners drawn from a dense (n, n) probability matrix with a zero diagonal (``cmixup``)."""
+    """Partners drawn from a dense (n, n) probability matrix with a zero diagonal (``cmixup``).
 
-    def __init__(self, probs: Tensor):
+    ``edge`` (n, n) gives the edge weight of each pair; default the probabilities themselves.
+    """
+
+    def __init__(self, probs: Tensor, edge: Tensor | None = None):
         if probs.ndim != 2 or probs.shape[0] != probs.shape[1]:
             raise ValueError("probs must be a square (n, n) matrix.")
+        if edge is not None and edge.shape != probs.shape:
+            raise ValueError("edge must have the shape of probs.")
         self.probs = probs.float()
+        self.edge = self.probs if edge is None else edge.float()
 
     def __call__(self, anchors: Tensor) -> tuple[Tensor, Tensor]:
         """One multinomial draw over each anchor's row of the matrix."""
-        rows = self.probs[anchors]
-        partners = torch.multinomial(rows, 1).squeeze(1)
-        return partners, rows.gather(1, partners[:, None]).squeeze(1)
+        partners = torch.multinomial(self.probs[anchors], 1).squeeze(1)
+        return partners, self.edge[anchors, partners]
 
     def to(self, device: torch.device | str) -> DenseSampler:
-        """Return the sampler with its matrix on ``device``."""
-        return DenseSampler(self.probs.to(device))
+        """Return the sampler with its matrices on ``device``."""
+        return DenseSampler(self.probs.to(device), self.edge.to(device))
 
 
 class UniformSampler(PartnerSampler):

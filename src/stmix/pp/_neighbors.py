@@ -126,7 +126,7 @@ def neighbors(
     if graph and len(train) < 2:
         raise ValueError("Mixing needs at least two training spots.")
     y = _anndata.expression(adata, layer, obs=train, dtype=np.float64)
-    _warn_if_counts(y, layer)
+    _anndata.warn_if_counts(y, layer)
     estimated = sigma is None
     sigma = _kernel.bandwidth(y, seed=seed) if estimated else float(sigma)
 
@@ -180,16 +180,6 @@ def neighbors(
     adata.obsp[weights_key(key_added)] = wmat
     adata.uns[neighbors_uns_key(key_added)] = {"params": params}
     return adata if copy else None
-
-
-def _warn_if_counts(y: np.ndarray, layer: str | None) -> None:
-    sample = y[: min(len(y), 50)]
-    if sample.size and sample.max() >= 2 and np.all(np.mod(sample, 1) == 0):
-        logger.warning(
-            "The expression in %s looks like raw counts; the kernel assumes log-normalised "
-            "expression (scanpy.pp.normalize_total + scanpy.pp.log1p).",
-            "X" if layer is None else f"layers[{layer!r}]",
-        )
 
 
 def _knn(points: np.ndarray, k: int) -> np.ndarray:

@@ -1,0 +1,92 @@
+"""Each method's sampler against an independent computation on real C2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import cdist
+
+from stmix.nn import CandidateSampler, DenseSampler, Plain, UniformSampler
+from stmix.tl import _augmentations
+
+
+def _build(adata, method, edge_weight="paper"):
+    train = np.flatnonzero(adata.obs["stmix_split"] == "train")
+    y = adata.X[train]
+    aug = _augmentations.build(
+        adata,
+        method,
+        train,
+        y,
+        alpha=1.0,
+        loss_weights=None,
+        edge_weight=edge_weight,
+        neighbors_key="stmix",
+    )
+    return aug, train, y
+
+
+def _kernel(adata, y):
+    params = adata.uns["stmix_neighbors"]["params"]
+    d = cdist(y.astype(float), y.astype(float))
+    k = np.exp(-(d**2) / (2 * params["sigma"] ** 2))
+    np.fill_diagonal(k, 0.0)
+    return k
+
+
+def test_snr_draws_with_the_obsp_weights(prepared):
+    aug, train, _ = _build(prepared, "snr")
+    sampler = aug.sampler
+    assert isinstance(sampler, CandidateSampler)
+    weights = prepared.obsp["stmix_weights"][train][:, train].toarray()
+    for row in range(len(train)):
+        got = np.zeros(len(train))
+        np.add.at(got, sampler.candidates[row].numpy(), sampler.probs[row].numpy())
+        np.testing.assert_allclose(got, weights[row], atol=1e-6)
+    torch.testing.assert_close(sampler.edge, sampler.probs)
+
+
+def test_knn_is_uniform_over_the_same_candidates(prepared):
+    snr, _, _ = _build(prepared, "snr")
+    knn, _, _ = _build(prepared, "knn")
+    assert torch.equal(knn.sampler.candidates, snr.sampler.candidates)
+    torch.testing.assert_close(knn.sampler.probs, torch.full_like(knn.sampler.probs, 1 / 5))
+
+
+def test_cmixup_is_the_kernel_over_all_training_spots(prepared):
+    aug, _, y = _build(prepared, "cmixup")
+    assert isinstance(aug.sampler, DenseSampler)
+    k = _kernel(prepared, y)
+    np.testing.assert_allclose(
+        aug.sampler.probs.numpy(), k / k.sum(axis=1, keepdims=True), atol=1e-6
+    )
+
+
+def test_reference_edge_weights_normalise_over_all_training_spots(prepared):
+    aug, train, y = _build(prepared, "snr", edge_weight="reference")
+    k = _kernel(prepared, y)
+    expected = k / k.sum(axis=1, keepdims=True)
+    s = aug.sampler
+    rows = np.repeat(np.arange(len(train))[:, None], s.candidates.shape[1], axis=1)
+    np.testing.assert_allclose(s.edge.numpy(), expected[rows, s.candidates.numpy()], rtol=1e-5)
+    # sampling is still eq. 6; only the loss weight changes
+    paper, _, _ = _build(prepared, "snr")
+    torch.testing.assert_close(s.probs, paper.sampler.probs)
+
+    mix, _, _ = _build(prepared, "mixup", edge_weight="reference")
+    np.testing.assert_allclose(mix.sampler.edge.numpy(), expected, rtol=1e-5, atol=1e-9)
+
+
+def test_plain_and_uniform_methods(prepared):
+    assert isinstance(_build(prepared, "none")[0], Plain)
+    assert _build(prepared, "basic")[0].geometric
+    mixup, train, _ = _build(prepared, "mixup")
+    assert isinstance(mixup.sampler, UniformSampler) and mixup.sampler.n == len(train)
+    assert _build(prepared, "cutmix")[0].boxes
+
+
+def test_dense_methods_refuse_huge_training_sets(prepared, monkeypatch):
+    monkeypatch.setattr(_augmentations, "DENSE_LIMIT", 10)
+    with pytest.raises(ValueError, match="n × n"):
+        _build(prepared, "cmixup")

@@ -1,4 +1,4 @@
-"""The ``stmix`` command."""
+"""The ``stmix`` command: train, predict and score on .h5ad files."""
 
 from __future__ import annotations
 
@@ -10,28 +10,246 @@ from pathlib import Path
 
 logger = logging.getLogger("stmix")
 
+EPILOG = """\
+examples:
+  stmix her2st C2 --out results/C2.h5ad          the whole pipeline on a HER2ST section
+  stmix fit sample.h5ad --model sample_model/ --layer log1p --genes genes.txt
+  stmix impute other.h5ad --model sample_model/ --out other_imputed.h5ad
+  stmix evaluate other_imputed.h5ad --split test
+
+input .h5ad files follow scanpy's Visium layout: spot centres in obsm['spatial'] (full-resolution
+pixels) and the H&E image in uns['spatial'] (or its path in metadata['source_image_path']).
+expression should be log-normalised (scanpy.pp.normalize_total + scanpy.pp.log1p).
+"""
+
+
+def _read(path: str):
+    import anndata as ad
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} does not exist.")
+    return ad.read_h5ad(path)
+
+
+def _write(adata, path: str) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    adata.write_h5ad(out)
+
+
+def _genes(args: argparse.Namespace, adata) -> list[str] | str | None:
+    if args.genes is None:
+        return None
+    if Path(args.genes).is_file():
+        return [g.strip() for g in Path(args.genes).read_text().split() if g.strip()]
+    if args.genes in adata.var.columns:
+        return args.genes
+    return [g.strip() for g in args.genes.split(",") if g.strip()]
+
+
+def _prepare(adata, args: argparse.Namespace) -> None:
+    """Run the preparation steps that the input lacks, and say so."""
+    import stmix
+
+    if "stmix_patches" not in adata.obsm or adata.obsm["stmix_patches"].shape[1] != args.size:
+        print(f"cutting {args.size} px patches (stmix.pp.patches)")
+        stmix.pp.patches(adata, size=args.size, progress=not args.quiet)
+    if "stmix_split" not in adata.obs:
+        print(f"splitting spots 30/20/50 with seed {args.seed} (stmix.pp.split)")
+        stmix.pp.split(adata, seed=args.seed)
+    if args.augment in ("snr", "knn") and "stmix_weights" not in adata.obsp:
+        print("finding partner candidates (stmix.pp.neighbors)")
+        stmix.pp.neighbors(adata, layer=args.layer)
+
+
+def _fit_kwargs(args: argparse.Namespace) -> dict:
+    return {
+        "layer": args.layer,
+        "augment": args.augment,
+        "backbone": args.backbone,
+        "pretrained": not args.no_pretrained,
+        "weights": args.weights,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "patience": args.patience,
+        "target": args.target,
+        "seed": args.seed,
+        "device": args.device,
+        "progress": not args.quiet,
+    }
+
+
+def _fit(args: argparse.Namespace) -> int:
+    import stmix
+
+    adata = _read(args.input)
+    _prepare(adata, args)
+    model = stmix.tl.fit(adata, genes=_genes(args, adata), **_fit_kwargs(args))
+    model.save(args.model, overwrite=True)
+    print(f"{model} saved to {args.model}")
+    if args.out:
+        _write(adata, args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _impute(args: argparse.Namespace) -> int:
+    import stmix
+
+    adata = _read(args.input)
+    model = stmix.tl.load(args.model)
+    patches = adata.obsm.get("stmix_patches")
+    if patches is None or patches.shape[1] != model.patch_size:
+        print(f"cutting {model.patch_size} px patches (stmix.pp.patches)")
+        stmix.pp.patches(
+            adata,
+            size=model.patch_size,
+            spot_scale=model.config["spot_scale"],
+            progress=not args.quiet,
+        )
+    stmix.tl.impute(adata, model, layer=args.layer, device=args.device, progress=not args.quiet)
+    _write(adata, args.out)
+    print(
+        f"predicted {len(model.genes)} genes for {adata.n_obs} spots into "
+        f"layers[{args.layer!r}] of {args.out}"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import stmix
+
+    adata = _read(args.input)
+    split = None if args.split == "all" else args.split
+    table = stmix.tl.evaluate(adata, layer=args.layer, split=split, truth_layer=args.truth_layer)
+    metrics = adata.uns["stmix_metrics"]
+    print(
+        f"{metrics['n_genes']} genes on {metrics['n_spots']} {args.split} spots: "
+        f"MSE {metrics['mse']:.4f}  MAE {metrics['mae']:.4f}  PCC {metrics['pcc']:.4f}"
+    )
+    print("best predicted genes (PCC):")
+    print(table.sort_values("pcc", ascending=False).head(args.top).to_string(float_format="%.4f"))
+    if args.csv:
+        table.to_csv(args.csv)
+        print(f"wrote {args.csv}")
+    return 0
+
 
 def _her2st(args: argparse.Namespace) -> int:
+    import numpy as np
+    import scanpy as sc
+
     import stmix
 
     adata = stmix.datasets.her2st(args.section, root=args.root)
-    stmix.pp.patches(adata, size=args.size, progress=not args.quiet)
-    stmix.pp.split(adata, seed=args.seed)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    adata.write_h5ad(out)
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    stmix.pp.select_genes(adata, args.n_genes, method=args.gene_method)
+    args.layer, args.size = None, args.size
+    _prepare(adata, args)
+    counts = adata.obs["stmix_split"].value_counts()
     print(
-        f"{args.section}: {adata.n_obs} spots × {adata.n_vars} genes, patches "
-        f"{adata.obsm['stmix_patches'].shape[1:]} -> {out}"
+        f"HER2ST {args.section}: {adata.n_obs} spots (train {counts['train']}, val "
+        f"{counts['val']}, test {counts['test']}), {args.n_genes} genes by {args.gene_method}"
+    )
+
+    model = stmix.tl.fit(adata, genes="stmix_selected", **_fit_kwargs(args))
+    record = adata.uns["stmix"]
+    print(
+        f"fit {args.augment}: {args.backbone} ({model.config['weights_source']}), "
+        f"{model.patch_size} px, best epoch {record['best_epoch']} of "
+        f"{record['timing']['epochs_run']}, {record['timing']['seconds_per_epoch']:.1f} s/epoch "
+        f"on {record['timing']['device']}"
+    )
+    stmix.tl.impute(adata, model, progress=not args.quiet)
+    stmix.tl.evaluate(adata)
+    metrics = adata.uns["stmix_metrics"]
+
+    # what predicting the training mean everywhere scores, for scale
+    selected = adata.var["stmix_selected"].to_numpy()
+    split = adata.obs["stmix_split"].to_numpy()
+    x = adata.X[:, selected]
+    x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+    mean, test = x[split == "train"].mean(axis=0), x[split == "test"]
+    print(f"test ({metrics['n_spots']} spots, {metrics['n_genes']} genes)   MSE      MAE      PCC")
+    print(
+        f"  stmix ({args.augment})                 {metrics['mse']:.4f}   {metrics['mae']:.4f}   "
+        f"{metrics['pcc']:.4f}"
+    )
+    print(
+        f"  training mean everywhere     {((test - mean) ** 2).mean():.4f}   "
+        f"{np.abs(test - mean).mean():.4f}   n/a"
+    )
+    _write(adata, args.out)
+    model_dir = Path(args.out).with_suffix("")
+    model.save(model_dir.parent / f"{model_dir.name}_model", overwrite=True)
+    print(
+        f"wrote {args.out} (layers['stmix'], var['stmix_pcc'], uns['stmix']) and the model "
+        f"to {model_dir.parent / f'{model_dir.name}_model'}"
     )
     return 0
+
+
+def _training_options(
+    parser: argparse.ArgumentParser, *, epochs: int, lr: float, target: str, patience: int
+) -> None:
+    from stmix.nn import METHODS
+    from stmix.tl import DEFAULT_BACKBONE
+
+    group = parser.add_argument_group("training")
+    group.add_argument(
+        "--augment",
+        default="snr",
+        choices=METHODS,
+        help="how training samples are made; snr is SNR-ST-Mix (default snr)",
+    )
+    group.add_argument(
+        "--backbone",
+        default=DEFAULT_BACKBONE,
+        help=f"any timm model name (default {DEFAULT_BACKBONE}; the paper: "
+        f"vit_large_patch16_224 with --size 224)",
+    )
+    group.add_argument(
+        "--weights",
+        default=None,
+        help="local weights file for the backbone (for machines without internet)",
+    )
+    group.add_argument(
+        "--no-pretrained", action="store_true", help="start from random weights instead of ImageNet"
+    )
+    group.add_argument("--epochs", type=int, default=epochs, help=f"maximum epochs ({epochs})")
+    group.add_argument(
+        "--patience",
+        type=int,
+        default=patience,
+        help=f"stop after this many epochs without better validation MSE ({patience})",
+    )
+    group.add_argument("--batch-size", type=int, default=8, help="spots per step (8)")
+    group.add_argument("--lr", type=float, default=lr, help=f"learning rate ({lr:g})")
+    group.add_argument(
+        "--target",
+        default=target,
+        choices=("expression", "delta"),
+        help=f"learn the expression, or its deviation from the mean ({target})",
+    )
+    group.add_argument(
+        "--size", type=int, default=112, help="patch side in pixels, when patches must be cut (112)"
+    )
+    group.add_argument("--seed", type=int, default=0, help="seed of split and training (0)")
+    group.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (auto)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``stmix`` command."""
     parser = argparse.ArgumentParser(
         prog="stmix",
-        description="Predict spatial gene expression from H&E images (SNR-ST-Mix) on .h5ad files.",
+        description="Predict spatial gene expression from H&E images with SNR-ST-Mix. Each "
+        "command reads and writes .h5ad files that scanpy and squidpy open.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -39,16 +257,64 @@ def build_parser() -> argparse.ArgumentParser:
     her2st = commands.add_parser(
         "her2st",
         help="run the whole pipeline on one HER2ST breast cancer section",
-        description="Load a HER2ST section (from --root, $STMIX_DATA_DIR/her2st or a download), "
-        "cut the H&E patch under every spot, split the spots and write the AnnData.",
+        description="Load a HER2ST section ($STMIX_DATA_DIR/her2st, --root, or a download), "
+        "log-normalise, choose genes, cut patches, split 30/20/50, train, predict every spot, "
+        "print the test metrics and write the imputed AnnData and the model.",
     )
-    her2st.add_argument("section", nargs="?", default="C2", help="section name, A1 to H3 (C2)")
+    her2st.add_argument("section", nargs="?", default="C2", help="section, A1 to H3 (C2)")
     her2st.add_argument("--root", default=None, help="folder laid out as the upstream data/")
-    her2st.add_argument("--out", default="stmix_output/her2st.h5ad", help="output .h5ad file")
-    her2st.add_argument("--size", type=int, default=112, help="patch side in pixels (112)")
-    her2st.add_argument("--seed", type=int, default=0, help="seed of the split (0)")
-    her2st.add_argument("--quiet", action="store_true", help="no progress bars")
+    her2st.add_argument("--out", default="stmix_output/her2st.h5ad", help="output .h5ad")
+    her2st.add_argument("--n-genes", type=int, default=250, help="genes to predict (250)")
+    her2st.add_argument(
+        "--gene-method",
+        default="mean",
+        choices=("mean", "moran", "hvg"),
+        help="how genes are chosen (mean: the paper's top by mean)",
+    )
+    _training_options(her2st, epochs=40, lr=3e-4, target="delta", patience=10)
     her2st.set_defaults(run=_her2st)
+
+    fit = commands.add_parser(
+        "fit",
+        help="train a model on the training spots of an .h5ad file",
+        description="Train an image-to-expression model. Missing patches, split and partner "
+        "candidates are computed first (stmix.pp.patches / split / neighbors).",
+    )
+    fit.add_argument("input", help="input .h5ad")
+    fit.add_argument("--model", required=True, help="folder to save the model in")
+    fit.add_argument("--out", default=None, help="also write the AnnData with the fit record")
+    fit.add_argument("--layer", default=None, help="layer of log-normalised expression (X)")
+    fit.add_argument(
+        "--genes",
+        default=None,
+        help="genes to predict: a file with one per line, "
+        "a boolean var column, or comma-separated names (all genes)",
+    )
+    _training_options(fit, epochs=100, lr=3e-5, target="expression", patience=20)
+    fit.set_defaults(run=_fit)
+
+    impute = commands.add_parser("impute", help="predict every spot with a saved model")
+    impute.add_argument("input", help="input .h5ad")
+    impute.add_argument("--model", required=True, help="folder of a saved model")
+    impute.add_argument("--out", required=True, help="output .h5ad")
+    impute.add_argument("--layer", default="stmix", help="layer to write (stmix)")
+    impute.add_argument("--device", default=None, help="auto, cpu, cuda, mps (where it loaded)")
+    impute.add_argument("--quiet", action="store_true", help="no progress bars")
+    impute.set_defaults(run=_impute)
+
+    evaluate = commands.add_parser("evaluate", help="score predictions against measurements")
+    evaluate.add_argument("input", help=".h5ad with predictions (stmix impute)")
+    evaluate.add_argument("--layer", default="stmix", help="layer of the predictions (stmix)")
+    evaluate.add_argument(
+        "--split",
+        default="test",
+        choices=("train", "val", "test", "all"),
+        help="spots to score (test)",
+    )
+    evaluate.add_argument("--truth-layer", default=None, help="layer of measurements (X)")
+    evaluate.add_argument("--top", type=int, default=10, help="genes to list (10)")
+    evaluate.add_argument("--csv", default=None, help="write the per-gene table here")
+    evaluate.set_defaults(run=_evaluate)
     return parser
 
 
@@ -61,7 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.run(args)
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as error:
+    except (
+        KeyError,
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        RuntimeError,
+        FloatingPointError,
+    ) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"stmix {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+import scanpy as sc
+
+import stmix
+from stmix.cli import main
+
+TINY = [
+    "--backbone",
+    "test_efficientnet",
+    "--no-pretrained",
+    "--epochs",
+    "2",
+    "--size",
+    "32",
+    "--quiet",
+]
+
+
+def test_help_a_biologist_can_follow(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("her2st", "fit", "impute", "evaluate", "examples:", "obsm['spatial']"):
+        assert word in out
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    out = capsys.readouterr().out
+    assert "--augment" in out and "SNR-ST-Mix" in out and "--weights" in out
+
+
+def test_her2st_main_job(data_dir, tmp_path, capsys):
+    out = tmp_path / "C3.h5ad"
+    code = main(
+        [
+            "her2st",
+            "C3",
+            "--root",
+            str(data_dir / "her2st"),
+            "--out",
+            str(out),
+            "--n-genes",
+            "20",
+            *TINY,
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "HER2ST C3: 180 spots (train 54, val 36, test 90), 20 genes" in printed
+    assert "stmix (snr)" in printed and "training mean everywhere" in printed
+    adata = ad.read_h5ad(out)
+    assert adata.var["stmix_selected"].sum() == 20
+    assert np.isfinite(adata.layers["stmix"][:, adata.var["stmix_selected"].to_numpy()]).all()
+    assert adata.uns["stmix_metrics"]["n_genes"] == 20
+    model = stmix.tl.load(tmp_path / "C3_model")
+    assert len(model.genes) == 20
+
+
+def test_fit_impute_evaluate_on_files(her2st, tmp_path, capsys):
+    adata = her2st("C5")
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    adata.write_h5ad(tmp_path / "c5.h5ad")
+    genes = list(adata.var_names[np.argsort(np.asarray(adata.X.mean(axis=0)).ravel())[-8:]])
+    (tmp_path / "genes.txt").write_text("\n".join(genes))
+
+    assert (
+        main(
+            [
+                "fit",
+                str(tmp_path / "c5.h5ad"),
+                "--model",
+                str(tmp_path / "m"),
+                "--genes",
+                str(tmp_path / "genes.txt"),
+                "--out",
+                str(tmp_path / "fit.h5ad"),
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "stmix.pp.patches" in printed and "stmix.pp.neighbors" in printed
+    assert (
+        main(
+            [
+                "impute",
+                str(tmp_path / "fit.h5ad"),
+                "--model",
+                str(tmp_path / "m"),
+                "--out",
+                str(tmp_path / "imputed.h5ad"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["evaluate", str(tmp_path / "imputed.h5ad"), "--csv", str(tmp_path / "genes.csv")])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "8 genes on" in printed and "PCC" in printed
+    assert (tmp_path / "genes.csv").read_text().count("\n") == 9
+    # impute cuts the patches itself on a file that has none
+    assert (
+        main(
+            [
+                "impute",
+                str(tmp_path / "c5.h5ad"),
+                "--model",
+                str(tmp_path / "m"),
+                "--out",
+                str(tmp_path / "raw_imputed.h5ad"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "cutting 32 px patches" in capsys.readouterr().out
+
+
+def test_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "missing.h5ad")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("stmix evaluate: error:") and "does not exist" in err
+    assert main(["her2st", "Z9", "--quiet"]) == 2
+    assert "Unknown HER2ST section" in capsys.readouterr().err

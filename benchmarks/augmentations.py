@@ -1,0 +1,312 @@
+"""Does SNR-ST-Mix beat the other augmentations on real data? The paper's protocol on HER2ST.
+
+    STMIX_DATA_DIR=../shared/data python benchmarks/augmentations.py --config cpu
+    python benchmarks/augmentations.py --config cpu --summarise   # tables from the CSV only
+
+For each section (C2-C6 by default), seed and method: log-normalise (the reference's
+preprocessing: drop empty spots/genes, normalize_total 1e4, log1p), keep the top 250 genes by
+mean (or the 785-gene HER2ST list, ``--genes hvg785``), split 30/20/50 with the seed, train with
+early stopping on the validation MSE, score the untouched test spots. Every method gets the same
+backbone, budget and hyper-parameters; only the augmentation differs. ``mean`` is the training
+mean predicted everywhere, for scale.
+
+Rows are appended to ``benchmarks/results/augment_<config>.csv`` as they finish, so an
+interrupted run resumes where it stopped; ``augment_<config>.md`` summarises them: mean ± sd per
+section and method, and SNR-ST-Mix against each baseline (sections won, paired Wilcoxon
+signed-rank test over sections × seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scanpy as sc
+import torch
+from scipy import stats
+
+import stmix
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+#: Configurations. ``cpu``: EfficientNet-Lite0 with the packaged ImageNet weights at 112 px; its
+#: learning rate (1e-3, delta target) was chosen before the benchmark, on the validation MSE of
+#: the ``none`` baseline on C2 (3e-5: 0.506, 1e-4: 0.482, 3e-4: 0.470, 1e-3: 0.464).
+#: ``paper``: ViT-L/16 at 224 px with the paper's optimiser settings (needs its weights).
+CONFIGS: dict[str, dict] = {
+    "cpu": {
+        "size": 112,
+        "fit": {
+            "backbone": "tf_efficientnet_lite0",
+            "lr": 1e-3,
+            "target": "delta",
+            "epochs": 40,
+            "patience": 10,
+            "batch_size": 8,
+        },
+    },
+    "paper": {
+        "size": 224,
+        "fit": {
+            "backbone": "vit_large_patch16_224",
+            "lr": 3e-5,
+            "target": "expression",
+            "epochs": 200,
+            "patience": None,
+            "batch_size": 8,
+        },
+    },
+    "smoke": {  # seconds per run: checks the script, says nothing about the methods
+        "size": 32,
+        "fit": {
+            "backbone": "test_efficientnet",
+            "pretrained": False,
+            "lr": 1e-3,
+            "target": "delta",
+            "epochs": 2,
+            "patience": None,
+            "batch_size": 8,
+        },
+    },
+}
+
+#: Methods: ``augment=`` values, plus SNR-ST-Mix variants the paper leaves open.
+VARIANTS: dict[str, dict] = {
+    "snr-expression": {"augment": "snr", "neighbors": {"basis": "expression"}},
+    "snr-refkernel": {"augment": "snr", "neighbors": {"kernel": "reference"}},
+    "snr-refedge": {"augment": "snr", "fit": {"edge_weight": "reference"}},
+    # the public code's main experiment: expression neighbours (9 partners), distance kernel,
+    # edge weights over all training spots
+    "snr-reference": {
+        "augment": "snr",
+        "neighbors": {"basis": "expression", "n_neighbors": 9, "kernel": "reference"},
+        "fit": {"edge_weight": "reference"},
+    },
+}
+BASELINES = ("none", "basic", "mixup", "cutmix", "cmixup", "knn")
+COLUMNS = [
+    "config",
+    "section",
+    "method",
+    "seed",
+    "mse",
+    "mae",
+    "pcc",
+    "best_epoch",
+    "epochs_run",
+    "seconds",
+    "seconds_per_epoch",
+    "n_genes",
+    "n_test",
+    "machine",
+]
+
+
+def prepare(section: str, genes: str, size: int, data_dir: Path):
+    """A section after the reference's preprocessing, with patches and the genes to predict."""
+    adata = stmix.datasets.her2st(section, root=data_dir / "her2st")
+    sc.pp.filter_cells(adata, min_genes=1)
+    sc.pp.filter_genes(adata, min_cells=1)
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    if genes == "top250":
+        stmix.pp.select_genes(adata, 250, method="mean")
+        selected = adata.var_names[adata.var["stmix_selected"].to_numpy()]
+    else:
+        listed = np.load(data_dir / "her2st" / "her_hvg_cut_1000.npy", allow_pickle=True)
+        selected = [g for g in listed if g in adata.var_names]
+    adata = adata[:, selected].copy()
+    adata.X = adata.X.toarray()
+    stmix.pp.patches(adata, size=size, progress=False)
+    return adata
+
+
+def run_one(adata, method: str, seed: int, config: dict) -> dict:
+    adata = adata.copy()
+    stmix.pp.split(adata, 0.3, 0.2, seed=seed)
+    test = (adata.obs["stmix_split"] == "test").to_numpy()
+    train = (adata.obs["stmix_split"] == "train").to_numpy()
+    if method == "mean":
+        pred = np.broadcast_to(adata.X[train].mean(axis=0), adata.X[test].shape)
+        metrics = stmix.nn.summary(stmix.nn.gene_metrics(adata.X[test], pred))
+        return {
+            **metrics,
+            "best_epoch": 0,
+            "epochs_run": 0,
+            "seconds": 0.0,
+            "seconds_per_epoch": 0.0,
+        }
+    variant = VARIANTS.get(method, {"augment": method})
+    if variant["augment"] in ("snr", "knn"):
+        stmix.pp.neighbors(adata, **{"n_neighbors": 10, **variant.get("neighbors", {})})
+    start = time.perf_counter()
+    model = stmix.tl.fit(
+        adata,
+        augment=variant["augment"],
+        seed=seed,
+        progress=False,
+        **{**config["fit"], **variant.get("fit", {})},
+    )
+    seconds = time.perf_counter() - start
+    stmix.tl.impute(adata, model, progress=False)
+    stmix.tl.evaluate(adata, split="test")
+    record = adata.uns["stmix"]
+    return {
+        **{k: adata.uns["stmix_metrics"][k] for k in ("mse", "mae", "pcc")},
+        "best_epoch": record["best_epoch"],
+        "epochs_run": record["timing"]["epochs_run"],
+        "seconds": seconds,
+        "seconds_per_epoch": record["timing"]["seconds_per_epoch"],
+    }
+
+
+def summarise(frame: pd.DataFrame, config: str, command: str) -> str:
+    """Markdown: mean ± sd per section and method; SNR-ST-Mix against each baseline."""
+    lines = [
+        f"# Augmentation benchmark, config `{config}`",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {', '.join(sorted(set(frame['machine'])))}  ",
+        f"Runs: {len(frame)} ({frame['section'].nunique()} sections × "
+        f"{frame['seed'].nunique()} seeds × {frame['method'].nunique()} methods)",
+        "",
+    ]
+    order = [m for m in ("mean", *BASELINES, "snr", *VARIANTS) if m in set(frame["method"])]
+    for metric, better in (("mse", "lower"), ("pcc", "higher")):
+        lines += [f"## Test {metric.upper()} ({better} is better), mean ± sd over seeds", ""]
+        sections = sorted(frame["section"].unique())
+        lines += [
+            "| method | " + " | ".join(sections) + " | all |",
+            "| --- | " + " | ".join("---" for _ in sections) + " | --- |",
+        ]
+        for method in order:
+            rows = frame[frame["method"] == method]
+            cells = []
+            for section in [*sections, None]:
+                values = (
+                    rows[metric] if section is None else rows[rows["section"] == section][metric]
+                )
+                values = values.dropna()
+                cells.append(
+                    f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+                    if len(values) > 1
+                    else f"{values.mean():.4f}"
+                    if len(values)
+                    else "n/a"
+                )
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+
+    if "snr" in set(frame["method"]):
+        lines += [
+            "## SNR-ST-Mix (`snr`) against each method",
+            "",
+            "Sections won: sections where snr's mean over seeds is better. Wilcoxon: "
+            "two-sided paired signed-rank test over the section × seed pairs "
+            "(positive median difference = snr better).",
+            "",
+            "| vs | MSE: sections won | MSE: median diff | MSE: p | PCC: sections won "
+            "| PCC: median diff | PCC: p | pairs |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        snr = frame[frame["method"] == "snr"].set_index(["section", "seed"])
+        for other in order:
+            if other == "snr":
+                continue
+            base = frame[frame["method"] == other].set_index(["section", "seed"])
+            both = snr.join(base, lsuffix="_snr", rsuffix="_other", how="inner")
+            if both.empty:
+                continue
+            cells = []
+            for metric, sign in (("mse", -1), ("pcc", 1)):
+                diff = (sign * (both[f"{metric}_snr"] - both[f"{metric}_other"])).dropna()
+                if diff.empty:  # the training mean has no correlation
+                    cells += ["n/a", "n/a", "n/a"]
+                    continue
+                per_section = diff.groupby(level="section").mean()
+                won = f"{int((per_section > 0).sum())}/{len(per_section)}"
+                p = (
+                    stats.wilcoxon(diff).pvalue
+                    if len(diff) > 1 and np.any(diff != 0)
+                    else float("nan")
+                )
+                cells += [won, f"{np.median(diff):+.4f}", f"{p:.3g}"]
+            lines.append(f"| {other} | " + " | ".join(cells) + f" | {len(both)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="cpu", choices=sorted(CONFIGS))
+    parser.add_argument("--sections", nargs="+", default=["C2", "C3", "C4", "C5", "C6"])
+    parser.add_argument("--methods", nargs="+", default=["mean", *BASELINES, "snr", *VARIANTS])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--genes", default="top250", choices=("top250", "hvg785"))
+    parser.add_argument("--weights", default=None, help="local backbone weights file")
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--summarise", action="store_true", help="only rewrite the summary")
+    args = parser.parse_args()
+
+    data_dir = Path(os.environ.get("STMIX_DATA_DIR", "../shared/data")).resolve()
+    config = CONFIGS[args.config]
+    if args.weights:
+        config["fit"]["weights"] = args.weights
+    name = args.config if args.genes == "top250" else f"{args.config}_{args.genes}"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    csv = out / f"augment_{name}.csv"
+    command = (
+        "python benchmarks/augmentations.py --config "
+        + args.config
+        + ("" if args.genes == "top250" else f" --genes {args.genes}")
+    )
+    done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=COLUMNS)
+    machine = (
+        f"{platform.node()} ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, {'CUDA' if torch.cuda.is_available() else 'CPU'})"
+    )
+
+    if not args.summarise:
+        for section in args.sections:
+            adata = None
+            for seed in args.seeds:
+                for method in args.methods:
+                    key = (
+                        (done["section"] == section)
+                        & (done["method"] == method)
+                        & (done["seed"] == seed)
+                    )
+                    if key.any():
+                        continue
+                    if adata is None:
+                        adata = prepare(section, args.genes, config["size"], data_dir)
+                    row = run_one(adata, method, seed, config)
+                    row.update(
+                        config=name,
+                        section=section,
+                        method=method,
+                        seed=seed,
+                        n_genes=adata.n_vars,
+                        machine=machine,
+                        n_test=int(adata.n_obs - int(adata.n_obs * 0.3) - int(adata.n_obs * 0.2)),
+                    )
+                    done = pd.concat([done, pd.DataFrame([row])[COLUMNS]], ignore_index=True)
+                    done.to_csv(csv, index=False)
+                    print(
+                        f"{section} seed {seed} {method:15s} mse {row['mse']:.4f} "
+                        f"pcc {row['pcc']:.4f} best {row['best_epoch']:>3} "
+                        f"{row['seconds']:.0f} s",
+                        flush=True,
+                    )
+    (out / f"augment_{name}.md").write_text(summarise(done, name, command))
+    print(f"wrote {csv} and {csv.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,8 +11,7 @@ import torch
 import stmix
 from stmix.nn import METHODS
 from stmix.tl import _fit
-from tests.conftest import assert_unchanged, snapshot
-from tests.tl.conftest import TINY
+from tests.conftest import TINY, assert_unchanged, snapshot
 
 
 @pytest.mark.parametrize("augment", METHODS)

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 import stmix
-from tests.conftest import assert_unchanged, snapshot
-from tests.tl.conftest import TINY
+from tests.conftest import TINY, assert_unchanged, snapshot
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import stmix
-from tests.tl.conftest import TINY
+from tests.conftest import TINY
 
 
 @pytest.fixture

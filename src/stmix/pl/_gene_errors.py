@@ -1,0 +1,114 @@
+"""Per-gene errors of two predictions against each other (the paper's Figure 3)."""
+
+from __future__ import annotations
+
+import os
+
+import anndata as ad
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from stmix import _anndata
+from stmix._keys import SPLIT
+from stmix.nn.metrics import gene_metrics
+from stmix.pl._show import finish
+
+
+def gene_errors(
+    adata: ad.AnnData,
+    a: str | pd.DataFrame | pd.Series,
+    b: str | pd.DataFrame | pd.Series,
+    *,
+    labels: tuple[str, str] | None = None,
+    split: str | None = "test",
+    truth_layer: str | None = None,
+    split_key: str = SPLIT,
+    log: bool = False,
+    annotate: int = 5,
+    show: bool | None = None,
+    save: str | os.PathLike | None = None,
+) -> Figure | None:
+    """Per-gene MSE under ``a`` (x) against ``b`` (y), with the diagonal.
+
+    Genes below the diagonal are predicted better by ``b``; the title gives their share.
+
+    Parameters
+    ----------
+    adata
+        The spots.
+    a, b
+        Each a layer of predictions (scored against ``truth_layer`` on the ``split`` spots), a
+        ``var`` column of per-gene MSE (such as ``"stmix_mse"`` from :func:`stmix.tl.evaluate`),
+        or the DataFrame :func:`stmix.tl.evaluate` returned (its ``mse`` column).
+    labels
+        Axis labels; default the layer / column names.
+    split, truth_layer, split_key
+        Spots and measurements to score layers on.
+    log
+        Logarithmic axes.
+    annotate
+        Name the genes that ``b`` improves most and worsens most (this many each).
+    show
+        Show the figure; ``False`` returns it instead.
+    save
+        Write the figure to this file.
+
+    Returns
+    -------
+    The figure when ``show=False``, else ``None``.
+    """
+    x = _mse(adata, a, split, truth_layer, split_key)
+    y = _mse(adata, b, split, truth_layer, split_key)
+    both = pd.concat([x.rename("a"), y.rename("b")], axis=1, join="inner").dropna()
+    if both.empty:
+        raise ValueError("`a` and `b` have no scored gene in common.")
+    labels = labels or (_name(a, "a"), _name(b, "b"))
+    below = float((both["b"] < both["a"]).mean())
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.4), layout="constrained")
+    ax.scatter(both["a"], both["b"], s=10, alpha=0.6, color="tab:blue", linewidths=0)
+    low, high = both.min().min(), both.max().max()
+    pad = 0.05 * (high - low)
+    ends = [max(low - pad, 1e-6) if log else low - pad, high + pad]
+    ax.plot(ends, ends, color="0.3", lw=1, ls="--")
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlim(ends)
+    ax.set_ylim(ends)
+    ax.set_aspect("equal")
+    if annotate:
+        change = both["b"] - both["a"]
+        for gene in [*change.nsmallest(annotate).index, *change.nlargest(annotate).index]:
+            ax.annotate(gene, (both.loc[gene, "a"], both.loc[gene, "b"]), fontsize=6,
+                        xytext=(2, 2), textcoords="offset points", color="0.25")
+    ax.set_xlabel(f"per-gene MSE, {labels[0]}")
+    ax.set_ylabel(f"per-gene MSE, {labels[1]}")
+    ax.set_title(f"{labels[1]} better for {below:.0%} of {len(both)} genes", fontsize=10)
+    return finish(fig, show=show, save=save)
+
+
+def _mse(adata, source, split, truth_layer, split_key) -> pd.Series:
+    if isinstance(source, pd.DataFrame):
+        if "mse" not in source:
+            raise ValueError("A DataFrame for `a`/`b` needs an 'mse' column (stmix.tl.evaluate).")
+        return source["mse"].astype(float)
+    if isinstance(source, pd.Series):
+        return source.astype(float)
+    if source in adata.layers:
+        pred = np.asarray(adata.layers[source], dtype=np.float64)
+        genes = np.flatnonzero(~np.isnan(pred).all(axis=0))
+        spots = (np.arange(adata.n_obs) if split is None
+                 else _anndata.split_indices(adata, split_key, split))
+        truth = _anndata.expression(adata, truth_layer, obs=spots, var=genes)
+        mse = gene_metrics(truth, pred[np.ix_(spots, genes)])["mse"]
+        return pd.Series(mse, index=adata.var_names[genes])
+    if source in adata.var.columns:
+        return adata.var[source].astype(float)
+    raise KeyError(f"{source!r} is neither a layer nor a var column of adata.")
+
+
+def _name(source, default: str) -> str:
+    return source if isinstance(source, str) else default

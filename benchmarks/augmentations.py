@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -127,42 +126,18 @@ def prepare(section: str, genes: str, size: int, data_dir: Path):
 
 
 def run_one(adata, method: str, seed: int, config: dict) -> dict:
-    adata = adata.copy()
-    stmix.pp.split(adata, 0.3, 0.2, seed=seed)
-    test = (adata.obs["stmix_split"] == "test").to_numpy()
-    train = (adata.obs["stmix_split"] == "train").to_numpy()
-    if method == "mean":
-        pred = np.broadcast_to(adata.X[train].mean(axis=0), adata.X[test].shape)
-        metrics = stmix.nn.summary(stmix.nn.gene_metrics(adata.X[test], pred))
-        return {
-            **metrics,
-            "best_epoch": 0,
-            "epochs_run": 0,
-            "seconds": 0.0,
-            "seconds_per_epoch": 0.0,
-        }
-    variant = VARIANTS.get(method, {"augment": method})
-    if variant["augment"] in ("snr", "knn"):
-        stmix.pp.neighbors(adata, **{"n_neighbors": 10, **variant.get("neighbors", {})})
-    start = time.perf_counter()
-    model = stmix.tl.fit(
+    """One row: ``method`` trained and tested on the split of ``seed`` (stmix.tl.compare)."""
+    spec = VARIANTS.get(method, {"augment": method})
+    frame = stmix.tl.compare(
         adata,
-        augment=variant["augment"],
-        seed=seed,
-        progress=False,
-        **{**config["fit"], **variant.get("fit", {})},
+        {method: spec},
+        seeds=[seed],
+        train=0.3,
+        val=0.2,
+        neighbors_kwargs={"n_neighbors": 10},
+        **config["fit"],
     )
-    seconds = time.perf_counter() - start
-    stmix.tl.impute(adata, model, progress=False)
-    stmix.tl.evaluate(adata, split="test")
-    record = adata.uns["stmix"]
-    return {
-        **{k: adata.uns["stmix_metrics"][k] for k in ("mse", "mae", "pcc")},
-        "best_epoch": record["best_epoch"],
-        "epochs_run": record["timing"]["epochs_run"],
-        "seconds": seconds,
-        "seconds_per_epoch": record["timing"]["seconds_per_epoch"],
-    }
+    return frame.iloc[0].drop(["method", "seed"]).to_dict()
 
 
 def summarise(frame: pd.DataFrame, config: str, command: str) -> str:

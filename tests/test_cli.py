@@ -131,3 +131,36 @@ def test_errors_are_one_clear_line(tmp_path, capsys):
     assert err.startswith("stmix evaluate: error:") and "does not exist" in err
     assert main(["her2st", "Z9", "--quiet"]) == 2
     assert "Unknown HER2ST section" in capsys.readouterr().err
+
+
+def test_benchmark_compares_methods_on_a_file(her2st, tmp_path, capsys):
+    adata = her2st("C6")
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    stmix.pp.select_genes(adata, 10, method="mean")
+    adata = adata[:, adata.var["stmix_selected"].to_numpy()].copy()
+    adata.write_h5ad(tmp_path / "c6.h5ad")
+    assert (
+        main(
+            [
+                "benchmark",
+                str(tmp_path / "c6.h5ad"),
+                "--methods",
+                "mean",
+                "none",
+                "snr",
+                "--seeds",
+                "0",
+                "1",
+                "--csv",
+                str(tmp_path / "b.csv"),
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "test metrics over seeds [0, 1]" in printed
+    table = __import__("pandas").read_csv(tmp_path / "b.csv")
+    assert list(table["method"]) == ["mean", "none", "snr"] * 2
+    assert table["mse"].notna().all()

@@ -16,6 +16,7 @@ examples:
   stmix fit sample.h5ad --model sample_model/ --layer log1p --genes genes.txt
   stmix impute other.h5ad --model sample_model/ --out other_imputed.h5ad
   stmix evaluate other_imputed.h5ad --split test
+  stmix benchmark sample.h5ad --methods none snr --seeds 0 1 2
 
 input .h5ad files follow scanpy's Visium layout: spot centres in obsm['spatial'] (full-resolution
 pixels) and the H&E image in uns['spatial'] (or its path in metadata['source_image_path']).
@@ -132,6 +133,36 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(table.sort_values("pcc", ascending=False).head(args.top).to_string(float_format="%.4f"))
     if args.csv:
         table.to_csv(args.csv)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    import stmix
+
+    adata = _read(args.input)
+    patches = adata.obsm.get("stmix_patches")
+    if patches is None or patches.shape[1] != args.size:
+        print(f"cutting {args.size} px patches (stmix.pp.patches)")
+        stmix.pp.patches(adata, size=args.size, progress=not args.quiet)
+    kwargs = _fit_kwargs(args)
+    for key in ("augment", "seed", "progress", "layer"):
+        kwargs.pop(key)
+    table = stmix.tl.compare(
+        adata,
+        args.methods,
+        seeds=args.seeds,
+        layer=args.layer,
+        genes=_genes(args, adata),
+        progress=not args.quiet,
+        **kwargs,
+    )
+    summary = table.groupby("method", sort=False)[["mse", "mae", "pcc"]].agg(["mean", "std"])
+    print(f"test metrics over seeds {args.seeds} (mean, sd):")
+    print(summary.to_string(float_format="%.4f"))
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.csv, index=False)
         print(f"wrote {args.csv}")
     return 0
 
@@ -301,6 +332,32 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("--device", default=None, help="auto, cpu, cuda, mps (where it loaded)")
     impute.add_argument("--quiet", action="store_true", help="no progress bars")
     impute.set_defaults(run=_impute)
+
+    benchmark = commands.add_parser(
+        "benchmark",
+        help="compare augmentations on an .h5ad file (same splits, same budget)",
+        description="Train every method on the same splits (one per seed) with the same "
+        "budget and print its test metrics; 'mean' predicts the training mean everywhere.",
+    )
+    benchmark.add_argument("input", help="input .h5ad (log-normalised)")
+    benchmark.add_argument(
+        "--methods",
+        nargs="+",
+        default=["mean", "none", "basic", "mixup", "cutmix", "cmixup", "knn", "snr"],
+        help="methods to compare (all)",
+    )
+    benchmark.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0, 1, 2],
+        help="one split and training seed each (0 1 2)",
+    )
+    benchmark.add_argument("--layer", default=None, help="layer of log-normalised expression (X)")
+    benchmark.add_argument("--genes", default=None, help="genes to predict, as for fit")
+    benchmark.add_argument("--csv", default=None, help="write one row per method and seed")
+    _training_options(benchmark, epochs=40, lr=1e-3, target="delta", patience=10)
+    benchmark.set_defaults(run=_benchmark)
 
     evaluate = commands.add_parser("evaluate", help="score predictions against measurements")
     evaluate.add_argument("input", help=".h5ad with predictions (stmix impute)")

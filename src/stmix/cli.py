@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("mean", "moran", "hvg"),
         help="how genes are chosen (mean: the paper's top by mean)",
     )
-    _training_options(her2st, epochs=40, lr=3e-4, target="delta", patience=10)
+    _training_options(her2st, epochs=40, lr=1e-3, target="delta", patience=10)
     her2st.set_defaults(run=_her2st)
 
     fit = commands.add_parser(

@@ -1,0 +1,35 @@
+"""The tutorial notebook runs from top to bottom on the real data."""
+
+from __future__ import annotations
+
+import nbformat
+from nbclient import NotebookClient
+
+from tests.conftest import DATA, REPO
+
+
+def test_tutorial_executes(tmp_path, monkeypatch):
+    notebook = nbformat.read(REPO / "notebooks" / "tutorial.ipynb", as_version=4)
+    monkeypatch.setenv("STMIX_DATA_DIR", str(DATA))  # the kernel inherits it, absolute
+    client = NotebookClient(
+        notebook,
+        timeout=900,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()
+    outputs = "".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+    assert "identical predictions after reload: True" in outputs
+    assert "SNR-ST-Mix:" in outputs and "correlation of Moran's I" in outputs
+    images = sum(
+        "image/png" in output.get("data", {})
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
+    assert images >= 6  # scanpy map, patches, history, gene errors, maps, Moran's I

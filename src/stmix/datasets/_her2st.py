@@ -95,16 +95,17 @@ def her2st(section: str = "C2", root: str | os.PathLike | None = None) -> ad.Ann
 
     Returns
     -------
-    AnnData with
+    anndata.AnnData
+        AnnData with
 
-    - ``X``: raw UMI counts, CSR float32, spots × genes;
-    - ``obs``: ``array_row`` / ``array_col`` (the upstream array ``y`` / ``x``), ``in_tissue``,
-      ``section``;
-    - ``obsm["spatial"]``: spot centres in full-resolution image pixels (x, y);
-    - ``uns["spatial"][section]``: ``images["hires"]`` / ``images["lowres"]`` (uint8, longest
-      side 2000 / 600 px), ``scalefactors`` (``tissue_hires_scalef``,
-      ``tissue_lowres_scalef``, ``spot_diameter_fullres``, ``array_pitch_fullres``) and
-      ``metadata["source_image_path"]``, the full-resolution JPEG.
+        - ``X``: raw UMI counts, CSR float32, spots × genes;
+        - ``obs``: ``array_row`` / ``array_col`` (the upstream array ``y`` / ``x``), ``in_tissue``,
+          ``section``;
+        - ``obsm["spatial"]``: spot centres in full-resolution image pixels (x, y);
+        - ``uns["spatial"][section]``: ``images["hires"]`` / ``images["lowres"]`` (uint8, longest
+          side 2000 / 600 px), ``scalefactors`` (``tissue_hires_scalef``,
+          ``tissue_lowres_scalef``, ``spot_diameter_fullres``, ``array_pitch_fullres``) and
+          ``metadata["source_image_path"]``, the full-resolution JPEG.
 
     Examples
     --------

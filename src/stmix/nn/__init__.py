@@ -4,11 +4,13 @@ Nothing here imports AnnData, so the mixer and the loss drop into any PyTorch tr
 """
 
 from stmix.nn.augment import METHODS, MIXING, Augmentation, Mix, Plain, Step
+from stmix.nn.completion import NeighbourhoodTransformer
 from stmix.nn.geometric import flip_rotate_crop
 from stmix.nn.images import to_float
 from stmix.nn.loss import LOSS_WEIGHTS, mse_loss, pearson_loss, snr_loss
 from stmix.nn.metrics import gene_metrics, summary
 from stmix.nn.mixing import cutmix, mix_pixels, sample_lambda
+from stmix.nn.model import ExpressionPredictor
 from stmix.nn.sampling import CandidateSampler, DenseSampler, PartnerSampler, UniformSampler
 
 __all__ = [
@@ -18,7 +20,9 @@ __all__ = [
     "Augmentation",
     "CandidateSampler",
     "DenseSampler",
+    "ExpressionPredictor",
     "Mix",
+    "NeighbourhoodTransformer",
     "PartnerSampler",
     "Plain",
     "Step",

@@ -67,8 +67,9 @@ def snr_loss(
 
     Returns
     -------
-    dict with ``total`` and the unweighted ``vicinal``, ``consistency``, ``edge``,
-    ``correlation`` (scalar tensors).
+    dict of str to torch.Tensor
+        dict with ``total`` and the unweighted ``vicinal``, ``consistency``, ``edge``,
+        ``correlation`` (scalar tensors).
     """
     lam = lam.reshape(-1, 1).to(pred_mix.dtype)
     edge_weight = edge_weight.reshape(-1, 1).to(pred_mix.dtype)

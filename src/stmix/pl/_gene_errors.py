@@ -57,7 +57,8 @@ def gene_errors(
 
     Returns
     -------
-    The figure when ``show=False``, else ``None``.
+    matplotlib.figure.Figure or None
+        The figure when ``show=False``, else ``None``.
     """
     x = _mse(adata, a, split, truth_layer, split_key)
     y = _mse(adata, b, split, truth_layer, split_key)
@@ -82,8 +83,14 @@ def gene_errors(
     if annotate:
         change = both["b"] - both["a"]
         for gene in [*change.nsmallest(annotate).index, *change.nlargest(annotate).index]:
-            ax.annotate(gene, (both.loc[gene, "a"], both.loc[gene, "b"]), fontsize=6,
-                        xytext=(2, 2), textcoords="offset points", color="0.25")
+            ax.annotate(
+                gene,
+                (both.loc[gene, "a"], both.loc[gene, "b"]),
+                fontsize=6,
+                xytext=(2, 2),
+                textcoords="offset points",
+                color="0.25",
+            )
     ax.set_xlabel(f"per-gene MSE, {labels[0]}")
     ax.set_ylabel(f"per-gene MSE, {labels[1]}")
     ax.set_title(f"{labels[1]} better for {below:.0%} of {len(both)} genes", fontsize=10)
@@ -100,8 +107,11 @@ def _mse(adata, source, split, truth_layer, split_key) -> pd.Series:
     if source in adata.layers:
         pred = np.asarray(adata.layers[source], dtype=np.float64)
         genes = np.flatnonzero(~np.isnan(pred).all(axis=0))
-        spots = (np.arange(adata.n_obs) if split is None
-                 else _anndata.split_indices(adata, split_key, split))
+        spots = (
+            np.arange(adata.n_obs)
+            if split is None
+            else _anndata.split_indices(adata, split_key, split)
+        )
         truth = _anndata.expression(adata, truth_layer, obs=spots, var=genes)
         mse = gene_metrics(truth, pred[np.ix_(spots, genes)])["mse"]
         return pd.Series(mse, index=adata.var_names[genes])

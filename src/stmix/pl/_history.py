@@ -46,7 +46,8 @@ def history(
 
     Returns
     -------
-    The figure when ``show=False``, else ``None``.
+    matplotlib.figure.Figure or None
+        The figure when ``show=False``, else ``None``.
     """
     columns, best = _columns(model_or_adata, key)
     epochs = np.asarray(columns["epoch"])
@@ -70,8 +71,9 @@ def history(
         pcc_ax.plot(epochs, columns["val_pcc"], color="tab:orange", lw=1.8, label="PCC")
         pcc_ax.set_ylabel("validation PCC", color="tab:orange")
     else:
-        val_ax.text(0.5, 0.5, "no validation spots", ha="center", va="center",
-                    transform=val_ax.transAxes)
+        val_ax.text(
+            0.5, 0.5, "no validation spots", ha="center", va="center", transform=val_ax.transAxes
+        )
     val_ax.set_xlabel("epoch")
     val_ax.set_title(f"validation (dashed: best epoch, {best})")
     for ax in (loss_ax, val_ax):

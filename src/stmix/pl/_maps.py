@@ -74,7 +74,8 @@ def maps(
 
     Returns
     -------
-    The figure when ``show=False``, else ``None``.
+    matplotlib.figure.Figure or None
+        The figure when ``show=False``, else ``None``.
     """
     genes = [genes] if isinstance(genes, str) else list(genes)
     columns = _anndata.gene_indices(adata, genes)
@@ -87,8 +88,14 @@ def maps(
     marked = None
     if split is not None:
         marked = _anndata.split_labels(adata, split_key).to_numpy() == split
-    canvas = _spots.canvas(adata, library_id=library_id, img=img, img_key=img_key,
-                           spatial_key=spatial_key, spot_size=spot_size)
+    canvas = _spots.canvas(
+        adata,
+        library_id=library_id,
+        img=img,
+        img_key=img_key,
+        spatial_key=spatial_key,
+        spot_size=spot_size,
+    )
 
     titles = [_title(layer) for layer in layers]
     n_rows, n_layers = len(genes), len(layers)
@@ -98,9 +105,12 @@ def maps(
     ratios = [1.0] * n_layers + [0.06] + ([1.0, 0.06] if error else [])
     n_panels = n_layers + (1 if error else 0)
     fig, axes = plt.subplots(
-        n_rows, len(ratios),
+        n_rows,
+        len(ratios),
         figsize=(panel_size * aspect * n_panels + 1.0 * (1 + error), panel_size * n_rows),
-        gridspec_kw={"width_ratios": ratios}, squeeze=False, layout="constrained",
+        gridspec_kw={"width_ratios": ratios},
+        squeeze=False,
+        layout="constrained",
     )
     for row, gene in enumerate(genes):
         stacked = np.concatenate([v[:, row] for v in values])
@@ -108,8 +118,9 @@ def maps(
         low, high = np.percentile(stacked, [1, 99]) if stacked.size else (0.0, 1.0)
         norm = Normalize(low, high if high > low else low + 1e-6)
         for col, v in enumerate(values):
-            spots = _spots.draw(axes[row, col], canvas, v[:, row], cmap=cmap, norm=norm,
-                                marked=marked)
+            spots = _spots.draw(
+                axes[row, col], canvas, v[:, row], cmap=cmap, norm=norm, marked=marked
+            )
             axes[row, col].set_title(f"{gene} · {titles[col]}", fontsize=10)
         fig.colorbar(spots, cax=axes[row, n_layers], label=gene)
         if error:

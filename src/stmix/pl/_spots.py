@@ -19,6 +19,7 @@ from stmix.pp._image import as_uint8_rgb, read_image
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class Canvas:
     """Where the spots go: positions and radius in the pixels of ``image`` (if any)."""
@@ -83,8 +84,11 @@ def _diameter(coords: np.ndarray) -> float:
 def _background(entry: dict, coords: np.ndarray, img_key: str | None):
     scalefactors = entry.get("scalefactors") or {}
     images = entry.get("images") or {}
-    keys = [img_key] if img_key else ["hires", "lowres", *[k for k in images if k not in
-                                                          ("hires", "lowres")]]
+    keys = (
+        [img_key]
+        if img_key
+        else ["hires", "lowres", *[k for k in images if k not in ("hires", "lowres")]]
+    )
     for key in keys:
         if key not in images or f"tissue_{key}_scalef" not in scalefactors:
             continue
@@ -106,8 +110,12 @@ def _background(entry: dict, coords: np.ndarray, img_key: str | None):
 
 def _covers(image: np.ndarray, xy: np.ndarray) -> bool:
     height, width = image.shape[:2]
-    return bool((xy[:, 0] >= 0).all() and (xy[:, 1] >= 0).all() and (xy[:, 0] < width).all()
-                and (xy[:, 1] < height).all())
+    return bool(
+        (xy[:, 0] >= 0).all()
+        and (xy[:, 1] >= 0).all()
+        and (xy[:, 0] < width).all()
+        and (xy[:, 1] < height).all()
+    )
 
 
 def draw(
@@ -130,15 +138,23 @@ def draw(
     spots.set_array(values[finite])
     ax.add_collection(spots)
     if (~finite).any():
-        ax.add_collection(PatchCollection(
-            [Circle(tuple(p), canvas.radius) for p in canvas.xy[~finite]],
-            facecolor="none", edgecolor="0.6", linewidths=0.5,
-        ))
+        ax.add_collection(
+            PatchCollection(
+                [Circle(tuple(p), canvas.radius) for p in canvas.xy[~finite]],
+                facecolor="none",
+                edgecolor="0.6",
+                linewidths=0.5,
+            )
+        )
     if marked is not None and marked.any():
-        ax.add_collection(PatchCollection(
-            [Circle(tuple(p), canvas.radius * 1.08) for p in canvas.xy[marked]],
-            facecolor="none", edgecolor="black", linewidths=0.9,
-        ))
+        ax.add_collection(
+            PatchCollection(
+                [Circle(tuple(p), canvas.radius * 1.08) for p in canvas.xy[marked]],
+                facecolor="none",
+                edgecolor="black",
+                linewidths=0.9,
+            )
+        )
     left, right, bottom, top = canvas.extent
     ax.set_xlim(left, right)
     ax.set_ylim(bottom, top)  # image rows grow downwards

@@ -102,10 +102,11 @@ def complete(
 
     Returns
     -------
-    ``None``, or a new AnnData when ``copy=True``; either way ``layers[key_added]`` (float32,
-    completed) and ``layers[f"{key_added}_missing"]`` (bool, the entries that were filled), and
-    ``uns[key_added]["params"]``; for the transformer also ``uns[key_added]["history"]`` (the
-    masked-entry MSE per epoch).
+    anndata.AnnData or None
+        ``None``, or a new AnnData when ``copy=True``; either way ``layers[key_added]`` (float32,
+        completed) and ``layers[f"{key_added}_missing"]`` (bool, the entries that were filled), and
+        ``uns[key_added]["params"]``; for the transformer also ``uns[key_added]["history"]`` (the
+        masked-entry MSE per epoch).
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {list(METHODS)}, not {method!r}.")

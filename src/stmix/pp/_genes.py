@@ -57,9 +57,10 @@ def select_genes(
 
     Returns
     -------
-    ``None``, or a new AnnData when ``copy=True``; either way it holds ``var[key_added]``
-    (bool, the selected genes), ``var[f"{key_added}_score"]`` (Moran's I, mean or normalised
-    dispersion) and ``uns[key_added]["params"]``.
+    anndata.AnnData or None
+        ``None``, or a new AnnData when ``copy=True``; either way it holds ``var[key_added]``
+        (bool, the selected genes), ``var[f"{key_added}_score"]`` (Moran's I, mean or normalised
+        dispersion) and ``uns[key_added]["params"]``.
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {list(METHODS)}, not {method!r}.")

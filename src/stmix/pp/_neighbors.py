@@ -93,13 +93,14 @@ def neighbors(
 
     Returns
     -------
-    ``None``, or a new AnnData when ``copy=True``; either way it holds
+    anndata.AnnData or None
+        ``None``, or a new AnnData when ``copy=True``; either way it holds
 
-    - ``obsp[f"{key_added}_connectivities"]``: CSR, 1 where j is a candidate of i;
-    - ``obsp[f"{key_added}_weights"]``: CSR float32, :math:`P(j \mid i)`; each training row sums
-      to 1, other rows are empty;
-    - ``uns[f"{key_added}_neighbors"]["params"]``: the parameters, the ``sigma`` used, the
-      number of training spots and the neighbour ``method``.
+        - ``obsp[f"{key_added}_connectivities"]``: CSR, 1 where j is a candidate of i;
+        - ``obsp[f"{key_added}_weights"]``: CSR float32, :math:`P(j \mid i)`; each training row sums
+          to 1, other rows are empty;
+        - ``uns[f"{key_added}_neighbors"]["params"]``: the parameters, the ``sigma`` used, the
+          number of training spots and the neighbour ``method``.
     """
     if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)):
         raise TypeError(f"`n_neighbors` must be an integer, not {n_neighbors!r}.")

@@ -80,12 +80,13 @@ def patches(
 
     Returns
     -------
-    ``None``, or a new AnnData when ``copy=True``; either way it holds
+    anndata.AnnData or None
+        ``None``, or a new AnnData when ``copy=True``; either way it holds
 
-    - ``obsm[key_added]``: uint8 array (n_obs, size, size, 3);
-    - ``uns[key_added]["params"]``: ``size``, ``spot_scale``, ``spot_diameter``, ``side_fullres``
-      (patch side in full-resolution pixels), ``side_source`` (in pixels of the image used),
-      ``source`` and ``library_id``.
+        - ``obsm[key_added]``: uint8 array (n_obs, size, size, 3);
+        - ``uns[key_added]["params"]``: ``size``, ``spot_scale``, ``spot_diameter``,
+          ``side_fullres`` (patch side in full-resolution pixels), ``side_source`` (in pixels of
+          the image used), ``source`` and ``library_id``.
     """
     started = time.perf_counter()
     size = _check_size(size)

@@ -41,8 +41,9 @@ def split(
 
     Returns
     -------
-    ``None``, or a new AnnData when ``copy=True``; either way ``obs[key_added]`` holds the
-    categorical labels ``train`` / ``val`` / ``test``.
+    anndata.AnnData or None
+        ``None``, or a new AnnData when ``copy=True``; either way ``obs[key_added]`` holds the
+        categorical labels ``train`` / ``val`` / ``test``.
     """
     n = adata.n_obs
     if not 0 < train < 1:

@@ -43,10 +43,11 @@ def evaluate(
 
     Returns
     -------
-    DataFrame indexed by gene with columns ``mse``, ``mae``, ``pcc``. Also writes
-    ``var[f"{key_added}_mse"]``, ``var[f"{key_added}_mae"]``, ``var[f"{key_added}_pcc"]`` (NaN
-    for genes not scored) and ``uns[f"{key_added}_metrics"]`` (``mse``, ``mae``, ``pcc``,
-    ``split``, ``layer``, ``n_spots``, ``n_genes``).
+    pandas.DataFrame
+        DataFrame indexed by gene with columns ``mse``, ``mae``, ``pcc``. Also writes
+        ``var[f"{key_added}_mse"]``, ``var[f"{key_added}_mae"]``, ``var[f"{key_added}_pcc"]`` (NaN
+        for genes not scored) and ``uns[f"{key_added}_metrics"]`` (``mse``, ``mae``, ``pcc``,
+        ``split``, ``layer``, ``n_spots``, ``n_genes``).
     """
     if layer not in adata.layers:
         raise KeyError(

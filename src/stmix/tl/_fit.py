@@ -65,14 +65,13 @@ def fit(
 
     ``augment`` chooses how training samples are made (all behind one interface):
 
-    ``"none"``, ``"basic"`` (flips, right-angle rotations, crops)
-        the spots' own patches, plain MSE;
-    ``"mixup"`` (uniform partner), ``"cutmix"`` (uniform partner, box mixing),
-    ``"cmixup"`` (partner by expression kernel over all training spots),
-    ``"knn"`` (uniform among the ``pp.neighbors`` candidates), ``"snr"`` (SNR-ST-Mix: the
-    candidates, drawn with ``obsp["stmix_weights"]``)
-        mixed samples with ratio ``lam ~ Beta(alpha, alpha)`` and the composite loss
-        :func:`~stmix.nn.snr_loss`.
+    - ``"none"`` and ``"basic"`` (flips, right-angle rotations, crops) train on the spots' own
+      patches with plain MSE;
+    - ``"mixup"`` (uniform partner), ``"cutmix"`` (uniform partner, box mixing), ``"cmixup"``
+      (partner by the expression kernel over all training spots), ``"knn"`` (uniform among the
+      ``pp.neighbors`` candidates) and ``"snr"`` (SNR-ST-Mix: the candidates, drawn with
+      ``obsp["stmix_weights"]``) train on mixed samples with ratio
+      ``lam ~ Beta(alpha, alpha)`` and the composite loss :func:`~stmix.nn.snr_loss`.
 
     Parameters
     ----------
@@ -131,10 +130,11 @@ def fit(
 
     Returns
     -------
-    The trained :class:`~stmix.tl.Imputer`. Also writes ``uns[key_added]``: ``params`` (this
-    call's arguments), ``history`` (per epoch: each training loss term, ``val_mse``,
-    ``val_mae``, ``val_pcc``, ``lr``, ``seconds``), ``best_epoch``, ``genes``, ``timing`` and
-    ``model`` (backbone, weights, patch size, target).
+    stmix.tl.Imputer
+        The trained :class:`~stmix.tl.Imputer`. Also writes ``uns[key_added]``: ``params`` (this
+        call's arguments), ``history`` (per epoch: each training loss term, ``val_mse``,
+        ``val_mae``, ``val_pcc``, ``lr``, ``seconds``), ``best_epoch``, ``genes``, ``timing`` and
+        ``model`` (backbone, weights, patch size, target).
     """
     params = {k: v for k, v in locals().items() if k not in ("adata",)}
     _check_options(

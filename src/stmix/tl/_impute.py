@@ -49,8 +49,9 @@ def impute(
 
     Returns
     -------
-    ``None``, or a new AnnData when ``copy=True``; either way ``layers[layer]`` holds float32
-    predictions (n_obs × n_vars), NaN in the columns of genes the model does not predict.
+    anndata.AnnData or None
+        ``None``, or a new AnnData when ``copy=True``; either way ``layers[layer]`` holds float32
+        predictions (n_obs × n_vars), NaN in the columns of genes the model does not predict.
     """
     if not isinstance(model, Imputer):
         raise TypeError(f"`model` must be an stmix Imputer (stmix.tl.fit), not {type(model)}.")

@@ -174,7 +174,8 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Impu
 
     Returns
     -------
-    The :class:`Imputer`; its predictions equal those of the saved model.
+    stmix.tl.Imputer
+        The :class:`Imputer`; its predictions equal those of the saved model.
     """
     return Imputer.load(path, device=device)
 

@@ -11,6 +11,9 @@ from tests.conftest import DATA, REPO
 def test_tutorial_executes(tmp_path, monkeypatch):
     notebook = nbformat.read(REPO / "notebooks" / "tutorial.ipynb", as_version=4)
     monkeypatch.setenv("STMIX_DATA_DIR", str(DATA))  # the kernel inherits it, absolute
+    # conftest sets MPLBACKEND=Agg for the suite; the kernel must keep its inline backend,
+    # or the figures never reach the notebook's outputs.
+    monkeypatch.delenv("MPLBACKEND", raising=False)
     client = NotebookClient(
         notebook,
         timeout=900,

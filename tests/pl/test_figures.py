@@ -73,6 +73,17 @@ def test_maps_without_image_and_with_nan_columns(predicted):
     plt.close(fig)
 
 
+def test_maps_error_scale_starts_at_zero_even_without_error(predicted):
+    predicted.layers["same"] = predicted.X.copy()
+    fig = stmix.pl.maps(
+        predicted, predicted.var_names[0], layers=(None, "same"), error=True, show=False
+    )
+    error = _spot_collections(fig.axes[3])[0]
+    assert (error.norm.vmin, error.norm.vmax) == (0, 1.0)
+    np.testing.assert_array_equal(error.get_array(), 0)
+    plt.close(fig)
+
+
 def test_maps_saves(predicted, tmp_path):
     assert stmix.pl.maps(predicted, predicted.var_names[0], save=tmp_path / "m.png") is None
     assert (tmp_path / "m.png").stat().st_size > 10_000

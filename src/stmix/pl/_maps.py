@@ -126,7 +126,8 @@ def maps(
         if error:
             diff = np.abs(values[-1][:, row] - values[0][:, row])
             finite = diff[np.isfinite(diff)]
-            err_norm = Normalize(0, np.percentile(finite, 99) if finite.size else 1.0)
+            top = np.percentile(finite, 99) if finite.size else 0.0
+            err_norm = Normalize(0, top if top > 0 else 1.0)  # no error: a scale from 0
             ax = axes[row, n_layers + 1]
             err = _spots.draw(ax, canvas, diff, cmap=error_cmap, norm=err_norm, marked=marked)
             ax.set_title(f"{gene} · |{titles[-1]} − {titles[0]}|", fontsize=10)

@@ -132,6 +132,20 @@ def test_gene_errors_share_below_the_diagonal(predicted):
     plt.close(fig)
 
 
+def test_gene_errors_labels_do_not_overlap(predicted):
+    # many genes on top of each other: the labels must still be readable
+    rng = np.random.default_rng(1)
+    a = pd.Series(0.5 + rng.normal(0, 0.01, 40), index=[f"GENE{i}" for i in range(40)])
+    b = a + rng.normal(0, 0.01, 40)
+    fig = stmix.pl.gene_errors(predicted, a, b, annotate=10, show=False)
+    fig.canvas.draw()
+    boxes = [text.get_window_extent() for text in fig.axes[0].texts]
+    assert 1 <= len(boxes) < 20  # crowded labels were left out
+    for i, box in enumerate(boxes):
+        assert not any(box.overlaps(other) for other in boxes[i + 1 :])
+    plt.close(fig)
+
+
 def test_gene_errors_from_evaluate_tables_and_var_columns(predicted):
     a = stmix.tl.evaluate(predicted, layer="other", key_added="other")
     b = stmix.tl.evaluate(predicted, layer="stmix")

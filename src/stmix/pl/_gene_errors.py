@@ -12,7 +12,6 @@ from matplotlib.figure import Figure
 
 from stmix import _anndata
 from stmix._keys import SPLIT
-from stmix.nn.metrics import gene_metrics
 from stmix.pl._show import finish
 
 
@@ -81,20 +80,39 @@ def gene_errors(
     ax.set_ylim(ends)
     ax.set_aspect("equal")
     if annotate:
-        change = both["b"] - both["a"]
-        for gene in [*change.nsmallest(annotate).index, *change.nlargest(annotate).index]:
-            ax.annotate(
-                gene,
-                (both.loc[gene, "a"], both.loc[gene, "b"]),
-                fontsize=6,
-                xytext=(2, 2),
-                textcoords="offset points",
-                color="0.25",
-            )
+        _annotate(ax, both, annotate, ends, log)
     ax.set_xlabel(f"per-gene MSE, {labels[0]}")
     ax.set_ylabel(f"per-gene MSE, {labels[1]}")
     ax.set_title(f"{labels[1]} better for {below:.0%} of {len(both)} genes", fontsize=10)
     return finish(fig, show=show, save=save)
+
+
+def _annotate(ax, both: pd.DataFrame, n: int, ends: list[float], log: bool) -> None:
+    """Name the ``n`` genes most improved and most worsened, skipping labels that would overlap.
+
+    Labels are placed greedily, largest change first; one that would sit within a label's
+    width and height (in axes fractions) of a placed one is left out.
+    """
+    change = both["b"] - both["a"]
+    chosen = [*change.nsmallest(n).index, *change.nlargest(n).index]
+    chosen = sorted(dict.fromkeys(chosen), key=lambda gene: -abs(change[gene]))
+    scale = np.log10 if log else (lambda v: v)
+    low, high = scale(ends[0]), scale(ends[1])
+    placed: list[tuple[float, float]] = []
+    for gene in chosen:
+        fx = (scale(both.loc[gene, "a"]) - low) / (high - low)
+        fy = (scale(both.loc[gene, "b"]) - low) / (high - low)
+        if any(abs(fx - px) < 0.16 and abs(fy - py) < 0.035 for px, py in placed):
+            continue
+        placed.append((fx, fy))
+        ax.annotate(
+            gene,
+            (both.loc[gene, "a"], both.loc[gene, "b"]),
+            fontsize=6,
+            xytext=(2, 2),
+            textcoords="offset points",
+            color="0.25",
+        )
 
 
 def _mse(adata, source, split, truth_layer, split_key) -> pd.Series:
@@ -113,7 +131,7 @@ def _mse(adata, source, split, truth_layer, split_key) -> pd.Series:
             else _anndata.split_indices(adata, split_key, split)
         )
         truth = _anndata.expression(adata, truth_layer, obs=spots, var=genes)
-        mse = gene_metrics(truth, pred[np.ix_(spots, genes)])["mse"]
+        mse = ((pred[np.ix_(spots, genes)] - truth) ** 2).mean(axis=0)  # no torch in pl
         return pd.Series(mse, index=adata.var_names[genes])
     if source in adata.var.columns:
         return adata.var[source].astype(float)

@@ -74,7 +74,8 @@ def select_genes(
         )
     if method == "moran":
         coords = _anndata.spatial_coordinates(adata, spatial_key)
-        score = _moran(x, coords, n_neighs)
+        score = np.full(adata.n_vars, np.nan)  # constant genes have no Moran's I
+        score[varies] = _moran(x[:, varies], coords, n_neighs)
     elif method == "mean":
         score = x.mean(axis=0).astype(np.float64)
     else:

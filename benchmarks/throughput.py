@@ -281,7 +281,7 @@ def main() -> None:
             & (previous["batch"] == args.batch)
         )
         keep = previous[~same]
-    pd.concat([keep, frame], ignore_index=True).to_csv(path, index=False)
+    pd.concat([keep, frame], ignore_index=True).round(3).to_csv(path, index=False)
     print(f"wrote {path}")
 
 

@@ -5,10 +5,11 @@
 
 Three pipelines train the same network at the same batch size B and patch size:
 
-(a) ``stmix``: :func:`stmix.tl._train.training_step`, the step ``stmix.tl.fit`` runs: uint8
-    patches resident on the device, partners drawn for the whole batch with one multinomial,
-    mixing on the device, one backbone call on the stacked ``[x_mix; x_i; x_j]`` (3B images),
-    the composite loss, AdamW; bf16 autocast and channels-last on CUDA.
+(a) ``stmix``: the training ``stmix.tl.fit`` runs, through Lightning's Trainer with every hook
+    (stmix's training plan, its epoch records, the loop, the optimiser and scheduler steps):
+    uint8 patches resident on the device, partners drawn for the whole batch with one
+    multinomial, mixing on the device, one backbone call on the stacked ``[x_mix; x_i; x_j]``
+    (3B images), the composite loss, AdamW with cosine annealing; bf16 and channels-last on CUDA.
 (b) ``bare``: the backbone's forward and backward on a synthetic stacked 3B batch already on
     the device (MSE loss, same optimiser): the limit no data pipeline can beat.
 (c) ``reference``: a per-item pipeline as the public SNR-ST-Mix code builds it: PNG patch files
@@ -31,12 +32,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.callbacks import Callback
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from stmix.nn import CandidateSampler, ExpressionPredictor, Mix, snr_loss
+from stmix.tl import _trainer
 from stmix.tl._device import autocast, resolve_device
-from stmix.tl._train import training_step
+from stmix.tl._imputer_plan import ImputerPlan
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -73,27 +76,63 @@ def timed(step, warmup: int, steps: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / steps
 
 
+class StepTimer(Callback):
+    """Wall time from the start of step ``warmup`` to the end of the last step."""
+
+    def __init__(self, warmup: int, device: torch.device):
+        self.warmup, self.device = warmup, device
+        self.start = self.end = None
+        self.steps = 0
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.warmup:
+            self._sync()
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.start is not None:
+            self.steps += 1
+            self._sync()
+            self.end = time.perf_counter()
+
+
 def run_stmix(model, data, batch, device, warmup, steps):
+    """Seconds per step of stmix's training, run by Lightning's Trainer as stmix.tl.fit runs it."""
     patches, targets, candidates, weights = data
     n, k = candidates.shape
     sampler = CandidateSampler.from_csr(
         np.arange(0, n * k + 1, k), candidates.ravel(), weights.ravel()
     )
-    augmentation = Mix(sampler).to(device)
-    bank = torch.from_numpy(patches).to(device)
-    y = torch.from_numpy(targets).to(device)
-    opt = optimiser(model)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10_000)
-    state = {"order": torch.randperm(n, device=device), "at": 0}
-
-    def step():
-        if state["at"] + batch > n:
-            state["order"], state["at"] = torch.randperm(n, device=device), 0
-        anchors = state["order"][state["at"] : state["at"] + batch]
-        state["at"] += batch
-        training_step(model, augmentation, opt, sched, anchors, bank, y, device)
-
-    return timed(step, warmup, steps, device)
+    plan = ImputerPlan(
+        model,
+        Mix(sampler),
+        torch.from_numpy(patches),
+        torch.from_numpy(targets),
+        torch.from_numpy(patches[:0]),
+        torch.from_numpy(targets[:0]),
+        batch_size=batch,
+        lr=1e-5,
+        min_lr=1e-7,
+        weight_decay=1e-4,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    timer = StepTimer(warmup, device)
+    accelerator = "gpu" if device.type == "cuda" else device.type
+    _trainer.run(
+        plan,
+        epochs=10_000,
+        patience=None,
+        accelerator=accelerator,
+        progress=False,
+        max_steps=warmup + steps,
+        callbacks=[timer],
+    )
+    return (timer.end - timer.start) / timer.steps
 
 
 def run_bare(model, data, batch, device, warmup, steps):

@@ -31,6 +31,28 @@ def test_help_a_biologist_can_follow(capsys):
         main(["fit", "--help"])
     out = capsys.readouterr().out
     assert "--augment" in out and "SNR-ST-Mix" in out and "--weights" in out
+    # the defaults are the presets', written out once, from the presets themselves
+    assert "--preset {cpu,paper}" in out and "tf_efficientnet_lite0 at 112 px, lr 0.001" in out
+    assert "vit_large_patch16_224 at 224 px, lr 3e-05" in out
+
+
+def test_the_cli_trains_with_the_preset_and_its_changes(her2st, tmp_path):
+    adata = her2st("C4")[:, :30].copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    adata.write_h5ad(tmp_path / "c4.h5ad")
+    args = ["fit", str(tmp_path / "c4.h5ad"), "--model", str(tmp_path / "m"), "--quiet"]
+    args += ["--backbone", "test_efficientnet", "--no-pretrained", "--size", "32"]
+    assert main([*args, "--epochs", "2", "--patience", "0", "--lr", "0.01"]) == 0
+    params = stmix.tl.load(tmp_path / "m").config["params"]
+    assert params["preset"] == "cpu" and params["epochs"] == 2 and params["lr"] == 0.01
+    assert params["patience"] is None  # --patience 0: never stop early
+    assert params["target"] == "delta" and params["batch_size"] == 8  # the preset's
+    args[3] = str(tmp_path / "m2")
+    assert main([*args, "--epochs", "1", "--target", "expression", "--preset", "paper"]) == 0
+    params = stmix.tl.load(tmp_path / "m2").config["params"]
+    assert params["preset"] == "paper" and params["target"] == "expression"
+    assert params["lr"] == 3e-5 and params["backbone"] == "test_efficientnet"
 
 
 def test_her2st_main_job(data_dir, tmp_path, capsys):
@@ -106,6 +128,7 @@ def test_fit_impute_evaluate_on_files(her2st, tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert "8 genes on" in printed and "PCC" in printed
+    assert "training mean everywhere, for scale: MSE" in printed
     assert (tmp_path / "genes.csv").read_text().count("\n") == 9
     # impute cuts the patches itself on a file that has none
     assert (

@@ -110,6 +110,41 @@ def gene_indices(adata: ad.AnnData, genes: Sequence[str] | None) -> np.ndarray:
     return index
 
 
+def genes(adata: ad.AnnData, genes: Sequence[str] | str | None) -> np.ndarray:
+    """Column indices of ``genes``: names, a boolean ``var`` column's name, or ``None`` (all)."""
+    if isinstance(genes, str) and genes in adata.var.columns:
+        column = adata.var[genes]
+        if column.dtype != bool:
+            raise ValueError(f"adata.var[{genes!r}] must be boolean to select genes.")
+        if not column.any():
+            raise ValueError(f"adata.var[{genes!r}] selects no gene.")
+        return np.flatnonzero(column.to_numpy())
+    return gene_indices(adata, genes)
+
+
+def patches(adata: ad.AnnData, key: str, size: int | None = None) -> np.ndarray:
+    """The uint8 (n_obs, size, size, 3) patches of ``obsm[key]``, checked (and their size)."""
+    if key not in adata.obsm:
+        hint = "" if size is None else f"size={size}"
+        raise KeyError(
+            f"adata.obsm[{key!r}] is missing: cut the H&E patches first with "
+            f"stmix.pp.patches(adata, {hint or 'size=...'})."
+        )
+    cut = adata.obsm[key]
+    shape = tuple(cut.shape)
+    if cut.dtype != np.uint8 or len(shape) != 4 or shape[3] != 3 or shape[1] != shape[2]:
+        raise ValueError(
+            f"adata.obsm[{key!r}] must be uint8 (n_obs, size, size, 3) as stmix.pp.patches "
+            f"writes it, not {cut.dtype} {shape}."
+        )
+    if size is not None and shape[1] != size:
+        raise ValueError(
+            f"adata.obsm[{key!r}] holds {shape[1]} × {shape[1]} px patches, but the model takes "
+            f"{size} × {size}: run stmix.pp.patches(adata, size={size})."
+        )
+    return np.asarray(cut)
+
+
 def split_labels(adata: ad.AnnData, key: str) -> pd.Series:
     """The train / val / test labels of ``obs[key]``, checked."""
     if key not in adata.obs:

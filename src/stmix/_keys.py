@@ -1,7 +1,8 @@
 """Every AnnData key that stmix reads or writes, in one place.
 
-Each function that writes one of these takes a ``key_added`` (or ``layer``) argument, so the
-names below are only the defaults.
+Each function that writes one of these takes a ``key_added`` argument, so the names below are
+only the defaults. Several roles share the string ``"stmix"`` (the contract in the README): the
+constants are separate so that each call site says which role it means.
 """
 
 # input, scanpy / squidpy convention
@@ -10,14 +11,15 @@ SPATIAL = "spatial"  # obsm: spot centres in full-resolution pixels (x, y); uns:
 # pp
 SPLIT = "stmix_split"  # obs: categorical train / val / test
 SPLIT_CATEGORIES = ("train", "val", "test")
-PATCHES = "stmix_patches"  # obsm: uint8 (n_obs, size, size, 3)
-PATCHES_PARAMS = "stmix_patches"  # uns: {"params": {...}} of pp.patches
+PATCHES = "stmix_patches"  # obsm: uint8 (n_obs, size, size, 3); uns: {"params": {...}}
 NEIGHBORS = "stmix"  # prefix: obsp[f"{NEIGHBORS}_connectivities"], obsp[f"{NEIGHBORS}_weights"]
 COMPLETED = "stmix_completed"  # layers: completed expression, plus f"{COMPLETED}_missing"
 SELECTED = "stmix_selected"  # var: bool, genes chosen by pp.select_genes
 
 # tl
-MODEL = "stmix"  # uns: fit record; layers: predictions; var/uns prefix of metrics
+FIT = "stmix"  # uns: the record of tl.fit
+PREDICTIONS = "stmix"  # layers: the predictions of tl.impute
+METRICS = "stmix"  # prefix: var[f"{METRICS}_mse"] ..., uns[f"{METRICS}_metrics"] of tl.evaluate
 
 
 def connectivities_key(key_added: str) -> str:

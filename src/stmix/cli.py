@@ -48,13 +48,21 @@ def _genes(args: argparse.Namespace, adata) -> list[str] | str | None:
     return [g.strip() for g in args.genes.split(",") if g.strip()]
 
 
+def _size(args: argparse.Namespace) -> int:
+    """The patch side: ``--size``, else the preset's."""
+    from stmix import _presets
+
+    return args.size if args.size is not None else _presets.resolve(args.preset).size
+
+
 def _prepare(adata, args: argparse.Namespace) -> None:
     """Run the preparation steps that the input lacks, and say so."""
     import stmix
 
-    if "stmix_patches" not in adata.obsm or adata.obsm["stmix_patches"].shape[1] != args.size:
-        print(f"cutting {args.size} px patches (stmix.pp.patches)")
-        stmix.pp.patches(adata, size=args.size, progress=not args.quiet)
+    size = _size(args)
+    if "stmix_patches" not in adata.obsm or adata.obsm["stmix_patches"].shape[1] != size:
+        print(f"cutting {size} px patches (stmix.pp.patches)")
+        stmix.pp.patches(adata, size=size, progress=not args.quiet)
     if "stmix_split" not in adata.obs:
         print(f"splitting spots 30/20/50 with seed {args.seed} (stmix.pp.split)")
         stmix.pp.split(adata, seed=args.seed)
@@ -64,19 +72,25 @@ def _prepare(adata, args: argparse.Namespace) -> None:
 
 
 def _fit_kwargs(args: argparse.Namespace) -> dict:
+    plan_kwargs = {}
+    if args.patience is not None:
+        plan_kwargs["patience"] = args.patience or None  # 0: never stop early
+    if args.target is not None:
+        plan_kwargs["target"] = args.target
     return {
         "layer": args.layer,
         "augment": args.augment,
+        "preset": args.preset,
         "backbone": args.backbone,
         "pretrained": not args.no_pretrained,
         "weights": args.weights,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "lr": args.lr,
-        "patience": args.patience,
-        "target": args.target,
+        "plan_kwargs": plan_kwargs,
         "seed": args.seed,
-        "device": args.device,
+        "accelerator": args.accelerator,
+        "devices": args.devices,
         "progress": not args.quiet,
     }
 
@@ -109,7 +123,7 @@ def _impute(args: argparse.Namespace) -> int:
             spot_scale=model.config["spot_scale"],
             progress=not args.quiet,
         )
-    stmix.tl.impute(adata, model, layer=args.layer, device=args.device, progress=not args.quiet)
+    stmix.tl.impute(adata, model, key_added=args.layer, device=args.device, progress=not args.quiet)
     _write(adata, args.out)
     print(
         f"predicted {len(model.genes)} genes for {adata.n_obs} spots into "
@@ -120,6 +134,7 @@ def _impute(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     import stmix
+    from stmix.tl._baseline import training_mean
 
     adata = _read(args.input)
     split = None if args.split == "all" else args.split
@@ -129,6 +144,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"{metrics['n_genes']} genes on {metrics['n_spots']} {args.split} spots: "
         f"MSE {metrics['mse']:.4f}  MAE {metrics['mae']:.4f}  PCC {metrics['pcc']:.4f}"
     )
+    if split is not None and split != "train":
+        mean = training_mean(adata, layer=args.truth_layer, genes=list(table.index), split=split)
+        print(f"training mean everywhere, for scale: MSE {mean['mse']:.4f}  MAE {mean['mae']:.4f}")
     print("best predicted genes (PCC):")
     print(table.sort_values("pcc", ascending=False).head(args.top).to_string(float_format="%.4f"))
     if args.csv:
@@ -141,10 +159,11 @@ def _benchmark(args: argparse.Namespace) -> int:
     import stmix
 
     adata = _read(args.input)
+    size = _size(args)
     patches = adata.obsm.get("stmix_patches")
-    if patches is None or patches.shape[1] != args.size:
-        print(f"cutting {args.size} px patches (stmix.pp.patches)")
-        stmix.pp.patches(adata, size=args.size, progress=not args.quiet)
+    if patches is None or patches.shape[1] != size:
+        print(f"cutting {size} px patches (stmix.pp.patches)")
+        stmix.pp.patches(adata, size=size, progress=not args.quiet)
     kwargs = _fit_kwargs(args)
     for key in ("augment", "seed", "progress", "layer"):
         kwargs.pop(key)
@@ -168,17 +187,17 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _her2st(args: argparse.Namespace) -> int:
-    import numpy as np
     import scanpy as sc
 
     import stmix
+    from stmix.tl._baseline import training_mean
 
     adata = stmix.datasets.her2st(args.section, root=args.root)
     adata.layers["counts"] = adata.X.copy()
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
     stmix.pp.select_genes(adata, args.n_genes, method=args.gene_method)
-    args.layer, args.size = None, args.size
+    args.layer = None
     _prepare(adata, args)
     counts = adata.obs["stmix_split"].value_counts()
     print(
@@ -197,22 +216,13 @@ def _her2st(args: argparse.Namespace) -> int:
     stmix.tl.impute(adata, model, progress=not args.quiet)
     stmix.tl.evaluate(adata)
     metrics = adata.uns["stmix_metrics"]
-
-    # what predicting the training mean everywhere scores, for scale
-    selected = adata.var["stmix_selected"].to_numpy()
-    split = adata.obs["stmix_split"].to_numpy()
-    x = adata.X[:, selected]
-    x = x.toarray() if hasattr(x, "toarray") else np.asarray(x)
-    mean, test = x[split == "train"].mean(axis=0), x[split == "test"]
+    mean = training_mean(adata, genes="stmix_selected")
     print(f"test ({metrics['n_spots']} spots, {metrics['n_genes']} genes)   MSE      MAE      PCC")
     print(
         f"  stmix ({args.augment})                 {metrics['mse']:.4f}   {metrics['mae']:.4f}   "
         f"{metrics['pcc']:.4f}"
     )
-    print(
-        f"  training mean everywhere     {((test - mean) ** 2).mean():.4f}   "
-        f"{np.abs(test - mean).mean():.4f}   n/a"
-    )
+    print(f"  training mean everywhere     {mean['mse']:.4f}   {mean['mae']:.4f}   n/a")
     _write(adata, args.out)
     model_dir = Path(args.out).with_suffix("")
     model.save(model_dir.parent / f"{model_dir.name}_model", overwrite=True)
@@ -223,25 +233,35 @@ def _her2st(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_options(
-    parser: argparse.ArgumentParser, *, epochs: int, lr: float, target: str, patience: int
-) -> None:
-    from stmix.nn import METHODS
-    from stmix.tl import DEFAULT_BACKBONE
+def _training_options(parser: argparse.ArgumentParser) -> None:
+    from stmix._presets import DEFAULT_PRESET, PRESETS, TARGETS
+    from stmix.nn.constants import METHODS
 
-    group = parser.add_argument_group("training")
+    def described(name: str) -> str:
+        c = PRESETS[name]
+        stop = f"patience {c.patience}" if c.patience else "no early stopping"
+        return (
+            f"{name}: {c.backbone} at {c.size} px, lr {c.lr:g}, {c.target} target, "
+            f"at most {c.epochs} epochs, {stop}"
+        )
+
+    group = parser.add_argument_group(
+        "training",
+        "every setting starts from the preset; the options below change single settings",
+    )
+    group.add_argument(
+        "--preset",
+        default=DEFAULT_PRESET,
+        choices=list(PRESETS),
+        help="; ".join(described(name) for name in PRESETS) + f" (default {DEFAULT_PRESET})",
+    )
     group.add_argument(
         "--augment",
         default="snr",
         choices=METHODS,
         help="how training samples are made; snr is SNR-ST-Mix (default snr)",
     )
-    group.add_argument(
-        "--backbone",
-        default=DEFAULT_BACKBONE,
-        help=f"any timm model name (default {DEFAULT_BACKBONE}; the paper: "
-        f"vit_large_patch16_224 with --size 224)",
-    )
+    group.add_argument("--backbone", default=None, help="any timm model name (the preset's)")
     group.add_argument(
         "--weights",
         default=None,
@@ -250,26 +270,33 @@ def _training_options(
     group.add_argument(
         "--no-pretrained", action="store_true", help="start from random weights instead of ImageNet"
     )
-    group.add_argument("--epochs", type=int, default=epochs, help=f"maximum epochs ({epochs})")
+    group.add_argument("--epochs", type=int, default=None, help="maximum epochs (the preset's)")
     group.add_argument(
         "--patience",
         type=int,
-        default=patience,
-        help=f"stop after this many epochs without better validation MSE ({patience})",
+        default=None,
+        help="stop after this many epochs without better validation MSE; 0 never stops early "
+        "(the preset's)",
     )
-    group.add_argument("--batch-size", type=int, default=8, help="spots per step (8)")
-    group.add_argument("--lr", type=float, default=lr, help=f"learning rate ({lr:g})")
+    group.add_argument("--batch-size", type=int, default=None, help="spots per step (the preset's)")
+    group.add_argument("--lr", type=float, default=None, help="learning rate (the preset's)")
     group.add_argument(
         "--target",
-        default=target,
-        choices=("expression", "delta"),
-        help=f"learn the expression, or its deviation from the mean ({target})",
+        default=None,
+        choices=TARGETS,
+        help="learn the expression, or its deviation from the mean (the preset's)",
     )
     group.add_argument(
-        "--size", type=int, default=112, help="patch side in pixels, when patches must be cut (112)"
+        "--size",
+        type=int,
+        default=None,
+        help="patch side in pixels, when patches must be cut (the preset's)",
     )
     group.add_argument("--seed", type=int, default=0, help="seed of split and training (0)")
-    group.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (auto)")
+    group.add_argument(
+        "--accelerator", default="auto", help="auto, cpu, gpu, mps (auto: a GPU when there is one)"
+    )
+    group.add_argument("--devices", type=int, default=1, help="GPUs or processes to train on (1)")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -302,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("mean", "moran", "hvg"),
         help="how genes are chosen (mean: the paper's top by mean)",
     )
-    _training_options(her2st, epochs=40, lr=1e-3, target="delta", patience=10)
+    _training_options(her2st)
     her2st.set_defaults(run=_her2st)
 
     fit = commands.add_parser(
@@ -321,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="genes to predict: a file with one per line, "
         "a boolean var column, or comma-separated names (all genes)",
     )
-    _training_options(fit, epochs=100, lr=3e-5, target="expression", patience=20)
+    _training_options(fit)
     fit.set_defaults(run=_fit)
 
     impute = commands.add_parser("impute", help="predict every spot with a saved model")
@@ -356,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--layer", default=None, help="layer of log-normalised expression (X)")
     benchmark.add_argument("--genes", default=None, help="genes to predict, as for fit")
     benchmark.add_argument("--csv", default=None, help="write one row per method and seed")
-    _training_options(benchmark, epochs=40, lr=1e-3, target="delta", patience=10)
+    _training_options(benchmark)
     benchmark.set_defaults(run=_benchmark)
 
     evaluate = commands.add_parser("evaluate", help="score predictions against measurements")

@@ -50,9 +50,7 @@ def test_sections_load_in_visium_layout(her2st, data_dir, section):
     assert Path(entry["metadata"]["source_image_path"]).is_file()
     # the hires image is the full-resolution image, downscaled: compare a tissue spot
     x, y = (adata.obsm["spatial"][0] * scale["tissue_hires_scalef"]).astype(int)
-    full = np.asarray(
-        stmix.pp._image.read_image(entry["metadata"]["source_image_path"], reduce=8)[0]
-    )
+    full = np.asarray(stmix._image.read_image(entry["metadata"]["source_image_path"], reduce=8)[0])
     fx, fy = (adata.obsm["spatial"][0] * full.shape[1] / full_w).astype(int)
     assert (
         np.abs(

@@ -134,11 +134,13 @@ def test_library_without_usable_image_is_a_clear_error(her2st):
     assert_unchanged(adata, before)
 
 
-@pytest.mark.parametrize("size", [0, 4, 31.5, "64"])
-def test_bad_size_is_refused(her2st, size):
+@pytest.mark.parametrize(
+    ("size", "error"), [(0, ValueError), (4, ValueError), (31.5, TypeError), ("64", TypeError)]
+)
+def test_bad_size_is_refused(her2st, size, error):
     adata = her2st("C2")
     before = snapshot(adata)
-    with pytest.raises(ValueError, match="size"):
+    with pytest.raises(error, match="size"):
         stmix.pp.patches(adata, size=size, progress=False)
     assert_unchanged(adata, before)
 

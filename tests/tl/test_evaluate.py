@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import stmix
-from stmix.nn import gene_metrics
+from stmix._metrics import gene_metrics
 from tests.conftest import assert_unchanged, snapshot
 
 

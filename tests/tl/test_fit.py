@@ -64,14 +64,22 @@ def test_best_epoch_weights_are_restored(prepared):
 
 
 def test_early_stopping(prepared):
-    stmix.tl.fit(prepared, augment="none", **{**TINY, "epochs": 30}, patience=1, lr=1e-2)
+    stmix.tl.fit(
+        prepared, augment="none", **{**TINY, "epochs": 30}, lr=1e-2, plan_kwargs={"patience": 1}
+    )
     history = prepared.uns["stmix"]["history"]
     assert len(history["epoch"]) < 30
     assert len(history["epoch"]) == prepared.uns["stmix"]["best_epoch"] + 1
 
 
 def test_delta_target_starts_at_the_training_mean(prepared):
-    model = stmix.tl.fit(prepared, augment="none", target="delta", lr=1e-12, **TINY)
+    model = stmix.tl.fit(
+        prepared,
+        augment="none",
+        lr=1e-12,
+        plan_kwargs={"target": "delta", "min_lr": 0.0},
+        **TINY,
+    )
     train = (prepared.obs["stmix_split"] == "train").to_numpy()
     mean = prepared.X[train].mean(axis=0)
     np.testing.assert_allclose(model.module.offset.numpy(), mean, rtol=1e-6)
@@ -101,13 +109,13 @@ def test_layer_and_key_added(prepared):
     prepared.X = np.zeros_like(prepared.X)
     model = stmix.tl.fit(prepared, layer="log", key_added="run1", augment="none", **TINY)
     assert "run1" in prepared.uns and "stmix" not in prepared.uns
-    stmix.tl.impute(prepared, model, layer="pred", progress=False)
+    stmix.tl.impute(prepared, model, key_added="pred", progress=False)
     stmix.tl.evaluate(prepared, layer="pred", truth_layer="log", key_added="run1")
     assert "run1_mse" in prepared.var and "run1_metrics" in prepared.uns
 
 
 def test_reference_edge_weights_change_training(prepared):
-    stmix.tl.fit(prepared, augment="snr", edge_weight="reference", **TINY)
+    stmix.tl.fit(prepared, augment="snr", plan_kwargs={"edge_weight": "reference"}, **TINY)
     reference = prepared.uns["stmix"]["history"]["train_total"]
     assert prepared.uns["stmix"]["params"]["edge_weight"] == "reference"
     stmix.tl.fit(prepared, augment="snr", **TINY)
@@ -164,9 +172,22 @@ def test_non_finite_loss_names_epoch_and_term(prepared):
         ("nan", {}, ValueError, "NaN"),
         (None, {"genes": ["NOT_A_GENE"]}, KeyError, "NOT_A_GENE"),
         (None, {"augment": "manifold"}, ValueError, "augment"),
-        (None, {"target": "log"}, ValueError, "target"),
-        (None, {"edge_weight": "both"}, ValueError, "edge_weight"),
-        (None, {"loss_weights": {"smooth": 1.0}}, ValueError, "smooth"),
+        (None, {"plan_kwargs": {"target": "log"}}, ValueError, "target"),
+        (None, {"plan_kwargs": {"edge_weight": "both"}}, ValueError, "edge_weight"),
+        (None, {"plan_kwargs": {"loss_weights": {"smooth": 1.0}}}, ValueError, "smooth"),
+        (None, {"plan_kwargs": {"loss_weights": {"edge": -1.0}}}, ValueError, "edge"),
+        (None, {"plan_kwargs": {"alpha": float("inf")}}, ValueError, "alpha"),
+        (None, {"plan_kwargs": {"min_lr": 1.0}}, ValueError, "must not exceed `lr`"),
+        (None, {"plan_kwargs": {"lr": 1e-3}}, ValueError, "its own parameter `lr="),
+        (None, {"plan_kwargs": {"dropout": 1.0}}, ValueError, "dropout"),
+        (None, {"alpha": 0.5}, TypeError, "plan_kwargs"),
+        (None, {"max_epochs": 3}, TypeError, "epochs="),
+        (None, {"colour": "red"}, TypeError, "colour"),
+        (None, {"preset": "gpu"}, ValueError, "preset"),
+        (None, {"batch_size": 0}, ValueError, "batch_size"),
+        (None, {"seed": -1}, ValueError, "seed"),
+        (None, {"ckpt_path": "/nonexistent/last.ckpt"}, FileNotFoundError, "nonexistent"),
+        (None, {"ckpt_path": "last"}, ValueError, "checkpoint_dir"),
         (None, {"backbone": "resnet_9000"}, ValueError, "no backbone named"),
         (None, {"epochs": 0}, ValueError, "epochs"),
         (None, {"weights": "/nonexistent.safetensors"}, FileNotFoundError, "nonexistent"),

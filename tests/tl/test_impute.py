@@ -51,3 +51,10 @@ def test_other_magnification_warns(prepared, model, caplog):
     stmix.pp.patches(prepared, size=32, spot_scale=2.0, progress=False)
     stmix.tl.impute(prepared, model, progress=False)
     assert "spot_scale=2.0" in caplog.text
+
+
+def test_layer_is_the_old_name_of_key_added(prepared):
+    model = stmix.tl.fit(prepared, augment="none", **TINY)
+    with pytest.warns(FutureWarning, match="key_added"):
+        stmix.tl.impute(prepared, model, layer="old", progress=False)
+    assert "old" in prepared.layers

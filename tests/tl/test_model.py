@@ -11,7 +11,7 @@ from tests.conftest import TINY
 
 @pytest.fixture
 def trained(prepared):
-    return stmix.tl.fit(prepared, augment="snr", target="delta", **TINY), prepared
+    return stmix.tl.fit(prepared, augment="snr", plan_kwargs={"target": "delta"}, **TINY), prepared
 
 
 def test_save_load_round_trip(trained, tmp_path):

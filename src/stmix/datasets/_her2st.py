@@ -13,8 +13,8 @@ import pandas as pd
 from PIL import Image
 from scipy import sparse
 
+from stmix._image import large_images, read_image
 from stmix._keys import SPATIAL
-from stmix.pp._image import large_images, read_image
 
 logger = logging.getLogger(__name__)
 

@@ -20,26 +20,31 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from stmix.nn.constants import LOSS_WEIGHTS, METHODS, MIXING
 from stmix.nn.geometric import flip_rotate_crop
 from stmix.nn.images import to_float
-from stmix.nn.loss import LOSS_WEIGHTS, mse_loss, snr_loss
+from stmix.nn.loss import mse_loss, snr_loss
 from stmix.nn.mixing import cutmix, mix_pixels, sample_lambda
 from stmix.nn.sampling import PartnerSampler
 
-#: Every method, in the order the paper's tables list them.
-METHODS: tuple[str, ...] = ("none", "basic", "mixup", "cutmix", "cmixup", "knn", "snr")
-MIXING: tuple[str, ...] = ("mixup", "cutmix", "cmixup", "knn", "snr")
+__all__ = ["METHODS", "MIXING", "Augmentation", "Mix", "Plain", "Step"]
 
 
 @dataclass
 class Step:
-    """The network inputs of one training step and how to score the outputs."""
+    """The network inputs of one training step and how to score the outputs.
+
+    For the mixing methods, ``partners`` are the indices of the spots mixed into the anchors,
+    ``lam`` the share of each anchor in its mixed sample and ``edge_weight`` the pair's weight
+    in the loss.
+    """
 
     inputs: Tensor
     y_i: Tensor
     y_j: Tensor | None = None
     lam: Tensor | None = None
     edge_weight: Tensor | None = None
+    partners: Tensor | None = None
     loss_weights: dict[str, float] = field(default_factory=lambda: dict(LOSS_WEIGHTS))
 
     def loss(self, pred: Tensor) -> dict[str, Tensor]:
@@ -127,6 +132,7 @@ class Mix(Augmentation):
             y_j=targets[partners],
             lam=lam,
             edge_weight=edge_weight,
+            partners=partners,
             loss_weights=self.loss_weights,
         )
 

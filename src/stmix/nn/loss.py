@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-#: Default weights of the consistency, edge and correlation terms (the paper's).
-LOSS_WEIGHTS: dict[str, float] = {"consistency": 0.5, "edge": 50.0, "correlation": 0.05}
+from stmix.nn.constants import LOSS_WEIGHTS
 
 
 def pearson_loss(pred: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from stmix._keys import MODEL
+from stmix._keys import FIT
 from stmix.pl._show import finish
 
 #: Loss terms in the order they are drawn, with their labels.
@@ -27,7 +27,7 @@ TERMS = {
 def history(
     model_or_adata: Any,
     *,
-    key: str = MODEL,
+    key: str = FIT,
     show: bool | None = None,
     save: str | os.PathLike | None = None,
 ) -> Figure | None:

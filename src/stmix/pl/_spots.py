@@ -14,8 +14,8 @@ from matplotlib.colors import Normalize
 from matplotlib.patches import Circle
 
 from stmix import _anndata
+from stmix._image import as_uint8_rgb, read_image
 from stmix._keys import SPATIAL
-from stmix.pp._image import as_uint8_rgb, read_image
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,27 @@
 """Preparation: AnnData in, AnnData out (no torch)."""
 
-from stmix.pp._complete import complete
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
 from stmix.pp._genes import select_genes
 from stmix.pp._neighbors import neighbors
 from stmix.pp._patches import patches
 from stmix.pp._split import split
 
-__all__ = ["complete", "neighbors", "patches", "select_genes", "split"]
+__all__ = ["neighbors", "patches", "select_genes", "split"]
+
+
+def __getattr__(name: str) -> Any:
+    # moved in 0.2: completion trains a network, so it lives in tl (pp never imports torch)
+    if name == "complete":
+        warnings.warn(
+            "stmix.pp.complete moved to stmix.tl.complete; the old name will be removed.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        from stmix.tl import complete
+
+        return complete
+    raise AttributeError(f"module 'stmix.pp' has no attribute {name!r}")

@@ -7,7 +7,7 @@ import logging
 import anndata as ad
 import numpy as np
 
-from stmix import _anndata
+from stmix import _anndata, _validate
 from stmix._keys import SELECTED, SPATIAL
 
 logger = logging.getLogger(__name__)
@@ -62,10 +62,9 @@ def select_genes(
         (bool, the selected genes), ``var[f"{key_added}_score"]`` (Moran's I, mean or normalised
         dispersion) and ``uns[key_added]["params"]``.
     """
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {list(METHODS)}, not {method!r}.")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"`n` must be a positive integer, not {n!r}.")
+    _validate.choice("method", method, METHODS)
+    n = _validate.integer("n", n)
+    n_neighs = _validate.integer("n_neighs", n_neighs)
     x = _anndata.expression(adata, layer)
     varies = x.std(axis=0) > 0
     if varies.sum() < n:

@@ -7,6 +7,8 @@ from typing import Literal
 import numpy as np
 from scipy.spatial.distance import pdist
 
+from stmix import _distance
+
 Kernel = Literal["gaussian", "reference"]
 KERNELS: tuple[str, ...] = ("gaussian", "reference")
 
@@ -30,11 +32,7 @@ def median_distance(y: np.ndarray, *, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     i = rng.integers(0, n, SAMPLED_PAIRS)
     j = (i + rng.integers(1, n, SAMPLED_PAIRS)) % n  # j != i
-    distances = np.empty(SAMPLED_PAIRS)
-    for start in range(0, SAMPLED_PAIRS, 20_000):
-        stop = start + 20_000
-        distances[start:stop] = np.linalg.norm(y[i[start:stop]] - y[j[start:stop]], axis=1)
-    return float(np.median(distances))
+    return float(np.median(_distance.pairs(y, i, j)))
 
 
 def bandwidth(y: np.ndarray, *, seed: int = 0) -> float:
@@ -62,20 +60,27 @@ def log_kernel(distance: np.ndarray, sigma: float, kernel: Kernel) -> np.ndarray
     raise ValueError(f"`kernel` must be one of {list(KERNELS)}, not {kernel!r}.")
 
 
-def row_totals(y: np.ndarray, sigma: float, kernel: Kernel, *, chunk: int = 2048) -> np.ndarray:
+def row_totals(y: np.ndarray, sigma: float, kernel: Kernel) -> np.ndarray:
     """``Σ_{j ≠ i} K(i, j)`` over all rows of ``y``, in chunks (memory ``chunk × n``).
 
     The public reference normalises the edge weight of the loss by this total, over all training
     spots, instead of over the candidates.
     """
-    n = len(y)
-    sq = np.einsum("ij,ij->i", y, y)
-    totals = np.empty(n)
-    for start in range(0, n, chunk):
-        block = y[start : start + chunk]
-        d2 = sq[start : start + chunk, None] + sq[None, :] - 2.0 * block @ y.T
-        d = np.sqrt(np.maximum(d2, 0.0))
+    totals = np.empty(len(y))
+    for start, d in _distance.blocks(y):
         k = np.exp(log_kernel(d, sigma, kernel))
-        k[np.arange(len(block)), np.arange(start, start + len(block))] = 0.0
-        totals[start : start + chunk] = k.sum(axis=1)
+        k[np.arange(len(d)), np.arange(start, start + len(d))] = 0.0
+        totals[start : start + len(d)] = k.sum(axis=1)
     return totals
+
+
+def dense(y: np.ndarray, sigma: float, kernel: Kernel) -> np.ndarray:
+    """The kernel over all pairs of rows, diagonal zeroed, rows normalised: C-Mixup's P(j | i)."""
+    out = np.empty((len(y), len(y)))
+    for start, d in _distance.blocks(y):
+        log_k = log_kernel(d, sigma, kernel)
+        log_k[np.arange(len(d)), np.arange(start, start + len(d))] = -np.inf
+        log_k -= log_k.max(axis=1, keepdims=True)
+        k = np.exp(log_k)
+        out[start : start + len(d)] = k / k.sum(axis=1, keepdims=True)
+    return out

@@ -9,7 +9,7 @@ import numpy as np
 from scipy import sparse
 from scipy.spatial import cKDTree
 
-from stmix import _anndata
+from stmix import _anndata, _distance, _validate
 from stmix._keys import (
     NEIGHBORS,
     SPATIAL,
@@ -102,19 +102,15 @@ def neighbors(
         - ``uns[f"{key_added}_neighbors"]["params"]``: the parameters, the ``sigma`` used, the
           number of training spots and the neighbour ``method``.
     """
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)):
-        raise TypeError(f"`n_neighbors` must be an integer, not {n_neighbors!r}.")
-    if n_neighbors < 1:
-        raise ValueError(f"`n_neighbors` must be at least 1, not {n_neighbors}.")
-    if kernel not in _kernel.KERNELS:
-        raise ValueError(f"`kernel` must be one of {list(_kernel.KERNELS)}, not {kernel!r}.")
+    n_neighbors = _validate.integer("n_neighbors", n_neighbors)
+    _validate.choice("kernel", kernel, _kernel.KERNELS)
+    seed = _validate.integer("seed", seed, minimum=0)
     if basis not in ("spatial", "expression") and basis not in adata.obsp:
         raise ValueError(
             f"`basis` must be 'spatial', 'expression' or a key of adata.obsp "
             f"({list(adata.obsp)}), not {basis!r}."
         )
-    if sigma is not None and not (np.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"`sigma` must be a positive number, not {sigma}.")
+    sigma = _validate.number("sigma", sigma, above=0, none=True)
 
     train = _anndata.split_indices(adata, split_key, "train")
     graph = basis not in ("spatial", "expression")
@@ -153,7 +149,7 @@ def neighbors(
 
     counts = np.diff(indptr)
     rows = np.repeat(np.arange(len(train)), counts)
-    distance = _edge_distances(y, rows, indices)
+    distance = _distance.pairs(y, rows, indices)
     weights = _row_softmax(_kernel.log_kernel(distance, sigma, kernel), rows, len(train))
 
     n = adata.n_obs
@@ -201,15 +197,12 @@ def _drop_self(index: np.ndarray, k: int) -> np.ndarray:
 def _expression_knn(y: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, str]:
     n = len(y)
     if n <= EXACT_EXPRESSION_KNN:
-        sq = np.einsum("ij,ij->i", y, y)
         index = np.empty((n, k), dtype=np.int64)
-        for start in range(0, n, 1024):
-            block = y[start : start + 1024]
-            d2 = sq[start : start + 1024, None] + sq[None, :] - 2.0 * block @ y.T
-            d2[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
-            part = np.argpartition(d2, k - 1, axis=1)[:, :k]
-            order = np.argsort(np.take_along_axis(d2, part, axis=1), axis=1, kind="stable")
-            index[start : start + 1024] = np.take_along_axis(part, order, axis=1)
+        for start, d in _distance.blocks(y):
+            d[np.arange(len(d)), np.arange(start, start + len(d))] = np.inf
+            part = np.argpartition(d, k - 1, axis=1)[:, :k]
+            order = np.argsort(np.take_along_axis(d, part, axis=1), axis=1, kind="stable")
+            index[start : start + len(d)] = np.take_along_axis(part, order, axis=1)
         return index, "exact"
     from pynndescent import NNDescent
 
@@ -230,16 +223,6 @@ def _graph_candidates(graph, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     sub.eliminate_zeros()
     sub.sort_indices()
     return sub.indptr.astype(np.int64), sub.indices.astype(np.int64)
-
-
-def _edge_distances(y: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Euclidean expression distance of each candidate pair, in chunks (memory O(pairs))."""
-    out = np.empty(len(rows))
-    step = max(1, 2**22 // max(y.shape[1], 1))
-    for start in range(0, len(rows), step):
-        stop = start + step
-        out[start:stop] = np.linalg.norm(y[rows[start:stop]] - y[cols[start:stop]], axis=1)
-    return out
 
 
 def _row_softmax(log_k: np.ndarray, rows: np.ndarray, n_rows: int) -> np.ndarray:

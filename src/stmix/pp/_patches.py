@@ -11,10 +11,9 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from stmix import _anndata
+from stmix import _anndata, _image, _validate
+from stmix._image import SpotImage
 from stmix._keys import PATCHES, SPATIAL
-from stmix.pp import _image
-from stmix.pp._image import SpotImage
 
 logger = logging.getLogger(__name__)
 
@@ -158,9 +157,7 @@ def patches(
 
 
 def _check_size(size: int) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
-        raise ValueError(f"`size` must be an integer of at least 8 pixels, not {size!r}.")
-    return int(size)
+    return _validate.integer("size", size, minimum=8)
 
 
 def _check_inside(spot_image: SpotImage, coords: np.ndarray, names) -> None:

@@ -8,7 +8,7 @@ import anndata as ad
 import numpy as np
 from scipy.spatial import cKDTree
 
-from stmix import _anndata
+from stmix import _anndata, _validate
 from stmix._keys import SPATIAL
 
 GRIDS = ("auto", "hexagonal", "square", "knn")
@@ -49,10 +49,8 @@ def rings(
     ring r holds the spots ranked ``3 (r - 1) r + 1`` to ``3 r (r + 1)`` by distance in
     ``obsm[spatial_key]`` (as many as a hexagonal ring).
     """
-    if grid not in GRIDS:
-        raise ValueError(f"`grid` must be one of {list(GRIDS)}, not {grid!r}.")
-    if isinstance(n_rings, bool) or not isinstance(n_rings, (int, np.integer)) or n_rings < 1:
-        raise ValueError(f"`n_rings` must be a positive integer, not {n_rings!r}.")
+    _validate.choice("grid", grid, GRIDS)
+    n_rings = _validate.integer("n_rings", n_rings)
     grid = detect_grid(adata) if grid == "auto" else grid
     if grid == "knn":
         coords = _anndata.spatial_coordinates(adata, spatial_key)

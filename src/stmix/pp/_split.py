@@ -6,6 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from stmix import _validate
 from stmix._keys import SPLIT, SPLIT_CATEGORIES
 
 
@@ -46,10 +47,9 @@ def split(
         categorical labels ``train`` / ``val`` / ``test``.
     """
     n = adata.n_obs
-    if not 0 < train < 1:
-        raise ValueError(f"`train` must be a fraction in (0, 1), not {train}.")
-    if not 0 <= val < 1:
-        raise ValueError(f"`val` must be a fraction in [0, 1), not {val}.")
+    train = _validate.number("train", train, above=0, below=1)
+    val = _validate.number("val", val, at_least=0, below=1)
+    seed = _validate.integer("seed", seed, minimum=0)
     if train + val >= 1:
         raise ValueError(
             f"`train` + `val` = {train + val:g} leaves no test spots; it must be below 1."

@@ -1,9 +1,22 @@
 """Tools: training, prediction and scoring. The only place where AnnData meets tensors."""
 
+from stmix._presets import PRESETS, TrainingConfig
 from stmix.tl._compare import compare
+from stmix.tl._complete import complete
 from stmix.tl._evaluate import evaluate
 from stmix.tl._fit import DEFAULT_BACKBONE, fit
 from stmix.tl._impute import impute
 from stmix.tl._model import Imputer, load
 
-__all__ = ["DEFAULT_BACKBONE", "Imputer", "compare", "evaluate", "fit", "impute", "load"]
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "PRESETS",
+    "Imputer",
+    "TrainingConfig",
+    "compare",
+    "complete",
+    "evaluate",
+    "fit",
+    "impute",
+    "load",
+]

@@ -7,12 +7,12 @@ import numpy as np
 import torch
 from scipy import sparse
 
+from stmix import _distance
 from stmix._keys import neighbors_uns_key, weights_key
 from stmix.nn.augment import METHODS, Augmentation, Mix, Plain
 from stmix.nn.sampling import CandidateSampler, DenseSampler, UniformSampler
 from stmix.pp import _kernel
 
-EDGE_WEIGHTS = ("paper", "reference")
 #: Largest training set for the methods that hold an n × n matrix (cmixup, reference edges).
 DENSE_LIMIT = 20_000
 
@@ -77,12 +77,12 @@ def build(
             edge = _reference_edges(y_train, rows, sub.indices, sigma, kernel)
         sampler = CandidateSampler.from_csr(sub.indptr, sub.indices, weights, edge=edge)
     elif method == "cmixup":
-        probs = _dense_kernel(y_train, sigma, kernel)
+        probs = _kernel.dense(y_train, sigma, kernel)
         sampler = DenseSampler(torch.from_numpy(probs))
     elif reference_edges:  # mixup / cutmix, uniform partner, reference edge weights
         uniform = np.full((n, n), 1.0 / (n - 1))
         np.fill_diagonal(uniform, 0.0)
-        edge = _dense_kernel(y_train, sigma, kernel)
+        edge = _kernel.dense(y_train, sigma, kernel)
         sampler = DenseSampler(torch.from_numpy(uniform), edge=torch.from_numpy(edge))
     else:
         sampler = UniformSampler(n)
@@ -106,22 +106,9 @@ def _check_dense(n: int, method: str) -> None:
         )
 
 
-def _dense_kernel(y: np.ndarray, sigma: float, kernel: str) -> np.ndarray:
-    """Kernel over all training pairs, diagonal zeroed, rows normalised (C-Mixup's P(j | i))."""
-    y = y.astype(np.float64)
-    sq = np.einsum("ij,ij->i", y, y)
-    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * y @ y.T, 0.0))
-    log_k = _kernel.log_kernel(d, sigma, kernel)
-    np.fill_diagonal(log_k, -np.inf)
-    log_k -= log_k.max(axis=1, keepdims=True)
-    k = np.exp(log_k)
-    return k / k.sum(axis=1, keepdims=True)
-
-
 def _reference_edges(y, rows, cols, sigma, kernel) -> np.ndarray:
     """``K(i, j) / Σ_{l ≠ i} K(i, l)`` for the given pairs (the public code's edge weight)."""
-    y = y.astype(np.float64)
     totals = _kernel.row_totals(y, sigma, kernel)
-    distance = np.linalg.norm(y[rows] - y[cols], axis=1)
+    distance = _distance.pairs(y, rows, cols)
     k = np.exp(_kernel.log_kernel(distance, sigma, kernel))
     return np.divide(k, totals[rows], out=np.zeros_like(k), where=totals[rows] > 0)

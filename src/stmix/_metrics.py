@@ -1,35 +1,34 @@
-"""Evaluation metrics: per-gene MSE, MAE and Pearson correlation."""
+"""Evaluation metrics: per-gene MSE, MAE and Pearson correlation (NumPy, float64).
+
+One implementation serves every caller: :func:`stmix.tl.evaluate`, the validation of every
+training epoch, :func:`stmix.tl.compare`, the figures of ``pl`` and the benchmarks.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import Tensor
 
 
-def gene_metrics(truth: Tensor | np.ndarray, pred: Tensor | np.ndarray) -> dict[str, np.ndarray]:
+def gene_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, np.ndarray]:
     """Per-gene ``mse``, ``mae`` and ``pcc`` of predictions against truth, both (spots, genes).
 
     The Pearson correlation of a gene is NaN where the truth or the prediction is constant over
-    the spots (the correlation is undefined there). Computed in float64.
+    the spots (the correlation is undefined there).
     """
-    t = torch.as_tensor(truth).detach().to(torch.float64)
-    p = torch.as_tensor(pred).detach().to(device=t.device, dtype=torch.float64)
+    t = np.asarray(truth, dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
     if t.shape != p.shape or t.ndim != 2:
         raise ValueError(
             f"truth and prediction must be equal (spots, genes) arrays, not "
-            f"{tuple(t.shape)} and {tuple(p.shape)}."
+            f"{t.shape} and {p.shape}."
         )
     error = p - t
-    tc, pc = t - t.mean(dim=0), p - p.mean(dim=0)
-    t_norm, p_norm = tc.square().sum(dim=0).sqrt(), pc.square().sum(dim=0).sqrt()
-    defined = (t.std(dim=0, unbiased=False) > 0) & (p.std(dim=0, unbiased=False) > 0)
-    pcc = torch.where(defined, (tc * pc).sum(dim=0) / (t_norm * p_norm), torch.nan)
-    return {
-        "mse": error.square().mean(dim=0).cpu().numpy(),
-        "mae": error.abs().mean(dim=0).cpu().numpy(),
-        "pcc": pcc.cpu().numpy(),
-    }
+    tc, pc = t - t.mean(axis=0), p - p.mean(axis=0)
+    t_norm, p_norm = np.sqrt((tc**2).sum(axis=0)), np.sqrt((pc**2).sum(axis=0))
+    defined = (t.std(axis=0) > 0) & (p.std(axis=0) > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pcc = np.where(defined, (tc * pc).sum(axis=0) / (t_norm * p_norm), np.nan)
+    return {"mse": (error**2).mean(axis=0), "mae": np.abs(error).mean(axis=0), "pcc": pcc}
 
 
 def summary(metrics: dict[str, np.ndarray]) -> dict[str, float]:

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Any
 
 import anndata as ad
 import numpy as np
 
-from stmix import _anndata
+from stmix import _anndata, _history, _validate
 from stmix._keys import COMPLETED, SPATIAL
-from stmix.pp import _rings
-
-if TYPE_CHECKING:  # pp imports no torch; the transformer loads it when it runs
-    import torch
+from stmix.pp import _median, _rings
+from stmix.tl import _trainer
+from stmix.tl._completion import complete_with_transformer
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("transformer", "median")
-#: The adaptive median widens up to this many rings before it falls back to the gene's median.
-MAX_RINGS = 8
 
 
 def complete(
@@ -39,10 +36,12 @@ def complete(
     n_heads: int = 4,
     n_layers: int = 2,
     seed: int = 0,
-    device: str | torch.device = "auto",
+    accelerator: str = "auto",
+    devices: int | str | list[int] = 1,
     progress: bool = True,
     spatial_key: str = SPATIAL,
     copy: bool = False,
+    **trainer_kwargs: Any,
 ) -> ad.AnnData | None:
     """Fill missing expression values ("dropouts") from the spot's neighbours.
 
@@ -91,32 +90,47 @@ def complete(
         Size of the transformer.
     seed
         Seed of the masks, batches and initialisation.
-    device
-        ``"auto"`` (CUDA, MPS, CPU) or a torch device.
+    accelerator, devices
+        Where the transformer trains (Lightning's words; default: a GPU when there is one).
     progress
         Show a progress bar over epochs.
     spatial_key
         Key of the spot centres in ``obsm`` (for ``grid="knn"``).
     copy
         Return a new AnnData instead of writing into ``adata``.
+    **trainer_kwargs
+        Passed to :class:`lightning.pytorch.Trainer` (``precision``, ``logger``, ...).
 
     Returns
     -------
     anndata.AnnData or None
         ``None``, or a new AnnData when ``copy=True``; either way ``layers[key_added]`` (float32,
         completed) and ``layers[f"{key_added}_missing"]`` (bool, the entries that were filled), and
-        ``uns[key_added]["params"]``; for the transformer also ``uns[key_added]["history"]`` (the
-        masked-entry MSE per epoch).
+        ``uns[key_added]["params"]``; for the transformer also ``uns[key_added]["history"]``
+        (per epoch, from epoch 0, the untrained recalibrated median: ``val_mse`` on the held-out
+        entries, ``train_total``, ``lr``, ``seconds``) and ``uns[key_added]["best_epoch"]``.
     """
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {list(METHODS)}, not {method!r}.")
-    if not 0 < mask_prob < 1:
-        raise ValueError(f"`mask_prob` must be in (0, 1), not {mask_prob}.")
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
-        raise ValueError(f"`epochs` must be a non-negative integer, not {epochs!r}.")
+    _validate.choice("method", method, METHODS)
+    _validate.number("mask_prob", mask_prob, above=0, below=1)
+    n_rings = _validate.integer("n_rings", n_rings)
+    epochs = _validate.integer("epochs", epochs, minimum=0)
+    batch_size = _validate.integer("batch_size", batch_size)
+    _validate.number("lr", lr, above=0)
+    d_model = _validate.integer("d_model", d_model)
+    n_heads = _validate.integer("n_heads", n_heads)
+    n_layers = _validate.integer("n_layers", n_layers)
+    seed = _validate.integer("seed", seed, minimum=0)
+    if d_model % n_heads:
+        raise ValueError(
+            f"`d_model` ({d_model}) must be a multiple of `n_heads` ({n_heads}): each attention "
+            f"head gets d_model / n_heads dimensions."
+        )
+    trainer_kwargs = _trainer.check_trainer_kwargs(trainer_kwargs)
     x = _anndata.expression(adata, layer, dtype=np.float32)
-    mask = _missing_mask(adata, x, missing)
-    neighbourhood = _rings.rings(adata, max(n_rings, MAX_RINGS), grid=grid, spatial_key=spatial_key)
+    mask = _median.missing_mask(adata, x, missing)
+    neighbourhood = _rings.rings(
+        adata, max(n_rings, _median.MAX_RINGS), grid=grid, spatial_key=spatial_key
+    )
     if mask.all(axis=0).any():
         gene = adata.var_names[np.flatnonzero(mask.all(axis=0))[0]]
         raise ValueError(
@@ -124,21 +138,17 @@ def complete(
             f"it from. Drop genes that are never observed."
         )
 
-    median = adaptive_median(x, mask, neighbourhood)
+    median = _median.adaptive_median(x, mask, neighbourhood)
     completed = np.where(mask, median, x)
-    history = None
+    history, best_epoch = None, None
     if method == "transformer":
-        from stmix.tl._completion import complete_with_transformer
-
-        near = (neighbourhood.ring >= 1) & (neighbourhood.ring <= n_rings)  # 0 pads
-        index = np.where(near, neighbourhood.index, -1)
-        keep = near.any(axis=0)
-        completed, history = complete_with_transformer(
+        index, ring = _median.tokens(neighbourhood, n_rings)
+        completed, history, best_epoch = complete_with_transformer(
             x,
             mask,
             median,
-            index[:, keep],
-            np.where(near, neighbourhood.ring, 0)[:, keep],
+            index,
+            ring,
             n_rings=n_rings,
             mask_prob=mask_prob,
             epochs=epochs,
@@ -148,8 +158,10 @@ def complete(
             n_heads=n_heads,
             n_layers=n_layers,
             seed=seed,
-            device=device,
+            accelerator=accelerator,
+            devices=devices,
             progress=progress,
+            **trainer_kwargs,
         )
 
     adata = adata.copy() if copy else adata
@@ -175,51 +187,6 @@ def complete(
         params["layer"] = layer
     adata.uns[key_added] = {"params": params}
     if history is not None:
-        adata.uns[key_added]["history"] = {"masked_mse": np.asarray(history)}
+        adata.uns[key_added]["history"] = _history.columns(history)
+        adata.uns[key_added]["best_epoch"] = int(best_epoch)
     return adata if copy else None
-
-
-def _missing_mask(adata: ad.AnnData, x: np.ndarray, missing) -> np.ndarray:
-    if missing is None:
-        return x == 0
-    if isinstance(missing, str):
-        if missing not in adata.layers:
-            raise KeyError(f"`missing` names adata.layers[{missing!r}], which does not exist.")
-        missing = adata.layers[missing]
-        missing = missing.toarray() if hasattr(missing, "toarray") else missing
-    mask = np.asarray(missing)
-    if mask.shape != x.shape:
-        raise ValueError(f"`missing` must have adata's shape {x.shape}, not {mask.shape}.")
-    if mask.dtype != bool:
-        if not np.isin(np.unique(mask), (0, 1)).all():
-            raise ValueError("`missing` must be boolean (True where a value is missing).")
-        mask = mask.astype(bool)
-    return mask
-
-
-def adaptive_median(x: np.ndarray, mask: np.ndarray, rings: _rings.Rings) -> np.ndarray:
-    """For every entry, the median of the gene's observed values in the nearest ring with one.
-
-    Rings widen up to ``rings``' width; failing that, the median over all observed spots.
-
-    Computed for *every* entry, not only missing ones: for an observed entry it is what the
-    median method would have filled had the entry been missing (the transformer's baseline).
-    """
-    observed = np.where(mask, np.nan, x).astype(np.float64)
-    fallback = np.nanmedian(observed, axis=0)
-    out = np.broadcast_to(fallback, x.shape).copy()
-    todo = np.ones(x.shape, dtype=bool)
-    max_ring = int(rings.ring.max(initial=0))
-    for r in range(1, max_ring + 1):
-        if not todo.any():
-            break
-        for spot in np.flatnonzero(todo.any(axis=1)):
-            neighbours = rings.index[spot][(rings.ring[spot] <= r) & (rings.index[spot] >= 0)]
-            if len(neighbours) == 0:
-                continue
-            values = observed[neighbours]
-            found = ~np.isnan(values).all(axis=0) & todo[spot]
-            if found.any():
-                out[spot, found] = np.nanmedian(values[:, found], axis=0)
-                todo[spot, found] = False
-    return out.astype(np.float32)

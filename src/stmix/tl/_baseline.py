@@ -1,0 +1,32 @@
+"""The score any model must beat: the mean training expression predicted everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anndata as ad
+import numpy as np
+
+from stmix import _anndata, _metrics
+from stmix._keys import SPLIT
+
+
+def training_mean(
+    adata: ad.AnnData,
+    *,
+    layer: str | None = None,
+    genes: Sequence[str] | str | None = None,
+    split: str = "test",
+    split_key: str = SPLIT,
+) -> dict[str, float]:
+    """MSE, MAE (and PCC, NaN) on the ``split`` spots of predicting the training spots' mean."""
+    columns = _anndata.genes(adata, genes)
+    train = _anndata.split_indices(adata, split_key, "train")
+    spots = _anndata.split_indices(adata, split_key, split)
+    if len(train) == 0 or len(spots) == 0:
+        raise ValueError(
+            f"The training mean needs 'train' and {split!r} spots in adata.obs[{split_key!r}]."
+        )
+    mean = _anndata.expression(adata, layer, obs=train, var=columns).mean(axis=0)
+    truth = _anndata.expression(adata, layer, obs=spots, var=columns)
+    return _metrics.summary(_metrics.gene_metrics(truth, np.broadcast_to(mean, truth.shape)))

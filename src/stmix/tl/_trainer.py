@@ -1,0 +1,178 @@
+"""Running a training plan with Lightning's Trainer: one place for every stmix training run.
+
+Early stopping, checkpoints, the progress bar, precision, accelerators, devices and strategies
+(DDP) are the Trainer's; stmix adds only what Lightning does not do the way a notebook user
+needs it: quiet by default, and Ctrl+C raises ``KeyboardInterrupt`` (Lightning calls
+``sys.exit`` and leaves SIGINT ignored, which would end a Jupyter cell with ``SystemExit`` and
+make the kernel deaf to the next interrupt).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from stmix.tl._plan import TrainingPlan
+from stmix.tl._progress import EpochProgressBar
+from stmix.tl._quiet import quiet
+
+logger = logging.getLogger(__name__)
+
+#: Trainer arguments that stmix sets from its own parameters.
+OWNED = {
+    "max_epochs": "epochs",
+    "enable_progress_bar": "progress",
+    "enable_checkpointing": "checkpoint_dir",
+    "default_root_dir": "checkpoint_dir",
+    "use_distributed_sampler": None,
+    "accelerator": "accelerator",
+    "devices": "devices",
+}
+CHECKPOINT = "last.ckpt"
+
+
+def check_trainer_kwargs(kwargs: dict[str, Any], settings: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The extra keyword arguments of a training function, checked against ``Trainer``'s.
+
+    ``settings`` are names that belong in ``plan_kwargs``; passing one here is a mistake that
+    gets its own message.
+    """
+    known = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
+    for key in kwargs:
+        if key in settings:
+            raise TypeError(
+                f"`{key}` is a training setting: pass it as plan_kwargs={{{key!r}: ...}}."
+            )
+        if key in OWNED:
+            instead = OWNED[key]
+            hint = f"use stmix's `{instead}=`" if instead else "stmix sets it itself"
+            raise TypeError(f"`{key}` cannot be passed to the Trainer here: {hint}.")
+        if key not in known:
+            raise TypeError(
+                f"Unexpected keyword argument {key!r}: it is neither a parameter of this function "
+                f"nor of lightning.pytorch.Trainer."
+            )
+    return dict(kwargs)
+
+
+def default_precision(accelerator: str) -> str:
+    """``bf16-mixed`` on a CUDA GPU that supports it, ``32-true`` elsewhere."""
+    cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def check_checkpoint(ckpt_path: str | os.PathLike | None, checkpoint_dir) -> str | None:
+    """The checkpoint to resume from, checked before any work starts."""
+    if ckpt_path is None:
+        return None
+    if str(ckpt_path) == "last":
+        if checkpoint_dir is None:
+            raise ValueError("ckpt_path='last' needs `checkpoint_dir=`, the folder it lies in.")
+        ckpt_path = Path(checkpoint_dir) / CHECKPOINT
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(
+            f"Checkpoint {ckpt_path} does not exist; it is written as {CHECKPOINT} in the "
+            f"`checkpoint_dir=` of an earlier run."
+        )
+    return str(ckpt_path)
+
+
+def run(
+    plan: TrainingPlan,
+    *,
+    epochs: int,
+    patience: int | None,
+    accelerator: str = "auto",
+    devices: int | str | list[int] = 1,
+    checkpoint_dir: str | os.PathLike | None = None,
+    ckpt_path: str | None = None,
+    progress: bool = True,
+    desc: str = "fit",
+    **trainer_kwargs: Any,
+) -> dict[str, Any]:
+    """Train ``plan`` and leave its network with the best epoch's weights.
+
+    Early stopping watches ``val_<monitor>`` with ``patience`` (when there is validation data);
+    with ``checkpoint_dir``, ``last.ckpt`` there is rewritten at the end of every epoch, and
+    ``ckpt_path`` resumes from such a file. Returns where and how the run went: ``accelerator``,
+    ``devices``, ``strategy``, ``precision``, ``seconds``.
+    """
+    callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+    if patience is not None and plan.n_val:
+        callbacks.append(
+            EarlyStopping(f"val_{plan.monitor}", patience=patience, mode="min", check_finite=False)
+        )
+    if checkpoint_dir is not None:
+        callbacks.append(
+            ModelCheckpoint(  # one file, rewritten at the end of every epoch
+                dirpath=checkpoint_dir,
+                filename=CHECKPOINT.removesuffix(".ckpt"),
+                monitor=None,
+                save_top_k=1,
+                save_on_train_epoch_end=True,
+                enable_version_counter=False,
+            )
+        )
+    if progress:
+        callbacks.append(EpochProgressBar(desc))
+    trainer_kwargs.setdefault("precision", default_precision(accelerator))
+    trainer_kwargs.setdefault("logger", False)
+    with quiet():
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            accelerator=accelerator,
+            devices=devices,
+            callbacks=callbacks,
+            enable_checkpointing=checkpoint_dir is not None,
+            enable_progress_bar=progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_val_batches=None if plan.n_val else 0,
+            use_distributed_sampler=False,
+            default_root_dir=checkpoint_dir,
+            log_every_n_steps=1,
+            **trainer_kwargs,
+        )
+    started = time.perf_counter()
+    with quiet(), _interrupt_raises(trainer, checkpoint_dir):
+        trainer.fit(plan, ckpt_path=ckpt_path)
+    return {
+        "accelerator": trainer.strategy.root_device.type,
+        "devices": int(trainer.num_devices),
+        "strategy": type(trainer.strategy).__name__,
+        "precision": str(trainer.precision),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+@contextlib.contextmanager
+def _interrupt_raises(trainer: L.Trainer, checkpoint_dir) -> Iterator[None]:
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        where = (
+            f" The last completed epoch is saved in {Path(checkpoint_dir) / CHECKPOINT}; resume "
+            f"with ckpt_path='last'."
+            if checkpoint_dir is not None
+            else " Pass `checkpoint_dir=` to be able to resume an interrupted run."
+        )
+        raise KeyboardInterrupt(f"Training interrupted; nothing was written.{where}") from None
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)

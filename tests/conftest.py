@@ -107,6 +107,31 @@ def mouse_brain_image() -> Path:
 
 #: A tiny timm backbone and small patches keep every training test at a second or two on a CPU.
 TINY = {"backbone": "test_efficientnet", "pretrained": False, "epochs": 2, "progress": False}
+#: Settings with which the tiny backbone learns the synthetic section (measured: every method goes
+#: from the training mean's validation MSE of 0.22 to 0.01-0.03 in 30 epochs, 2-3 s each).
+LEARN = {
+    "backbone": "test_efficientnet",
+    "pretrained": False,
+    "epochs": 30,
+    "lr": 3e-3,
+    "batch_size": 16,
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="session")
+def _synthetic_section():
+    adata = stmix.datasets.synthetic(256, seed=0)
+    stmix.pp.patches(adata, size=16, progress=False)
+    stmix.pp.split(adata, seed=0)
+    stmix.pp.neighbors(adata, 5)
+    return adata
+
+
+@pytest.fixture
+def synthetic(_synthetic_section):
+    """The synthetic section (256 spots, 8 genes): 16 px patches, split 30/20/50, neighbours."""
+    return _synthetic_section.copy()
 
 
 @pytest.fixture(scope="session")

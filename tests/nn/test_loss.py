@@ -66,3 +66,65 @@ def test_pearson_loss_is_minus_mean_correlation():
     # a constant gene contributes 0, not NaN
     x[:, 0] = 1.0
     assert torch.isfinite(pearson_loss(x, y))
+
+
+def _random_batch(seed: int = 0, n: int = 12, genes: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    preds = [torch.randn(n, genes, generator=g, dtype=torch.float64) for _ in range(3)]
+    y_i, y_j = (torch.randn(n, genes, generator=g, dtype=torch.float64) for _ in range(2))
+    lam = torch.rand(n, generator=g, dtype=torch.float64)
+    w = torch.rand(n, generator=g, dtype=torch.float64)
+    return preds, y_i, y_j, lam, w
+
+
+def test_lam_one_is_plain_mse_on_the_anchor():
+    (pred_mix, pred_i, pred_j), y_i, y_j, _, w = _random_batch()
+    ones = torch.ones(len(y_i), dtype=torch.float64)
+    losses = snr_loss(pred_mix, pred_i, pred_j, y_i, y_j, ones, w)
+    assert losses["vicinal"].item() == pytest.approx(((pred_mix - y_i) ** 2).mean().item())
+    assert losses["consistency"].item() == pytest.approx(((pred_mix - pred_i) ** 2).mean().item())
+    # and lam = 0 is the partner's
+    zeros = torch.zeros(len(y_i), dtype=torch.float64)
+    losses = snr_loss(pred_mix, pred_i, pred_j, y_i, y_j, zeros, w)
+    assert losses["vicinal"].item() == pytest.approx(((pred_mix - y_j) ** 2).mean().item())
+
+
+def test_zero_edge_weights_give_a_zero_edge_term():
+    (pred_mix, pred_i, pred_j), y_i, y_j, lam, w = _random_batch(1)
+    losses = snr_loss(pred_mix, pred_i, pred_j, y_i, y_j, lam, torch.zeros_like(w))
+    assert losses["edge"].item() == 0.0
+    # a pair's weight scales its own contribution, linearly
+    one = torch.zeros_like(w)
+    one[3] = 2.0
+    per_pair = ((pred_i - pred_j) - (y_i - y_j))[3].square().sum() / y_i.numel()
+    got = snr_loss(pred_mix, pred_i, pred_j, y_i, y_j, lam, one)["edge"].item()
+    assert got == pytest.approx(2.0 * per_pair.item())
+
+
+def test_swapping_the_pair_with_one_minus_lam_changes_nothing():
+    (pred_mix, pred_i, pred_j), y_i, y_j, lam, w = _random_batch(2)
+    a = snr_loss(pred_mix, pred_i, pred_j, y_i, y_j, lam, w)
+    b = snr_loss(pred_mix, pred_j, pred_i, y_j, y_i, 1 - lam, w)
+    for term in a:
+        assert a[term].item() == pytest.approx(b[term].item(), abs=1e-12), term
+
+
+def test_perfect_predictions():
+    _, y_i, y_j, lam, w = _random_batch(3)
+    y_mix = lam[:, None] * y_i + (1 - lam[:, None]) * y_j
+    losses = snr_loss(y_mix, y_i, y_j, y_i, y_j, lam, w)
+    assert losses["vicinal"].item() == 0.0
+    assert losses["consistency"].item() == pytest.approx(0.0, abs=1e-15)
+    assert losses["edge"].item() == 0.0
+    assert losses["correlation"].item() == pytest.approx(-1.0, abs=1e-6)  # minus Pearson
+
+
+def test_weights_multiply_their_terms():
+    (pred_mix, pred_i, pred_j), y_i, y_j, lam, w = _random_batch(4)
+    base = snr_loss(pred_mix, pred_i, pred_j, y_i, y_j, lam, w)
+    weighted = snr_loss(
+        pred_mix, pred_i, pred_j, y_i, y_j, lam, w, consistency=3.0, edge=0.25, correlation=7.0
+    )
+    expected = base["vicinal"] + 3.0 * base["consistency"]
+    expected = expected + 0.25 * base["edge"] + 7.0 * base["correlation"]
+    assert weighted["total"].item() == pytest.approx(expected.item())

@@ -1,6 +1,7 @@
-"""Loaders that return real spatial transcriptomics sections as AnnData."""
+"""Loaders that return spatial transcriptomics sections as AnnData: real (HER2ST) and synthetic."""
 
 from stmix.datasets._her2st import SECTIONS as her2st_sections
 from stmix.datasets._her2st import her2st
+from stmix.datasets._synthetic import synthetic
 
-__all__ = ["her2st", "her2st_sections"]
+__all__ = ["her2st", "her2st_sections", "synthetic"]

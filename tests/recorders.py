@@ -1,0 +1,48 @@
+"""Callbacks that record what training steps hand to callbacks (importable by spawned processes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from lightning.pytorch.callbacks import Callback
+
+KEYS = ("anchors", "partners", "lam")
+
+
+class Recorder(Callback):
+    """Keeps what each training step hands to callbacks: anchors, partners, mixing ratios."""
+
+    def __init__(self):
+        self.steps: list[dict] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if outputs is None:
+            return
+        row = {"epoch": trainer.current_epoch, "step": batch_idx}
+        for key in KEYS:
+            if key in outputs:
+                row[key] = outputs[key].detach().cpu().numpy().copy()
+        self.steps.append(row)
+
+    def by_epoch(self, key: str) -> list[np.ndarray]:
+        epochs = sorted({row["epoch"] for row in self.steps})
+        return [
+            np.concatenate([row[key] for row in self.steps if row["epoch"] == e]) for e in epochs
+        ]
+
+
+class FileRecorder(Recorder):
+    """A :class:`Recorder` that writes each process's steps to ``folder/rank<r>.npz``."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = str(folder)
+
+    def on_train_end(self, trainer, pl_module):
+        out = {}
+        for key in KEYS:
+            if any(key in row for row in self.steps):
+                for epoch, values in enumerate(self.by_epoch(key)):
+                    out[f"{key}_{epoch}"] = values
+        np.savez(Path(self.folder) / f"rank{trainer.global_rank}.npz", **out)

@@ -1,0 +1,102 @@
+"""What Lightning's Trainer brings to every stmix training run: checkpoints, resume, loggers."""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pandas as pd
+import pytest
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+
+import stmix
+from tests.conftest import LEARN, assert_unchanged, snapshot
+
+SHORT = {**LEARN, "epochs": 6}
+
+
+class _Interrupt(Callback):
+    """Press Ctrl+C at the end of an epoch."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_leaves_adata_and_resumes_exactly(synthetic, tmp_path):
+    full = stmix.tl.fit(synthetic, augment="snr", **SHORT)
+    full_record = synthetic.uns.pop("stmix")
+
+    handler = signal.getsignal(signal.SIGINT)
+    before = snapshot(synthetic)
+    with pytest.raises(KeyboardInterrupt, match="ckpt_path='last'"):
+        stmix.tl.fit(
+            synthetic,
+            augment="snr",
+            **SHORT,
+            checkpoint_dir=tmp_path,
+            callbacks=[_Interrupt(epoch=3)],
+        )
+    assert_unchanged(synthetic, before)  # nothing written
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl+C still works in the notebook
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # epoch 2, the last complete
+
+    resumed = stmix.tl.fit(
+        synthetic, augment="snr", **SHORT, checkpoint_dir=tmp_path, ckpt_path="last"
+    )
+    record = synthetic.uns["stmix"]
+    np.testing.assert_array_equal(record["history"]["epoch"], np.arange(1, 7))
+    for column in ("train_total", "val_mse", "lr"):
+        np.testing.assert_array_equal(record["history"][column], full_record["history"][column])
+    assert record["best_epoch"] == full_record["best_epoch"]
+    patches = synthetic.obsm["stmix_patches"]
+    np.testing.assert_array_equal(resumed.predict(patches), full.predict(patches))
+
+
+def test_a_checkpoint_of_another_run_is_refused(synthetic, tmp_path):
+    stmix.tl.fit(synthetic, augment="snr", **{**LEARN, "epochs": 1}, checkpoint_dir=tmp_path)
+    before = snapshot(synthetic)
+    with pytest.raises(ValueError, match="another training run: its 'augment' is 'snr'"):
+        stmix.tl.fit(
+            synthetic,
+            augment="mixup",
+            **{**LEARN, "epochs": 2},
+            checkpoint_dir=tmp_path,
+            ckpt_path="last",
+        )
+    assert_unchanged(synthetic, before)
+
+
+def test_a_users_logger_gets_the_metrics(synthetic, tmp_path):
+    stmix.tl.fit(
+        synthetic,
+        augment="none",
+        **{**LEARN, "epochs": 3},
+        logger=CSVLogger(tmp_path, name="run", version=0),
+    )
+    metrics = pd.read_csv(tmp_path / "run" / "version_0" / "metrics.csv")
+    logged = metrics["val_mse"].dropna().to_numpy()
+    np.testing.assert_allclose(logged, synthetic.uns["stmix"]["history"]["val_mse"], rtol=1e-6)
+
+
+def test_the_record_says_where_training_ran(synthetic):
+    stmix.tl.fit(synthetic, augment="none", **{**LEARN, "epochs": 1})
+    params = synthetic.uns["stmix"]["params"]
+    assert params["accelerator"] == "cpu" and params["devices"] == 1
+    assert params["precision"] == "32-true"  # bf16 only on CUDA
+    assert params["strategy"] == "SingleDeviceStrategy"
+    assert synthetic.uns["stmix"]["timing"]["epochs_run"] == 1
+
+
+def test_no_validation_spots_keeps_the_last_epoch(synthetic, caplog):
+    stmix.pp.split(synthetic, train=0.5, val=0.0)
+    stmix.pp.neighbors(synthetic, 5)
+    model = stmix.tl.fit(synthetic, augment="none", **{**LEARN, "epochs": 3})
+    assert "No validation spots" in caplog.text
+    record = synthetic.uns["stmix"]
+    assert record["best_epoch"] == 3 and "val_mse" not in record["history"]
+    assert model.config["best_epoch"] == 3

@@ -152,3 +152,28 @@ def _prepared_c2(_her2st_cache, data_dir):
 def prepared(_prepared_c2):
     """Real C2: log-normalised, 24 genes, 32 px patches, split and neighbours."""
     return _prepared_c2.copy()
+
+
+@pytest.fixture(scope="session")
+def _two_synthetic_sections():
+    sections = {
+        name: stmix.datasets.synthetic(144, seed=seed, library_id=name)
+        for seed, name in enumerate(("A", "B"))
+    }
+    adata = stmix.pp.concat(sections)
+    stmix.pp.patches(adata, size=16, progress=False)
+    stmix.pp.split(adata, seed=0)
+    stmix.pp.neighbors(adata, 5)
+    return adata
+
+
+@pytest.fixture
+def two_sections(_two_synthetic_sections):
+    """Two synthetic sections (obs["library_id"] A and B): 16 px patches, split, neighbours."""
+    return _two_synthetic_sections.copy()
+
+
+@pytest.fixture(scope="session")
+def c2_to_c6(data_dir):
+    """The five real HER2ST sections of patient C in one AnnData, raw counts (session-wide)."""
+    return stmix.datasets.her2st(["C2", "C3", "C4", "C5", "C6"], root=data_dir / "her2st")

@@ -76,7 +76,9 @@ def test_her2st_main_job(data_dir, tmp_path, capsys):
     assert "stmix (snr)" in printed and "training mean everywhere" in printed
     adata = ad.read_h5ad(out)
     assert adata.var["stmix_selected"].sum() == 20
-    assert np.isfinite(adata.layers["stmix"][:, adata.var["stmix_selected"].to_numpy()]).all()
+    predicted = adata.obsm["stmix"]
+    assert list(predicted.columns) == list(adata.var_names[adata.var["stmix_selected"].to_numpy()])
+    assert np.isfinite(predicted.to_numpy()).all()
     assert adata.uns["stmix_metrics"]["n_genes"] == 20
     model = stmix.tl.load(tmp_path / "C3_model")
     assert len(model.genes) == 20
@@ -187,3 +189,48 @@ def test_benchmark_compares_methods_on_a_file(her2st, tmp_path, capsys):
     table = __import__("pandas").read_csv(tmp_path / "b.csv")
     assert list(table["method"]) == ["mean", "none", "snr"] * 2
     assert table["mse"].notna().all()
+
+
+def test_several_sections_and_an_unmeasured_one(tmp_path, capsys):
+    sections = {
+        name: stmix.datasets.synthetic(100, seed=seed, library_id=name)
+        for seed, name in enumerate(("A", "B"))
+    }
+    stmix.pp.concat(sections).write_h5ad(tmp_path / "two.h5ad")
+    new = stmix.datasets.synthetic(64, seed=7, library_id="C")
+    unmeasured = ad.AnnData(obs=new.obs[[]].copy())
+    unmeasured.obsm["spatial"] = new.obsm["spatial"]
+    unmeasured.uns["spatial"] = new.uns["spatial"]
+    unmeasured.write_h5ad(tmp_path / "unmeasured.h5ad")
+
+    args = ["--backbone", "test_efficientnet", "--no-pretrained", "--size", "16", "--quiet"]
+    fitted = str(tmp_path / "fitted.h5ad")
+    model = str(tmp_path / "m")
+    assert main(["fit", str(tmp_path / "two.h5ad"), "--model", model, "--out", fitted, *args]) == 0
+    out = capsys.readouterr().out
+    assert "cutting 16 px patches" in out and "stmix.pp.neighbors" in out
+    config = stmix.tl.load(model).config["params"]
+    assert config["library_key"] == "library_id" and config["sections"] == ["A", "B"]
+    assert main(["impute", fitted, "--model", model, "--out", fitted, "--quiet"]) == 0
+    assert main(["evaluate", fitted]) == 0
+    out = capsys.readouterr().out
+    assert "section A:" in out and "section B:" in out and "50 highest-expressed genes" in out
+
+    predicted = str(tmp_path / "predicted.h5ad")
+    assert (
+        main(
+            [
+                "impute",
+                str(tmp_path / "unmeasured.h5ad"),
+                "--model",
+                model,
+                "--out",
+                predicted,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    back = ad.read_h5ad(predicted)
+    assert list(back.obsm["stmix"].columns) == [f"gene_{g}" for g in range(8)]
+    assert back.n_vars == 0 and back.obsm["stmix"].shape == (64, 8)

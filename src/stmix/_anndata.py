@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from stmix._keys import SPATIAL, SPLIT_CATEGORIES
+from stmix._keys import LIBRARY_KEY, SPATIAL, SPLIT_CATEGORIES
 
 logger = logging.getLogger("stmix")
 
@@ -62,6 +62,45 @@ def library(adata: ad.AnnData, library_id: str | None = None) -> tuple[str, dict
             f"(libraries: {sorted(libraries)})."
         )
     return library_id, libraries[library_id]
+
+
+def library_key(adata: ad.AnnData, key: str | None) -> str | None:
+    """The ``obs`` column naming each spot's section, or ``None`` for a single section.
+
+    ``key`` given: it must be a column of ``obs``. ``key=None``: ``"library_id"`` when
+    ``uns["spatial"]`` holds several libraries and ``obs["library_id"]`` exists (squidpy's
+    convention), else ``None``.
+    """
+    if key is not None:
+        if key not in adata.obs.columns:
+            raise KeyError(
+                f"`library_key={key!r}` is not a column of adata.obs (columns: "
+                f"{list(adata.obs.columns)}); it names each spot's section, as squidpy's "
+                f"library_key does."
+            )
+        if adata.obs[key].isna().any():
+            raise ValueError(f"adata.obs[{key!r}] is missing for some spots.")
+        return key
+    libraries = adata.uns.get(SPATIAL)
+    several = isinstance(libraries, dict) and len(libraries) > 1
+    if several and LIBRARY_KEY in adata.obs.columns:
+        return LIBRARY_KEY
+    return None
+
+
+def libraries(adata: ad.AnnData, key: str | None) -> dict[str, np.ndarray]:
+    """Each library's spots (integer positions), in the order the libraries first appear.
+
+    ``key=None`` is one library holding every spot, named after the only ``uns["spatial"]``
+    library (or ``""`` when there is none).
+    """
+    if key is None:
+        entries = adata.uns.get(SPATIAL)
+        name = next(iter(entries)) if isinstance(entries, dict) and len(entries) == 1 else ""
+        return {str(name): np.arange(adata.n_obs)}
+    labels = adata.obs[key].astype(str).to_numpy()
+    names = list(dict.fromkeys(labels))
+    return {name: np.flatnonzero(labels == name) for name in names}
 
 
 def expression(
@@ -177,3 +216,24 @@ def warn_if_counts(y: np.ndarray, layer: str | None) -> None:
             "expression (scanpy.pp.normalize_total + scanpy.pp.log1p).",
             "X" if layer is None else f"layers[{layer!r}]",
         )
+
+
+def predictions(adata: ad.AnnData, key: str) -> pd.DataFrame:
+    """The predictions stored under ``key``: ``obsm[key]`` (a DataFrame), or a layer.
+
+    A layer (the representation of stmix before 0.2, or one a user made) is read for the genes
+    that hold values (columns that are all NaN are genes it does not predict).
+    """
+    value = adata.obsm.get(key) if key in adata.obsm else None
+    if isinstance(value, pd.DataFrame):
+        return value
+    if key in adata.layers:
+        matrix = adata.layers[key]
+        matrix = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+        matrix = np.asarray(matrix, dtype=np.float32)
+        keep = ~np.isnan(matrix).all(axis=0)
+        return pd.DataFrame(matrix[:, keep], index=adata.obs_names, columns=adata.var_names[keep])
+    raise KeyError(
+        f"No predictions under {key!r}: adata.obsm[{key!r}] is missing (predict with "
+        f"stmix.tl.impute(adata, model), or pass the key it wrote)."
+    )

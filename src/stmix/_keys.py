@@ -7,6 +7,7 @@ constants are separate so that each call site says which role it means.
 
 # input, scanpy / squidpy convention
 SPATIAL = "spatial"  # obsm: spot centres in full-resolution pixels (x, y); uns: images
+LIBRARY_KEY = "library_id"  # obs: categorical, each spot's section (squidpy's library_key)
 
 # pp
 SPLIT = "stmix_split"  # obs: categorical train / val / test

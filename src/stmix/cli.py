@@ -123,11 +123,11 @@ def _impute(args: argparse.Namespace) -> int:
             spot_scale=model.config["spot_scale"],
             progress=not args.quiet,
         )
-    stmix.tl.impute(adata, model, key_added=args.layer, device=args.device, progress=not args.quiet)
+    stmix.tl.impute(adata, model, key_added=args.key, device=args.device, progress=not args.quiet)
     _write(adata, args.out)
     print(
         f"predicted {len(model.genes)} genes for {adata.n_obs} spots into "
-        f"layers[{args.layer!r}] of {args.out}"
+        f"obsm[{args.key!r}] of {args.out}"
     )
     return 0
 
@@ -138,17 +138,28 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     adata = _read(args.input)
     split = None if args.split == "all" else args.split
-    table = stmix.tl.evaluate(adata, layer=args.layer, split=split, truth_layer=args.truth_layer)
+    table = stmix.tl.evaluate(adata, layer=args.key, split=split, truth_layer=args.truth_layer)
     metrics = adata.uns["stmix_metrics"]
     print(
         f"{metrics['n_genes']} genes on {metrics['n_spots']} {args.split} spots: "
         f"MSE {metrics['mse']:.4f}  MAE {metrics['mae']:.4f}  PCC {metrics['pcc']:.4f}"
     )
+    for name, scores in (metrics.get("by_library") or {}).items():
+        print(
+            f"  section {name}: {scores['n_spots']} spots, mean PCC {scores['pcc']:.4f} "
+            f"(50 highest-expressed genes {scores['pcc_heg']:.4f}), MSE {scores['mse']:.4f}, "
+            f"{scores['n_skipped']} constant genes skipped"
+        )
     if split is not None and split != "train":
-        mean = training_mean(adata, layer=args.truth_layer, genes=list(table.index), split=split)
+        genes = list(dict.fromkeys(table.index))
+        mean = training_mean(adata, layer=args.truth_layer, genes=genes, split=split)
         print(f"training mean everywhere, for scale: MSE {mean['mse']:.4f}  MAE {mean['mae']:.4f}")
     print("best predicted genes (PCC):")
-    print(table.sort_values("pcc", ascending=False).head(args.top).to_string(float_format="%.4f"))
+    overall = table
+    if "library_id" in table.columns:  # one row per gene and section: rank genes over all spots
+        overall = adata.var[["stmix_mse", "stmix_mae", "stmix_pcc"]].dropna()
+        overall.columns = ["mse", "mae", "pcc"]
+    print(overall.sort_values("pcc", ascending=False).head(args.top).to_string(float_format="%.4f"))
     if args.csv:
         table.to_csv(args.csv)
         print(f"wrote {args.csv}")
@@ -227,7 +238,7 @@ def _her2st(args: argparse.Namespace) -> int:
     model_dir = Path(args.out).with_suffix("")
     model.save(model_dir.parent / f"{model_dir.name}_model", overwrite=True)
     print(
-        f"wrote {args.out} (layers['stmix'], var['stmix_pcc'], uns['stmix']) and the model "
+        f"wrote {args.out} (obsm['stmix'], var['stmix_pcc'], uns['stmix']) and the model "
         f"to {model_dir.parent / f'{model_dir.name}_model'}"
     )
     return 0
@@ -355,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("input", help="input .h5ad")
     impute.add_argument("--model", required=True, help="folder of a saved model")
     impute.add_argument("--out", required=True, help="output .h5ad")
-    impute.add_argument("--layer", default="stmix", help="layer to write (stmix)")
+    impute.add_argument(
+        "--key", "--layer", dest="key", default="stmix", help="obsm key of the predictions (stmix)"
+    )
     impute.add_argument("--device", default=None, help="auto, cpu, cuda, mps (where it loaded)")
     impute.add_argument("--quiet", action="store_true", help="no progress bars")
     impute.set_defaults(run=_impute)
@@ -388,7 +401,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score predictions against measurements")
     evaluate.add_argument("input", help=".h5ad with predictions (stmix impute)")
-    evaluate.add_argument("--layer", default="stmix", help="layer of the predictions (stmix)")
+    evaluate.add_argument(
+        "--key", "--layer", dest="key", default="stmix", help="obsm key of the predictions (stmix)"
+    )
     evaluate.add_argument(
         "--split",
         default="test",

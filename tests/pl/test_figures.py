@@ -154,7 +154,7 @@ def test_gene_errors_from_evaluate_tables_and_var_columns(predicted):
         predicted, "other_mse", "stmix_mse", labels=("other", "stmix"), show=False
     )
     assert fig1.axes[0].get_title() == fig2.axes[0].get_title()
-    with pytest.raises(KeyError, match="neither a layer nor a var column"):
+    with pytest.raises(KeyError, match=r"neither predictions \(obsm or layers\) nor a var column"):
         stmix.pl.gene_errors(predicted, "nope", "stmix")
     with pytest.raises(ValueError, match="no scored gene in common"):
         stmix.pl.gene_errors(predicted, pd.Series({"x": 1.0}), "stmix")

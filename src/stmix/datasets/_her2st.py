@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import anndata as ad
@@ -77,16 +78,20 @@ def listing_url(relative: str, *, repo: str = UPSTREAM_REPO, ref: str = UPSTREAM
     return f"https://api.github.com/repos/{repo}/contents/data/{relative}?ref={ref}"
 
 
-def her2st(section: str = "C2", root: str | os.PathLike | None = None) -> ad.AnnData:
-    """Load one HER2ST section as AnnData in the scanpy Visium layout.
+def her2st(
+    section: str | Sequence[str] = "C2", root: str | os.PathLike | None = None
+) -> ad.AnnData:
+    """Load HER2ST sections as AnnData in the scanpy Visium layout.
 
     The spots kept are those both in the counts table and selected under tissue in the spot
-    table, in the order of the counts table.
+    table, in the order of the counts table. Several sections come as one AnnData in squidpy's
+    layout (:func:`stmix.pp.concat`): ``obs["library_id"]`` names each spot's section,
+    ``uns["spatial"]`` holds one entry per section, the genes are those all sections share.
 
     Parameters
     ----------
     section
-        Section name, ``"A1"`` to ``"H3"`` (see :data:`SECTIONS`).
+        Section name, ``"A1"`` to ``"H3"`` (see :data:`SECTIONS`), or a list of them.
     root
         Folder laid out as the upstream ``data/`` folder (``ST-cnts/``, ``ST-spotfiles/``,
         ``ST-imgs/<patient>/<section>/``). ``None`` uses ``$STMIX_DATA_DIR/her2st`` when the
@@ -111,7 +116,17 @@ def her2st(section: str = "C2", root: str | os.PathLike | None = None) -> ad.Ann
     --------
     >>> import stmix
     >>> adata = stmix.datasets.her2st("C3")  # doctest: +SKIP
+    >>> cohort = stmix.datasets.her2st(["C2", "C3", "C4"])  # doctest: +SKIP
     """
+    if not isinstance(section, str):
+        from stmix.pp._concat import concat
+
+        names = [_check_section(s) for s in section]
+        if not names:
+            raise ValueError("`section` is an empty list.")
+        if len(set(names)) < len(names):
+            raise ValueError(f"`section` lists a section more than once: {names}.")
+        return concat({name: her2st(name, root) for name in names})
     section = _check_section(section)
     files = _locate(section, root)
 
@@ -255,5 +270,7 @@ def _image_entry(path: Path, pitch: float) -> dict:
             "source_image_path": str(Path(path).resolve()),
             "full_resolution_shape": [int(full_h), int(full_w)],
             "platform": "Spatial Transcriptomics (1k array)",
+            # the array pitch is 200 µm: pixels per pitch give the pixel size
+            "microns_per_pixel": float(ARRAY_PITCH_UM / pitch),
         },
     }

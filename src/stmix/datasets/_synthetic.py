@@ -23,6 +23,7 @@ def synthetic(
     spot_diameter: int = 24,
     noise: float = 0.05,
     seed: int = 0,
+    gene_seed: int = 0,
     library_id: str = "synthetic",
 ) -> ad.AnnData:
     """A section of spots on a square grid whose expression the H&E-like image determines.
@@ -47,7 +48,10 @@ def synthetic(
     noise
         Standard deviation of the expression noise that the image does not explain.
     seed
-        Seed of factors, image noise and gene coefficients.
+        Seed of the factors, the image noise and the expression noise.
+    gene_seed
+        Seed of the gene coefficients: sections made with the same ``gene_seed`` (and different
+        ``seed``) are sections of one tissue, whose genes follow the image the same way.
     library_id
         Key of the image in ``uns["spatial"]``.
 
@@ -65,6 +69,7 @@ def synthetic(
     spot_diameter = _validate.integer("spot_diameter", spot_diameter, minimum=4)
     noise = _validate.number("noise", noise, at_least=0)
     seed = _validate.integer("seed", seed, minimum=0)
+    gene_seed = _validate.integer("gene_seed", gene_seed, minimum=0)
     rng = np.random.default_rng(seed)
 
     side = math.ceil(math.sqrt(n_spots))
@@ -82,9 +87,10 @@ def synthetic(
     size = int(np.ceil(2 * margin + side * pitch))
     image = _stain(size, x, y, spot_diameter, factor_1, factor_2, rng)
 
-    a = rng.normal(0, 2.0, n_genes)
-    b = rng.normal(0, 2.0, n_genes)
-    c = rng.normal(0.5, 0.5, n_genes)
+    genes = np.random.default_rng([gene_seed, 0x6E6E])
+    a = genes.normal(0, 2.0, n_genes)
+    b = genes.normal(0, 2.0, n_genes)
+    c = genes.normal(0.5, 0.5, n_genes)
     linear = factor_1[:, None] * a + factor_2[:, None] * b + c
     expression = np.logaddexp(0, linear) + noise * rng.standard_normal((n_spots, n_genes))
     expression = np.clip(expression, 0, None).astype(np.float32)
@@ -106,7 +112,11 @@ def synthetic(
                 "tissue_hires_scalef": 1.0,
                 "spot_diameter_fullres": float(spot_diameter),
             },
-            "metadata": {"source": "stmix.datasets.synthetic", "seed": seed},
+            "metadata": {
+                "source": "stmix.datasets.synthetic",
+                "seed": seed,
+                "gene_seed": gene_seed,
+            },
         }
     }
     adata.uns["synthetic"] = {"a": a, "b": b, "c": c, "noise": noise}

@@ -124,20 +124,61 @@ class DenseSampler(PartnerSampler):
 
 
 class UniformSampler(PartnerSampler):
-    """Any other training spot, uniformly (``mixup``, ``cutmix``); edge weight ``1 / (n - 1)``."""
+    """Any other training spot of the anchor's group, uniformly (``mixup``, ``cutmix``).
 
-    def __init__(self, n: int):
+    Without ``groups`` every spot is one group. The edge weight is ``1 / (group size - 1)``; an
+    anchor alone in its group is paired with itself (edge weight 0): its mixed sample is the
+    spot itself.
+
+    Parameters
+    ----------
+    n
+        Number of training spots.
+    groups
+        (n,) long: each spot's group (its section); partners never cross groups.
+    """
+
+    def __init__(self, n: int, groups: Tensor | None = None):
+        n = int(n)
         if n < 2:
             raise ValueError("Mixing needs at least two training spots.")
-        self.n = int(n)
+        self.n = n
+        if groups is None:
+            groups = torch.zeros(n, dtype=torch.long)
+        groups = torch.as_tensor(groups).long()
+        if groups.shape != (n,):
+            raise ValueError(f"groups must have shape ({n},), not {tuple(groups.shape)}.")
+        # spots sorted by group: a partner is a shift within the anchor's block of that order
+        self.members = torch.argsort(groups, stable=True)
+        sorted_groups = groups[self.members]
+        _, sizes = torch.unique_consecutive(sorted_groups, return_counts=True)
+        starts = torch.cumsum(sizes, 0) - sizes
+        block = torch.repeat_interleave(torch.arange(len(sizes)), sizes)
+        self.rank = torch.empty(n, dtype=torch.long)
+        self.rank[self.members] = torch.arange(n)
+        self.start = torch.empty(n, dtype=torch.long)
+        self.size = torch.empty(n, dtype=torch.long)
+        self.start[self.members] = starts[block]
+        self.size[self.members] = sizes[block]
 
     def __call__(self, anchors: Tensor) -> tuple[Tensor, Tensor]:
-        """Shift each anchor by a uniform 1 .. n - 1 (mod n): never the anchor itself."""
-        shift = torch.randint(1, self.n, anchors.shape, device=anchors.device)
-        partners = (anchors + shift) % self.n
-        weight = torch.full(anchors.shape, 1.0 / (self.n - 1), device=anchors.device)
+        """Shift each anchor by a uniform 1 .. size - 1 within its group: never itself."""
+        size = self.size[anchors]
+        start = self.start[anchors]
+        many = size > 1
+        shift = (torch.rand(anchors.shape, device=anchors.device) * (size - 1)).long() + 1
+        shift = torch.where(many, torch.minimum(shift, size - 1), torch.zeros_like(shift))
+        local = (self.rank[anchors] - start + shift) % size
+        partners = self.members[start + local]
+        weight = torch.where(
+            many, 1.0 / (size - 1).clamp(min=1).float(), torch.zeros_like(shift, dtype=torch.float)
+        )
         return partners, weight
 
     def to(self, device: torch.device | str) -> UniformSampler:
-        """Return the sampler (it holds no tables)."""
-        return self
+        """Return the sampler with its tables on ``device``."""
+        moved = object.__new__(UniformSampler)
+        moved.n = self.n
+        for name in ("members", "rank", "start", "size"):
+            setattr(moved, name, getattr(self, name).to(device))
+        return moved

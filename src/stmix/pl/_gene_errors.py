@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from stmix import _anndata
 from stmix._keys import SPLIT
+from stmix._metrics import gene_metrics
 from stmix.pl._show import finish
 
 
@@ -122,20 +123,22 @@ def _mse(adata, source, split, truth_layer, split_key) -> pd.Series:
         return source["mse"].astype(float)
     if isinstance(source, pd.Series):
         return source.astype(float)
-    if source in adata.layers:
-        pred = np.asarray(adata.layers[source], dtype=np.float64)
-        genes = np.flatnonzero(~np.isnan(pred).all(axis=0))
+    if source in adata.var.columns:
+        return adata.var[source].astype(float)
+    if source in adata.layers or source in adata.obsm:
+        frame = _anndata.predictions(adata, source)
+        measured = [g for g in frame.columns if g in adata.var_names]
         spots = (
             np.arange(adata.n_obs)
             if split is None
             else _anndata.split_indices(adata, split_key, split)
         )
-        truth = _anndata.expression(adata, truth_layer, obs=spots, var=genes)
-        mse = ((pred[np.ix_(spots, genes)] - truth) ** 2).mean(axis=0)  # no torch in pl
-        return pd.Series(mse, index=adata.var_names[genes])
-    if source in adata.var.columns:
-        return adata.var[source].astype(float)
-    raise KeyError(f"{source!r} is neither a layer nor a var column of adata.")
+        truth = _anndata.expression(
+            adata, truth_layer, obs=spots, var=adata.var_names.get_indexer(measured)
+        )
+        pred = frame[measured].to_numpy(dtype=np.float64)[spots]
+        return pd.Series(gene_metrics(truth, pred)["mse"], index=measured)
+    raise KeyError(f"{source!r} is neither predictions (obsm or layers) nor a var column of adata.")
 
 
 def _name(source, default: str) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from stmix.pp._concat import concat
 from stmix.pp._genes import select_genes
 from stmix.pp._neighbors import neighbors
 from stmix.pp._patches import patches
 from stmix.pp._split import split
 
-__all__ = ["neighbors", "patches", "select_genes", "split"]
+__all__ = ["concat", "neighbors", "patches", "select_genes", "split"]
 
 
 def __getattr__(name: str) -> Any:

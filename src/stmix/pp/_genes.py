@@ -23,6 +23,7 @@ def select_genes(
     layer: str | None = None,
     spatial_key: str = SPATIAL,
     n_neighs: int = 6,
+    library_key: str | None = None,
     key_added: str = SELECTED,
     copy: bool = False,
 ) -> ad.AnnData | None:
@@ -34,7 +35,8 @@ def select_genes(
     :func:`squidpy.gr.spatial_autocorr`); ``"mean"`` by mean expression (the SNR-ST-Mix paper's
     top 250); ``"hvg"`` by scanpy's normalised dispersion (:func:`scanpy.pp.highly_variable_genes`).
     Genes that do not vary are never selected. squidpy and scanpy run on a copy: ``adata`` gets
-    only the keys below.
+    only the keys below. With several sections, each section is scored on its own (Moran's I
+    on its own neighbour graph) and the scores are averaged, so every section counts once.
 
     Parameters
     ----------
@@ -50,6 +52,9 @@ def select_genes(
         Key of the spot centres in ``obsm``.
     n_neighs
         Neighbours per spot in the Moran graph.
+    library_key
+        Column of ``obs`` naming each spot's section (default ``"library_id"`` when
+        ``uns["spatial"]`` holds several libraries and that column exists).
     key_added
         Column of ``var`` to write.
     copy
@@ -71,14 +76,22 @@ def select_genes(
         raise ValueError(
             f"Only {int(varies.sum())} genes vary across the spots; cannot select {n}."
         )
-    if method == "moran":
-        coords = _anndata.spatial_coordinates(adata, spatial_key)
-        score = np.full(adata.n_vars, np.nan)  # constant genes have no Moran's I
-        score[varies] = _moran(x[:, varies], coords, n_neighs)
-    elif method == "mean":
-        score = x.mean(axis=0).astype(np.float64)
-    else:
-        score = _dispersion(x)
+    key = _anndata.library_key(adata, library_key)
+    coords = _anndata.spatial_coordinates(adata, spatial_key) if method == "moran" else None
+    scores = []
+    for spots in _anndata.libraries(adata, key).values():
+        here = x[spots]
+        varies_here = varies & (here.std(axis=0) > 0)
+        score = np.full(adata.n_vars, np.nan)  # constant genes have no score
+        if method == "moran":
+            score[varies_here] = _moran(here[:, varies_here], coords[spots], n_neighs)
+        elif method == "mean":
+            score = here.mean(axis=0).astype(np.float64)
+        else:
+            score[varies_here] = _dispersion(here[:, varies_here])
+        scores.append(score)
+    with np.errstate(invalid="ignore"):
+        score = np.nanmean(np.vstack(scores), axis=0) if len(scores) > 1 else scores[0]
     score = np.where(varies & np.isfinite(score), score, np.nan)
     order = np.argsort(np.where(np.isnan(score), -np.inf, score))[::-1][:n]
     selected = np.zeros(adata.n_vars, dtype=bool)
@@ -88,6 +101,8 @@ def select_genes(
     adata.var[key_added] = selected
     adata.var[f"{key_added}_score"] = score
     params = {"n": int(n), "method": method, "n_neighs": int(n_neighs)}
+    if key is not None:
+        params["library_key"] = key
     if layer is not None:
         params["layer"] = layer
     adata.uns[key_added] = {"params": params}

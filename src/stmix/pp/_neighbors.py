@@ -36,6 +36,7 @@ def neighbors(
     layer: str | None = None,
     spatial_key: str = SPATIAL,
     split_key: str = SPLIT,
+    library_key: str | None = None,
     key_added: str = NEIGHBORS,
     seed: int = 0,
     copy: bool = False,
@@ -84,6 +85,11 @@ def neighbors(
         Key of the spot centres in ``obsm``.
     split_key
         Column of ``obs`` with the ``train`` / ``val`` / ``test`` labels.
+    library_key
+        Column of ``obs`` naming each spot's section (squidpy's ``library_key``; default
+        ``"library_id"`` when ``uns["spatial"]`` holds several libraries and that column exists).
+        Candidates and the bandwidth are then found within each section: a spot is never mixed
+        with a spot of another section.
     key_added
         Prefix of the keys written.
     seed
@@ -99,7 +105,8 @@ def neighbors(
         - ``obsp[f"{key_added}_connectivities"]``: CSR, 1 where j is a candidate of i;
         - ``obsp[f"{key_added}_weights"]``: CSR float32, :math:`P(j \mid i)`; each training row sums
           to 1, other rows are empty;
-        - ``uns[f"{key_added}_neighbors"]["params"]``: the parameters, the ``sigma`` used, the
+        - ``uns[f"{key_added}_neighbors"]["params"]``: the parameters, the ``sigma`` used (with
+          several sections, their median, and each section's under ``sigma_by_library``), the
           number of training spots and the neighbour ``method``.
     """
     n_neighbors = _validate.integer("n_neighbors", n_neighbors)
@@ -114,48 +121,69 @@ def neighbors(
 
     train = _anndata.split_indices(adata, split_key, "train")
     graph = basis not in ("spatial", "expression")
-    if not graph and len(train) < n_neighbors + 1:
-        raise ValueError(
-            f"{len(train)} training spots cannot give each of them {n_neighbors} candidates "
-            f"other than itself: lower `n_neighbors` to at most {max(len(train) - 1, 0)} or "
-            f"train on more spots (stmix.pp.split)."
-        )
-    if graph and len(train) < 2:
-        raise ValueError("Mixing needs at least two training spots.")
-    y = _anndata.expression(adata, layer, obs=train, dtype=np.float64)
-    _anndata.warn_if_counts(y, layer)
-    estimated = sigma is None
-    sigma = _kernel.bandwidth(y, seed=seed) if estimated else float(sigma)
-
-    if basis == "spatial":
-        coords = _anndata.spatial_coordinates(adata, spatial_key)[train]
-        indptr, indices = _to_csr(_knn(coords, n_neighbors))
-        method = "kdtree"
-    elif basis == "expression":
-        knn, method = _expression_knn(y, n_neighbors, seed)
-        indptr, indices = _to_csr(knn)
-    else:
-        indptr, indices = _graph_candidates(adata.obsp[basis], train)
-        method = f"obsp[{basis!r}]"
-        isolated = int(np.sum(np.diff(indptr) == 0))
-        if isolated:
-            logger.warning(
-                "%d of %d training spots have no training neighbour in obsp[%r]; they are "
-                "not mixed (paired with themselves).",
-                isolated,
-                len(train),
-                basis,
+    key = _anndata.library_key(adata, library_key)
+    labels = (
+        np.zeros(adata.n_obs, dtype=int) if key is None else adata.obs[key].astype(str).to_numpy()
+    )
+    sections = {name: train[labels[train] == name] for name in dict.fromkeys(labels[train])}
+    for name, spots in sections.items():
+        where = "" if key is None else f" of section {name!r}"
+        if not graph and len(spots) < n_neighbors + 1:
+            raise ValueError(
+                f"{len(spots)} training spots{where} cannot give each of them {n_neighbors} "
+                f"candidates other than itself: lower `n_neighbors` to at most "
+                f"{max(len(spots) - 1, 0)} or train on more spots (stmix.pp.split)."
             )
+        if graph and len(spots) < 2:
+            raise ValueError(f"Mixing needs at least two training spots{where}.")
+    if not sections:
+        raise ValueError(f"No spot is labelled 'train' in adata.obs[{split_key!r}].")
+    y_all = _anndata.expression(adata, layer, obs=train, dtype=np.float64)
+    _anndata.warn_if_counts(y_all, layer)
+    coords = _anndata.spatial_coordinates(adata, spatial_key) if basis == "spatial" else None
+    estimated = sigma is None
 
-    counts = np.diff(indptr)
-    rows = np.repeat(np.arange(len(train)), counts)
-    distance = _distance.pairs(y, rows, indices)
-    weights = _row_softmax(_kernel.log_kernel(distance, sigma, kernel), rows, len(train))
+    edges_from, edges_to, edge_weights, sigmas, methods, degrees = [], [], [], {}, set(), []
+    for name, spots in sections.items():
+        y = y_all[np.searchsorted(train, spots)]  # train is sorted; spots are some of it
+        sigmas[name] = _kernel.bandwidth(y, seed=seed) if estimated else float(sigma)
+        if basis == "spatial":
+            indptr, indices = _to_csr(_knn(coords[spots], n_neighbors))
+            methods.add("kdtree")
+        elif basis == "expression":
+            knn, how = _expression_knn(y, n_neighbors, seed)
+            indptr, indices = _to_csr(knn)
+            methods.add(how)
+        else:
+            indptr, indices = _graph_candidates(adata.obsp[basis], spots)
+            methods.add(f"obsp[{basis!r}]")
+            isolated = int(np.sum(np.diff(indptr) == 0))
+            if isolated:
+                logger.warning(
+                    "%d of %d training spots%s have no training neighbour in obsp[%r]; they "
+                    "are not mixed (paired with themselves).",
+                    isolated,
+                    len(spots),
+                    "" if key is None else f" of section {name!r}",
+                    basis,
+                )
+        counts = np.diff(indptr)
+        rows = np.repeat(np.arange(len(spots)), counts)
+        distance = _distance.pairs(y, rows, indices)
+        weights = _row_softmax(_kernel.log_kernel(distance, sigmas[name], kernel), rows, len(spots))
+        edges_from.append(spots[rows])  # back to positions in adata
+        edges_to.append(spots[indices])
+        edge_weights.append(weights)
+        degrees.append(counts)
 
     n = adata.n_obs
-    where = (train[rows], train[indices])  # back to positions in adata
-    conn = sparse.csr_matrix((np.ones(len(rows), np.float32), where), shape=(n, n))
+    where = (np.concatenate(edges_from), np.concatenate(edges_to))
+    weights = np.concatenate(edge_weights)
+    counts = np.concatenate(degrees)
+    conn = sparse.csr_matrix((np.ones(len(weights), np.float32), where), shape=(n, n))
     wmat = sparse.csr_matrix((weights.astype(np.float32), where), shape=(n, n))
+    method = "+".join(sorted(methods))
+    sigma = float(np.median(list(sigmas.values())))
 
     params = {
         "n_neighbors": int(n_neighbors) if not graph else int(counts.max(initial=0)),
@@ -171,6 +199,9 @@ def neighbors(
     }
     if layer is not None:
         params["layer"] = layer
+    if key is not None:
+        params["library_key"] = key
+        params["sigma_by_library"] = {name: float(value) for name, value in sigmas.items()}
 
     adata = adata.copy() if copy else adata
     adata.obsp[connectivities_key(key_added)] = conn

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import anndata as ad
@@ -26,6 +27,7 @@ def patches(
     size: int = 224,
     *,
     library_id: str | None = None,
+    library_key: str | None = None,
     image: Any = None,
     img_key: str | None = None,
     spot_scale: float = 1.0,
@@ -51,6 +53,9 @@ def patches(
        their ``tissue_<key>_scalef``. An image that is not RGB or does not cover the spots is
        skipped with a warning. ``img_key`` (``"source_image_path"``, ``"hires"``, ...) forces one.
 
+    With several sections (``library_key``), each spot is cut from its own section's image and
+    with its own section's spot diameter.
+
     Parameters
     ----------
     adata
@@ -58,9 +63,14 @@ def patches(
     size
         Side of the stored patches in pixels.
     library_id
-        Library of ``uns["spatial"]``; needed only when it holds several.
+        Library of ``uns["spatial"]``, for an AnnData of one section whose ``uns["spatial"]``
+        holds several.
+    library_key
+        Column of ``obs`` naming each spot's section (squidpy's ``library_key``); default
+        ``"library_id"`` when ``uns["spatial"]`` holds several libraries and that column exists.
     image
-        An image to cut from instead of those stored with ``adata``.
+        An image to cut from instead of those stored with ``adata``; with several sections, a
+        dict ``{library_id: image}`` (sections not in it use their stored images).
     img_key
         Use only this image of the library (see above).
     spot_scale
@@ -85,16 +95,73 @@ def patches(
         - ``obsm[key_added]``: uint8 array (n_obs, size, size, 3);
         - ``uns[key_added]["params"]``: ``size``, ``spot_scale``, ``spot_diameter``,
           ``side_fullres`` (patch side in full-resolution pixels), ``side_source`` (in pixels of
-          the image used), ``source`` and ``library_id``.
+          the image used), ``source`` and ``library_id``; with several sections the per-section
+          values are under ``by_library``.
     """
     started = time.perf_counter()
     size = _check_size(size)
-    if not spot_scale > 0:
-        raise ValueError(f"`spot_scale` must be positive, not {spot_scale}.")
+    spot_scale = _validate.number("spot_scale", spot_scale, above=0)
+    spot_diameter = _validate.number("spot_diameter", spot_diameter, above=0, none=True)
     coords = _anndata.spatial_coordinates(adata, spatial_key)
+    key = _anndata.library_key(adata, library_key)
+    if key is None:
+        jobs = [(library_id, np.arange(adata.n_obs), image)]
+    else:
+        if library_id is not None:
+            raise ValueError(
+                "`library_id` chooses the library of an AnnData of one section; with several "
+                f"sections (library_key={key!r}) each is cut from its own image."
+            )
+        if image is not None and not isinstance(image, Mapping):
+            raise TypeError(
+                "With several sections, `image` must be a dict {library_id: image}, not a "
+                f"{type(image).__name__}."
+            )
+        sections = _anndata.libraries(adata, key)
+        unknown = sorted(set(image or {}) - set(sections))
+        if unknown:
+            raise KeyError(f"`image` names sections that adata does not hold: {unknown}.")
+        jobs = [(name, spots, (image or {}).get(name)) for name, spots in sections.items()]
 
+    out = np.empty((adata.n_obs, size, size, 3), dtype=np.uint8)
+    records = {}
+    bar = tqdm(total=adata.n_obs, desc="patches", unit="spot", disable=not progress, leave=False)
+    for name, spots, source in jobs:
+        spot_image, record = _section_image(
+            adata, name, source, img_key, coords[spots], spots, size, spot_scale, spot_diameter
+        )
+        out[spots] = cut_patches(spot_image, coords[spots], record["side_fullres"], size, bar=bar)
+        records[record["library_id"]] = record
+        del spot_image  # a full-resolution slide is large: one at a time
+    bar.close()
+
+    params = {"size": size, "spot_scale": float(spot_scale), "spatial_key": spatial_key}
+    if key is None:
+        params.update(next(iter(records.values())))
+    else:
+        params["library_key"] = key
+        params["library_id"] = list(records)
+        diameters = {r["spot_diameter"] for r in records.values()}
+        params["spot_diameter"] = diameters.pop() if len(diameters) == 1 else float("nan")
+        params["by_library"] = records
+    adata = adata.copy() if copy else adata
+    adata.obsm[key_added] = out
+    adata.uns[key_added] = {"params": params}
+    logger.info(
+        "Cut %d patches of %d px from %d image(s) in %.2f s.",
+        adata.n_obs,
+        size,
+        len(records),
+        time.perf_counter() - started,
+    )
+    return adata if copy else None
+
+
+def _section_image(adata, library_id, image, img_key, coords, spots, size, spot_scale, diameter):
+    """The image one section's spots are cut from, checked, and what to record about it."""
+    names = adata.obs_names[spots]
     entry = None
-    if image is None or spot_diameter is None:
+    if image is None or diameter is None:
         try:
             library_id, entry = _anndata.library(adata, library_id)
         except KeyError:
@@ -104,23 +171,24 @@ def patches(
                 "adata.uns['spatial'] is missing, so the spot diameter is unknown: pass "
                 "`spot_diameter=` (in full-resolution pixels)."
             ) from None
-    if spot_diameter is None:
-        spot_diameter = (entry.get("scalefactors") or {}).get("spot_diameter_fullres")
-        if spot_diameter is None:
+    if diameter is None:
+        diameter = (entry.get("scalefactors") or {}).get("spot_diameter_fullres")
+        if diameter is None:
             raise KeyError(
                 f"adata.uns['spatial'][{library_id!r}]['scalefactors'] has no "
                 f"'spot_diameter_fullres'; pass `spot_diameter=` (full-resolution pixels)."
             )
-    if not float(spot_diameter) > 0:
-        raise ValueError(f"The spot diameter must be positive, not {spot_diameter}.")
-    side = float(spot_diameter) * float(spot_scale)
-
+        diameter = _validate.number(
+            f"uns['spatial'][{library_id!r}]['scalefactors']['spot_diameter_fullres']",
+            diameter,
+            above=0,
+        )
+    side = float(diameter) * float(spot_scale)
     if image is not None:
         spot_image = _image.from_user(image, source_px=side, size=size)
-        _check_inside(spot_image, coords, adata.obs_names)
+        _check_inside(spot_image, coords, names)
     else:
-        spot_image = _choose(entry, library_id, img_key, coords, adata.obs_names, side, size)
-
+        spot_image = _choose(entry, library_id, img_key, coords, names, side, size)
     side_source = side * spot_image.scale
     if side_source < size / 2:
         logger.warning(
@@ -130,30 +198,14 @@ def patches(
             size,
             spot_image.source,
         )
-    cut = cut_patches(spot_image, coords, side, size, progress=progress)
-
-    adata = adata.copy() if copy else adata
-    adata.obsm[key_added] = cut
-    adata.uns[key_added] = {
-        "params": {
-            "size": size,
-            "spot_scale": float(spot_scale),
-            "spot_diameter": float(spot_diameter),
-            "side_fullres": side,
-            "side_source": float(side_source),
-            "source": spot_image.source,
-            "library_id": "" if library_id is None else str(library_id),
-            "spatial_key": spatial_key,
-        }
+    record = {
+        "spot_diameter": float(diameter),
+        "side_fullres": side,
+        "side_source": float(side_source),
+        "source": spot_image.source,
+        "library_id": "" if library_id is None else str(library_id),
     }
-    logger.info(
-        "Cut %d patches of %d px from %s in %.2f s.",
-        adata.n_obs,
-        size,
-        spot_image.source,
-        time.perf_counter() - started,
-    )
-    return adata if copy else None
+    return spot_image, record
 
 
 def _check_size(size: int) -> int:
@@ -212,6 +264,7 @@ def cut_patches(
     size: int,
     *,
     progress: bool = False,
+    bar: tqdm | None = None,
 ) -> np.ndarray:
     """Resample the square of side ``side`` (full-resolution px) around each spot to ``size``.
 
@@ -226,7 +279,11 @@ def cut_patches(
     side_px = side * spot_image.scale
     margin = int(np.ceil(2 * max(side_px / size, 1.0))) + 1
     out = np.empty((len(coords), size, size, 3), dtype=np.uint8)
-    bar = tqdm(total=len(coords), desc="patches", unit="spot", disable=not progress, leave=False)
+    own = bar is None
+    if own:
+        bar = tqdm(
+            total=len(coords), desc="patches", unit="spot", disable=not progress, leave=False
+        )
     for k, (cx, cy) in enumerate(centres):
         left, top = cx - side_px / 2, cy - side_px / 2
         box = (left, top, left + side_px, top + side_px)
@@ -239,7 +296,8 @@ def cut_patches(
             )
         out[k] = np.asarray(patch)
         bar.update()
-    bar.close()
+    if own:
+        bar.close()
     return out
 
 

@@ -5,7 +5,7 @@ from stmix.tl._compare import compare
 from stmix.tl._complete import complete
 from stmix.tl._evaluate import evaluate
 from stmix.tl._fit import DEFAULT_BACKBONE, fit
-from stmix.tl._impute import impute
+from stmix.tl._impute import impute, predictions
 from stmix.tl._model import Imputer, load
 
 __all__ = [
@@ -19,4 +19,5 @@ __all__ = [
     "fit",
     "impute",
     "load",
+    "predictions",
 ]

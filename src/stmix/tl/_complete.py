@@ -40,6 +40,7 @@ def complete(
     devices: int | str | list[int] = 1,
     progress: bool = True,
     spatial_key: str = SPATIAL,
+    library_key: str | None = None,
     copy: bool = False,
     **trainer_kwargs: Any,
 ) -> ad.AnnData | None:
@@ -96,6 +97,11 @@ def complete(
         Show a progress bar over epochs.
     spatial_key
         Key of the spot centres in ``obsm`` (for ``grid="knn"``).
+    library_key
+        Column of ``obs`` naming each spot's section (default ``"library_id"`` when
+        ``uns["spatial"]`` holds several libraries and that column exists): neighbours, medians
+        and the fallback median come from the spot's own section; one transformer learns from
+        all sections.
     copy
         Return a new AnnData instead of writing into ``adata``.
     **trainer_kwargs
@@ -128,9 +134,17 @@ def complete(
     trainer_kwargs = _trainer.check_trainer_kwargs(trainer_kwargs)
     x = _anndata.expression(adata, layer, dtype=np.float32)
     mask = _median.missing_mask(adata, x, missing)
-    neighbourhood = _rings.rings(
-        adata, max(n_rings, _median.MAX_RINGS), grid=grid, spatial_key=spatial_key
-    )
+    key = _anndata.library_key(adata, library_key)
+    sections = _anndata.libraries(adata, key)
+    neighbourhoods = {
+        name: _rings.rings(
+            adata[spots] if key is not None else adata,
+            max(n_rings, _median.MAX_RINGS),
+            grid=grid,
+            spatial_key=spatial_key,
+        )
+        for name, spots in sections.items()
+    }
     if mask.all(axis=0).any():
         gene = adata.var_names[np.flatnonzero(mask.all(axis=0))[0]]
         raise ValueError(
@@ -138,11 +152,16 @@ def complete(
             f"it from. Drop genes that are never observed."
         )
 
-    median = _median.adaptive_median(x, mask, neighbourhood)
+    median = np.empty_like(x)
+    tokens = []
+    for name, spots in sections.items():  # rings, medians and fallbacks within each section
+        median[spots] = _median.adaptive_median(x[spots], mask[spots], neighbourhoods[name])
+        local, ring = _median.tokens(neighbourhoods[name], n_rings)
+        tokens.append((spots, np.where(local >= 0, spots[np.maximum(local, 0)], -1), ring))
     completed = np.where(mask, median, x)
     history, best_epoch = None, None
     if method == "transformer":
-        index, ring = _median.tokens(neighbourhood, n_rings)
+        index, ring = _stack_tokens(tokens, adata.n_obs)
         completed, history, best_epoch = complete_with_transformer(
             x,
             mask,
@@ -167,10 +186,11 @@ def complete(
     adata = adata.copy() if copy else adata
     adata.layers[key_added] = completed.astype(np.float32)
     adata.layers[f"{key_added}_missing"] = mask
+    grids = sorted({n.grid for n in neighbourhoods.values()})
     params = {
         "method": method,
         "n_rings": int(n_rings),
-        "grid": neighbourhood.grid,
+        "grid": grids[0] if len(grids) == 1 else "+".join(grids),
         "n_missing": int(mask.sum()),
         "share_missing": float(mask.mean()),
     }
@@ -185,8 +205,21 @@ def complete(
         )
     if layer is not None:
         params["layer"] = layer
+    if key is not None:
+        params["library_key"] = key
     adata.uns[key_added] = {"params": params}
     if history is not None:
         adata.uns[key_added]["history"] = _history.columns(history)
         adata.uns[key_added]["best_epoch"] = int(best_epoch)
     return adata if copy else None
+
+
+def _stack_tokens(tokens, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each section's neighbour tokens (global positions) in one (n, width) pair of arrays."""
+    width = max(index.shape[1] for _, index, _ in tokens)
+    index = np.full((n, width), -1, dtype=np.int64)
+    ring = np.zeros((n, width), dtype=np.int64)
+    for spots, section_index, section_ring in tokens:
+        index[spots, : section_index.shape[1]] = section_index
+        ring[spots, : section_ring.shape[1]] = section_ring
+    return index, ring

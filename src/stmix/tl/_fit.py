@@ -62,6 +62,7 @@ def fit(
     checkpoint_dir: str | os.PathLike | None = None,
     ckpt_path: str | os.PathLike | None = None,
     progress: bool = True,
+    library_key: str | None = None,
     split_key: str = SPLIT,
     patches_key: str = PATCHES,
     neighbors_key: str = NEIGHBORS,
@@ -145,6 +146,10 @@ def fit(
         settings must be those of the interrupted run.
     progress
         Show a progress bar over epochs with the loss, the validation MSE and the best epoch.
+    library_key
+        Column of ``obs`` naming each spot's section (default ``"library_id"`` when
+        ``uns["spatial"]`` holds several libraries and that column exists). Training uses the
+        training spots of every section; partners are drawn within the anchor's section.
     split_key, patches_key, neighbors_key
         Where to read the split, the patches and the ``pp.neighbors`` output.
     key_added
@@ -174,7 +179,9 @@ def fit(
     seed = _validate.integer("seed", seed, minimum=0)
     trainer_kwargs = _trainer.check_trainer_kwargs(trainer_kwargs, PLAN_SETTINGS)
     ckpt_path = _trainer.check_checkpoint(ckpt_path, checkpoint_dir)
-    data = _training_data(adata, layer, genes, augment, split_key, patches_key, neighbors_key)
+    data = _training_data(
+        adata, layer, genes, augment, library_key, split_key, patches_key, neighbors_key
+    )
     config = config.replace(size=data.patch_size)  # the record says what was trained on
     if not len(data.val):
         logger.warning(
@@ -193,6 +200,7 @@ def fit(
         loss_weights=config.loss_weights,
         edge_weight=config.edge_weight,
         neighbors_key=neighbors_key,
+        groups=data.groups,
     )
     offset = torch.from_numpy(data.y_train.mean(axis=0)) if config.target == "delta" else None
     network = ExpressionPredictor(
@@ -205,6 +213,15 @@ def fit(
         img_size=data.patch_size,
     )
     logger.info("Backbone %s (%s).", config.backbone, network.weights_source)
+    batch_norm = any(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in network.modules()
+    )
+    if config.batch_size == 1 and augment in ("none", "basic") and batch_norm:
+        raise ValueError(
+            f"batch_size=1 with augment={augment!r} runs {config.backbone} on one image per step, "
+            f"and its BatchNorm layers cannot normalise a single image: use batch_size >= 2 (a "
+            f"mixing method runs three images per anchor)."
+        )
     plan = ImputerPlan(
         network,
         augmentation,
@@ -249,6 +266,8 @@ def fit(
         "seed": seed,
         "pretrained": bool(pretrained),
         "weights": None if weights is None else str(weights),
+        "library_key": data.library_key,
+        "sections": data.sections,
         **{k: hardware[k] for k in ("accelerator", "devices", "strategy", "precision")},
     }
     model = Imputer(
@@ -284,13 +303,19 @@ class _TrainingData:
     y_train: np.ndarray
     y_val: np.ndarray
     spot_scale: float
+    library_key: str | None
+    groups: np.ndarray | None  # each training spot's section
+    sections: list[str] | None  # the sections trained on
 
     @property
     def patch_size(self) -> int:
         return int(self.patches.shape[1])
 
 
-def _training_data(adata, layer, genes, augment, split_key, patches_key, neighbors_key):
+def _training_data(
+    adata, layer, genes, augment, library_key, split_key, patches_key, neighbors_key
+):
+    key = _anndata.library_key(adata, library_key)
     patches = _anndata.patches(adata, patches_key)
     train = _anndata.split_indices(adata, split_key, "train")
     val = _anndata.split_indices(adata, split_key, "val")
@@ -300,7 +325,8 @@ def _training_data(adata, layer, genes, augment, split_key, patches_key, neighbo
     y_train = _anndata.expression(adata, layer, obs=train, var=columns)
     y_val = _anndata.expression(adata, layer, obs=val, var=columns)
     _anndata.warn_if_counts(y_train, layer)
-    _augmentations.check_neighbors(adata, augment, train, neighbors_key)
+    groups = None if key is None else adata.obs[key].astype(str).to_numpy()[train]
+    _augmentations.check_neighbors(adata, augment, train, neighbors_key, groups)
     patch_params = (adata.uns.get(patches_key) or {}).get("params") or {}
     return _TrainingData(
         patches=patches,
@@ -310,6 +336,9 @@ def _training_data(adata, layer, genes, augment, split_key, patches_key, neighbo
         y_train=y_train,
         y_val=y_val,
         spot_scale=float(patch_params.get("spot_scale", 1.0)),
+        library_key=key,
+        groups=groups,
+        sections=None if groups is None else list(dict.fromkeys(groups)),
     )
 
 

@@ -1,4 +1,4 @@
-"""Predicting every spot with a trained imputer."""
+"""Predicting every spot with a trained imputer, and reading the predictions back."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import warnings
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import torch
 
-from stmix import _anndata
-from stmix._keys import PATCHES, PREDICTIONS
+from stmix import _anndata, _validate
+from stmix._keys import PATCHES, PREDICTIONS, SPATIAL
 from stmix.tl._model import Imputer
 
 logger = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ def impute(
     model: Imputer,
     *,
     key_added: str = PREDICTIONS,
+    clip: bool = True,
     batch_size: int = 128,
     device: str | torch.device | None = None,
     patches_key: str = PATCHES,
@@ -28,17 +30,21 @@ def impute(
     copy: bool = False,
     layer: str | None = None,
 ) -> ad.AnnData | None:
-    """Predict the expression of every spot from its H&E patch.
+    """Predict the expression of the model's genes at every spot from its H&E patch.
+
+    Only the patches are needed: ``adata`` may hold any genes, or none at all (a section that
+    was never measured, or a grid of pseudo-spots over a slide).
 
     Parameters
     ----------
     adata
-        Spots with ``obsm[patches_key]`` cut at the model's patch size, and all of the model's
-        genes in ``var_names`` (any order, other genes allowed).
+        Spots with ``obsm[patches_key]`` cut at the model's patch size.
     model
         A trained :class:`~stmix.tl.Imputer` (:func:`stmix.tl.fit` or :func:`stmix.tl.load`).
     key_added
-        Layer to write.
+        Key of the predictions in ``obsm``.
+    clip
+        Clip the predictions at 0: expression on the log scale cannot be negative.
     batch_size
         Patches per forward pass.
     device
@@ -55,9 +61,14 @@ def impute(
     Returns
     -------
     anndata.AnnData or None
-        ``None``, or a new AnnData when ``copy=True``; either way ``layers[key_added]`` holds
-        float32 predictions (n_obs × n_vars), NaN in the columns of genes the model does not
-        predict.
+        ``None``, or a new AnnData when ``copy=True``; either way it holds
+
+        - ``obsm[key_added]``: a float32 DataFrame (n_obs × the model's genes) of predictions on
+          the log scale of the training data. :func:`stmix.tl.evaluate` and
+          :func:`stmix.pl.maps` read it by name; :func:`stmix.tl.predictions` makes an AnnData
+          of it for scanpy and squidpy (``sc.pl.spatial``, ``sq.gr.spatial_autocorr``);
+        - ``uns[f"{key_added}_impute"]["params"]``: the model's backbone, patch size, number of
+          genes and ``clip``.
     """
     if layer is not None:
         warnings.warn(
@@ -68,13 +79,7 @@ def impute(
         key_added = layer
     if not isinstance(model, Imputer):
         raise TypeError(f"`model` must be an stmix Imputer (stmix.tl.fit), not {type(model)}.")
-    columns = adata.var_names.get_indexer(model.genes)
-    missing = [g for g, c in zip(model.genes, columns, strict=True) if c < 0]
-    if missing:
-        raise KeyError(
-            f"adata lacks {len(missing)} of the model's {len(model.genes)} genes, e.g. "
-            f"{missing[:5]}; the model predicts the genes it was trained on."
-        )
+    batch_size = _validate.integer("batch_size", batch_size)
     patches = _anndata.patches(adata, patches_key, size=model.patch_size)
     stored_scale = ((adata.uns.get(patches_key) or {}).get("params") or {}).get("spot_scale")
     if stored_scale is not None and abs(stored_scale - model.config.get("spot_scale", 1.0)) > 1e-6:
@@ -86,8 +91,59 @@ def impute(
         )
 
     pred = model.predict(patches, batch_size=batch_size, device=device, progress=progress)
-    out = np.full(adata.shape, np.nan, dtype=np.float32)
-    out[:, columns] = pred
+    if clip:
+        np.maximum(pred, 0.0, out=pred)
     adata = adata.copy() if copy else adata
-    adata.layers[key_added] = out
+    adata.obsm[key_added] = pd.DataFrame(pred, index=adata.obs_names.copy(), columns=model.genes)
+    adata.uns[record_key(key_added)] = {
+        "params": {
+            "backbone": model.config["backbone"],
+            "patch_size": model.patch_size,
+            "n_genes": len(model.genes),
+            "clip": bool(clip),
+            "patches_key": patches_key,
+        }
+    }
     return adata if copy else None
+
+
+def record_key(key_added: str) -> str:
+    """``uns`` key of the record :func:`impute` writes beside ``obsm[key_added]``."""
+    return f"{key_added}_impute"
+
+
+def predictions(adata: ad.AnnData, key: str = PREDICTIONS) -> ad.AnnData:
+    """The predictions of :func:`stmix.tl.impute` as an AnnData, for scanpy and squidpy.
+
+    Parameters
+    ----------
+    adata
+        Spots after :func:`stmix.tl.impute`.
+    key
+        Key of the predictions in ``obsm``.
+
+    Returns
+    -------
+    anndata.AnnData
+        ``X`` the predictions (spots × the model's genes), the spots' ``obs``, ``obsm`` (without
+        the predictions and patches) and ``uns["spatial"]``, so that ``sc.pl.spatial(pred,
+        color="ERBB2")`` draws a predicted map over the image.
+
+    Examples
+    --------
+    >>> stmix.tl.impute(adata, model)  # doctest: +SKIP
+    >>> sc.pl.spatial(stmix.tl.predictions(adata), color=["ERBB2"])  # doctest: +SKIP
+    """
+    frame = _anndata.predictions(adata, key)
+    out = ad.AnnData(
+        X=frame.to_numpy(dtype=np.float32),
+        obs=adata.obs.copy(),
+        var=pd.DataFrame(index=pd.Index(frame.columns.astype(str))),
+    )
+    patches_key = ((adata.uns.get(record_key(key)) or {}).get("params") or {}).get("patches_key")
+    for name, value in adata.obsm.items():
+        if name not in (key, patches_key, PATCHES) and not isinstance(value, pd.DataFrame):
+            out.obsm[name] = value
+    if SPATIAL in adata.uns:
+        out.uns[SPATIAL] = adata.uns[SPATIAL]
+    return out

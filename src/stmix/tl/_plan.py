@@ -135,7 +135,11 @@ class TrainingPlan(L.LightningModule):
     # ---- data ---------------------------------------------------------------------------
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled batches of training indices; each process gets its own shard."""
+        """Shuffled batches of training indices; each process gets its own shard.
+
+        A last batch of a single item is dropped (BatchNorm cannot normalise one image; the
+        item is in a full batch the next epoch, as the order is drawn anew).
+        """
         sampler = DistributedSampler(
             range(self.n_train),
             num_replicas=self.trainer.world_size,
@@ -143,7 +147,10 @@ class TrainingPlan(L.LightningModule):
             shuffle=True,
             seed=self.seed,
         )
-        return DataLoader(range(self.n_train), batch_size=self.batch_size, sampler=sampler)
+        single = self.batch_size > 1 and len(sampler) % self.batch_size == 1
+        return DataLoader(
+            range(self.n_train), batch_size=self.batch_size, sampler=sampler, drop_last=single
+        )
 
     def val_dataloader(self) -> DataLoader:
         """Validation indices in order, sharded across processes."""

@@ -18,6 +18,7 @@ COMPLETED = "stmix_completed"  # layers: completed expression, plus f"{COMPLETED
 SELECTED = "stmix_selected"  # var: bool, genes chosen by pp.select_genes
 
 # tl
+EMBEDDING = "stmix_embedding"  # obsm: a frozen encoder's features; uns: how they were made
 FIT = "stmix"  # uns: the record of tl.fit
 PREDICTIONS = "stmix"  # layers: the predictions of tl.impute
 METRICS = "stmix"  # prefix: var[f"{METRICS}_mse"] ..., uns[f"{METRICS}_metrics"] of tl.evaluate

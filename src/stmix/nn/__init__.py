@@ -23,6 +23,8 @@ _EXPORTS = {
     "PartnerSampler": "sampling",
     "UniformSampler": "sampling",
     "ExpressionPredictor": "model",
+    "ExpressionHead": "head",
+    "Encoder": "encoder",
     "NeighbourhoodTransformer": "completion",
     "cutmix": "mixing",
     "flip_rotate_crop": "geometric",
@@ -32,6 +34,7 @@ _EXPORTS = {
     "sample_lambda": "mixing",
     "snr_loss": "loss",
     "to_float": "images",
+    "to_input": "images",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -53,8 +56,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
     from stmix.nn.augment import Augmentation, Mix, Plain, Step  # noqa: F401
     from stmix.nn.completion import NeighbourhoodTransformer  # noqa: F401
     from stmix.nn.constants import LOSS_WEIGHTS, METHODS, MIXING  # noqa: F401
+    from stmix.nn.encoder import Encoder  # noqa: F401
     from stmix.nn.geometric import flip_rotate_crop  # noqa: F401
-    from stmix.nn.images import to_float  # noqa: F401
+    from stmix.nn.head import ExpressionHead  # noqa: F401
+    from stmix.nn.images import to_float, to_input  # noqa: F401
     from stmix.nn.loss import mse_loss, pearson_loss, snr_loss  # noqa: F401
     from stmix.nn.mixing import cutmix, mix_pixels, sample_lambda  # noqa: F401
     from stmix.nn.model import ExpressionPredictor  # noqa: F401

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from stmix.nn.constants import LOSS_WEIGHTS, METHODS, MIXING
 from stmix.nn.geometric import flip_rotate_crop
-from stmix.nn.images import to_float
+from stmix.nn.images import to_input
 from stmix.nn.loss import mse_loss, snr_loss
 from stmix.nn.mixing import cutmix, mix_pixels, sample_lambda
 from stmix.nn.sampling import PartnerSampler
@@ -70,7 +70,11 @@ class Augmentation(ABC):
 
     @abstractmethod
     def __call__(self, anchors: Tensor, patches: Tensor, targets: Tensor) -> Step:
-        """Anchors index ``patches`` (uint8, N × H × W × 3) and ``targets`` (N × genes)."""
+        """The step of a batch of anchors.
+
+        Anchors index ``patches`` (uint8 images N × H × W × 3, or float vectors N × d) and
+        ``targets`` (N × genes).
+        """
 
     def to(self, device: torch.device | str) -> Augmentation:
         """Return the augmentation with its tables on ``device``."""
@@ -84,9 +88,13 @@ class Plain(Augmentation):
         self.geometric = geometric
 
     def __call__(self, anchors: Tensor, patches: Tensor, targets: Tensor) -> Step:
-        """The anchors' images (augmented with ``geometric``) and their targets."""
-        x = to_float(patches[anchors])
+        """The anchors' inputs (images augmented with ``geometric``) and their targets."""
+        x = to_input(patches[anchors])
         if self.geometric:
+            if x.ndim != 4:
+                raise ValueError(
+                    "augment='basic' flips and crops images; these inputs are vectors."
+                )
             x = flip_rotate_crop(x)
         return Step(inputs=x, y_i=targets[anchors])
 
@@ -123,7 +131,9 @@ class Mix(Augmentation):
     def __call__(self, anchors: Tensor, patches: Tensor, targets: Tensor) -> Step:
         """Draw partners and ratios, mix, and stack ``[x_mix; x_i; x_j]``."""
         partners, edge_weight = self.sampler(anchors)
-        x_i, x_j = to_float(patches[anchors]), to_float(patches[partners])
+        x_i, x_j = to_input(patches[anchors]), to_input(patches[partners])
+        if self.boxes and x_i.ndim != 4:
+            raise ValueError("augment='cutmix' pastes boxes of images; these inputs are vectors.")
         lam = sample_lambda(len(anchors), self.alpha, anchors.device)
         x_mix, lam = (cutmix if self.boxes else mix_pixels)(x_i, x_j, lam)
         return Step(

@@ -17,3 +17,8 @@ def to_float(patches: Tensor) -> Tensor:
             f"patches must be uint8 (N, H, W, 3), not {patches.dtype} {tuple(patches.shape)}."
         )
     return patches.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_input(x: Tensor) -> Tensor:
+    """Network input from stored data: uint8 patches become float images, vectors stay."""
+    return to_float(x) if x.dtype == torch.uint8 else x.float()

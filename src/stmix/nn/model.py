@@ -1,4 +1,4 @@
-"""The image-to-expression network: a timm backbone, dropout and one linear head."""
+"""The image-to-expression network: an encoder (timm backbone), dropout and one linear head."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ import os
 import torch
 from torch import Tensor, nn
 
-from stmix.nn.backbone import create_backbone
+from stmix.nn.encoder import Encoder
 
 
-class ExpressionPredictor(nn.Module):
+class ExpressionPredictor(Encoder):
     """Predict the expression of ``n_genes`` genes from an H&E patch.
 
     ``forward`` takes float images (N, 3, H, W) in [0, 1] and normalises them with the
-    backbone's pretrained mean and standard deviation itself, so callers never need to know
-    them. The output is ``head(dropout(backbone(x))) + offset``: with ``offset`` the mean
-    training expression, the network learns the deviation from the mean (the ViT+Δ baseline);
-    with zeros (the default), the expression itself.
+    backbone's pretrained mean and standard deviation itself (:class:`~stmix.nn.Encoder`), so
+    callers never need to know them. The output is ``head(dropout(features(x))) + offset``: with
+    ``offset`` the mean training expression, the network learns the deviation from the mean (the
+    ViT+Δ baseline); with zeros (the default), the expression itself.
 
     Parameters
     ----------
@@ -48,15 +48,9 @@ class ExpressionPredictor(nn.Module):
         offset: Tensor | None = None,
         img_size: int | None = None,
     ):
-        super().__init__()
-        self.backbone, self.weights_source = create_backbone(
-            backbone, pretrained=pretrained, weights=weights, img_size=img_size
-        )
-        cfg = self.backbone.pretrained_cfg
-        self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.5,) * 3)).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(cfg.get("std", (0.5,) * 3)).view(1, 3, 1, 1))
+        super().__init__(backbone, pretrained=pretrained, weights=weights, img_size=img_size)
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.backbone.num_features, n_genes)
+        self.head = nn.Linear(self.num_features, n_genes)
         offset = torch.zeros(n_genes) if offset is None else torch.as_tensor(offset).float()
         if offset.shape != (n_genes,):
             raise ValueError(f"offset must have shape ({n_genes},), not {tuple(offset.shape)}.")
@@ -64,5 +58,4 @@ class ExpressionPredictor(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Expression (N, n_genes) of float images (N, 3, H, W) in [0, 1]."""
-        x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
-        return self.head(self.dropout(self.backbone(x))) + self.offset
+        return self.head(self.dropout(super().forward(x))) + self.offset

@@ -3,6 +3,7 @@
 from stmix._presets import PRESETS, TrainingConfig
 from stmix.tl._compare import compare
 from stmix.tl._complete import complete
+from stmix.tl._embed import embed
 from stmix.tl._evaluate import evaluate
 from stmix.tl._fit import DEFAULT_BACKBONE, fit
 from stmix.tl._impute import impute, predictions
@@ -15,6 +16,7 @@ __all__ = [
     "TrainingConfig",
     "compare",
     "complete",
+    "embed",
     "evaluate",
     "fit",
     "impute",

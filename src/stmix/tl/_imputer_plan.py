@@ -10,18 +10,20 @@ from torch import Tensor
 
 from stmix import _metrics
 from stmix.nn.augment import Augmentation
-from stmix.nn.images import to_float
+from stmix.nn.head import ExpressionHead
+from stmix.nn.images import to_input
 from stmix.nn.model import ExpressionPredictor
 from stmix.tl._plan import TrainingPlan
 
 
 class ImputerPlan(TrainingPlan):
-    """Train an :class:`~stmix.nn.ExpressionPredictor` with an ``augment=`` method.
+    """Train an image network or a head on embeddings with an ``augment=`` method.
 
-    Patches (uint8) and targets move to the device once, when training starts. A step indexes
-    them with the batch of anchors, lets the augmentation draw partners and mix on the device,
-    and runs the backbone once on the stacked batch; Lightning's precision plugin supplies the
-    autocast (bf16 on CUDA).
+    The network is an :class:`~stmix.nn.ExpressionPredictor` (inputs: uint8 patches) or an
+    :class:`~stmix.nn.ExpressionHead` (inputs: float embeddings). Inputs and targets move to the
+    device once, when training starts. A step indexes them with the batch of anchors, lets the
+    augmentation draw partners and mix on the device, and runs the network once on the stacked
+    batch; Lightning's precision plugin supplies the autocast (bf16 on CUDA).
 
     Parameters
     ----------
@@ -30,7 +32,8 @@ class ImputerPlan(TrainingPlan):
     augmentation
         Turns anchors into a :class:`~stmix.nn.Step`.
     train_patches, train_targets
-        uint8 (n, size, size, 3) and float32 (n, genes) of the training spots (CPU tensors).
+        uint8 patches (n, size, size, 3) or float32 embeddings (n, d), and float32 targets
+        (n, genes), of the training spots (CPU tensors).
     val_patches, val_targets
         The same for the validation spots (possibly empty).
     **settings
@@ -40,7 +43,7 @@ class ImputerPlan(TrainingPlan):
 
     def __init__(
         self,
-        model: ExpressionPredictor,
+        model: ExpressionPredictor | ExpressionHead,
         augmentation: Augmentation,
         train_patches: Tensor,
         train_targets: Tensor,
@@ -88,7 +91,7 @@ class ImputerPlan(TrainingPlan):
 
     def predict(self, batch: Tensor) -> Tensor:
         """Predicted expression of validation spots."""
-        return self.model(to_float(self.val_patches[batch]))
+        return self.model(to_input(self.val_patches[batch]))
 
     def score(self, pred: Tensor) -> dict[str, float]:
         """MSE, MAE and mean per-gene Pearson correlation on the validation spots."""

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stmix.nn.images import to_float
+from stmix.nn.head import ExpressionHead
+from stmix.nn.images import to_input
 from stmix.nn.model import ExpressionPredictor
 from stmix.tl._device import autocast, resolve_device
 
@@ -25,10 +26,14 @@ class Imputer:
     Attributes
     ----------
     module
-        The :class:`~stmix.nn.ExpressionPredictor` (pure PyTorch).
+        The network (pure PyTorch): an :class:`~stmix.nn.ExpressionPredictor` that takes patches
+        (``kind == "image"``), or an :class:`~stmix.nn.ExpressionHead` that takes an embedding
+        (``kind == "head"``, trained with ``use_rep``).
     config
-        Everything needed to rebuild it and to know what it predicts: ``backbone``, ``genes``,
-        ``patch_size``, ``dropout``, ``target``, the fit ``params``, ``best_epoch`` ...
+        Everything needed to rebuild it and to know what it predicts: ``kind``, ``backbone``,
+        ``genes``, ``patch_size``, ``dropout``, ``target``, the fit ``params``, ``best_epoch``;
+        for heads also ``head``, ``use_rep``, ``in_features`` and ``embedding`` (how the
+        embedding was made, to make it again for new spots).
     history
         One dict per epoch: the training loss terms, ``val_mse``, ``val_mae``, ``val_pcc``,
         ``lr`` and ``seconds``.
@@ -47,9 +52,15 @@ class Imputer:
         return list(self.config["genes"])
 
     @property
-    def patch_size(self) -> int:
-        """Side of the patches the model takes, in pixels."""
-        return int(self.config["patch_size"])
+    def kind(self) -> str:
+        """``"image"`` (takes patches) or ``"head"`` (takes an embedding)."""
+        return str(self.config.get("kind", "image"))
+
+    @property
+    def patch_size(self) -> int | None:
+        """Side of the patches the model (or its embedding) takes, in pixels."""
+        size = self.config.get("patch_size")
+        return None if size is None else int(size)
 
     @property
     def device(self) -> torch.device:
@@ -58,10 +69,19 @@ class Imputer:
 
     def __repr__(self) -> str:
         best = self.config.get("best_epoch")
+        what = (
+            f"{self.config['backbone']}, {len(self.genes)} genes, {self.patch_size} px patches"
+            if self.kind == "image"
+            else f"{self.config['head']} head on obsm[{self.config['use_rep']!r}] "
+            f"({self.config['backbone']}), {len(self.genes)} genes"
+        )
         return (
-            f"Imputer({self.config['backbone']}, {len(self.genes)} genes, "
-            f"{self.patch_size} px patches, augment={self.config.get('augment')!r}"
-            + (f", best epoch {best}" if best is not None else "")
+            f"Imputer({what}, augment={self.config.get('augment')!r}"
+            + (
+                f", best epoch {best}"
+                if best is not None and self.config.get("head") != "ridge"
+                else ""
+            )
             + ")"
         )
 
@@ -74,9 +94,21 @@ class Imputer:
         device: str | torch.device | None = None,
         progress: bool = False,
     ) -> np.ndarray:
-        """Predicted expression (n, genes), float32, of uint8 patches (n, size, size, 3)."""
+        """Predicted expression (n, genes), float32.
+
+        The input is uint8 patches (n, size, size, 3) for an image model, embeddings (n,
+        in_features) for a head.
+        """
         patches = torch.as_tensor(np.asarray(patches) if not torch.is_tensor(patches) else patches)
-        if patches.ndim != 4 or patches.shape[1:] != (self.patch_size, self.patch_size, 3):
+        if self.kind == "head":
+            width = int(self.config["in_features"])
+            if patches.ndim != 2 or patches.shape[1] != width:
+                raise ValueError(
+                    f"The head takes embeddings of shape (n, {width}), not "
+                    f"{tuple(patches.shape)}: compute them as stmix.tl.embed did (backbone "
+                    f"{self.config['backbone']!r})."
+                )
+        elif patches.ndim != 4 or patches.shape[1:] != (self.patch_size, self.patch_size, 3):
             raise ValueError(
                 f"The model takes uint8 patches of shape (n, {self.patch_size}, "
                 f"{self.patch_size}, 3), not {tuple(patches.shape)}; cut them with "
@@ -123,14 +155,14 @@ class Imputer:
 
 @torch.inference_mode()
 def predict_batches(
-    module: ExpressionPredictor,
+    module: torch.nn.Module,
     patches: torch.Tensor,
     *,
     device: torch.device,
     batch_size: int = 256,
     progress: bool = False,
 ) -> torch.Tensor:
-    """Predictions (float32, on ``device``) of uint8 patches, in batches, in eval mode.
+    """Predictions (float32, on ``device``) of patches or embeddings, in batches, in eval mode.
 
     Each batch moves to ``device`` (a no-op for patches already there) and runs under bf16
     autocast on CUDA; the module's train/eval mode is restored afterwards.
@@ -142,17 +174,25 @@ def predict_batches(
     for start in range(0, len(patches), batch_size):
         batch = patches[start : start + batch_size].to(device, non_blocking=True)
         with autocast(device):
-            out.append(module(to_float(batch)).float())
+            out.append(module(to_input(batch)).float())
         bar.update(len(batch))
     bar.close()
     module.train(was_training)
     if not out:
-        return torch.empty((0, module.head.out_features), device=device)
+        return torch.empty((0, module.offset.shape[0]), device=device)
     return torch.cat(out)
 
 
-def build_module(config: dict) -> ExpressionPredictor:
+def build_module(config: dict) -> torch.nn.Module:
     """An untrained network of the architecture ``config`` describes (weights load after)."""
+    if config.get("kind", "image") == "head":
+        return ExpressionHead(
+            int(config["in_features"]),
+            len(config["genes"]),
+            kind="linear" if config["head"] == "ridge" else config["head"],
+            hidden=int(config.get("hidden", 256)),
+            dropout=config.get("dropout", 0.2),
+        )
     return ExpressionPredictor(
         len(config["genes"]),
         config["backbone"],

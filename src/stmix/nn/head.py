@@ -1,0 +1,85 @@
+"""A head that predicts expression from a fixed embedding (the frozen-encoder path)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+HEADS = ("linear", "mlp")
+
+
+class ExpressionHead(nn.Module):
+    """Predict the expression of ``n_genes`` genes from an embedding.
+
+    The embedding is standardised with ``center`` and ``scale`` (the training spots' mean and
+    standard deviation, stored as buffers), then mapped by a linear layer (``"linear"``, the
+    linear probe) or a one-hidden-layer MLP (``"mlp"``); ``offset`` is added to the output (the
+    mean training expression for the delta target, else zeros). The last layer starts at zero,
+    so the untrained head predicts ``offset`` (for the delta target: the training mean).
+
+    Parameters
+    ----------
+    in_features
+        Length of the embedding.
+    n_genes
+        Number of outputs.
+    kind
+        ``"linear"`` or ``"mlp"``.
+    hidden
+        Width of the MLP's hidden layer.
+    dropout
+        Dropout on the standardised embedding (and in the MLP).
+    center, scale, offset
+        (in_features,), (in_features,) and (n_genes,) tensors; default 0, 1 and 0.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        n_genes: int,
+        *,
+        kind: str = "linear",
+        hidden: int = 256,
+        dropout: float = 0.2,
+        center: Tensor | None = None,
+        scale: Tensor | None = None,
+        offset: Tensor | None = None,
+    ):
+        super().__init__()
+        if kind not in HEADS:
+            raise ValueError(f"`kind` must be one of {list(HEADS)}, not {kind!r}.")
+        self.kind = kind
+        self.dropout = nn.Dropout(dropout)
+        if kind == "linear":
+            self.head = nn.Linear(in_features, n_genes)
+        else:
+            self.head = nn.Sequential(
+                nn.Linear(in_features, hidden),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, n_genes),
+            )
+
+        last = self.head if kind == "linear" else self.head[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+        def vector(value, size, fill):
+            value = torch.full((size,), fill) if value is None else torch.as_tensor(value).float()
+            if value.shape != (size,):
+                raise ValueError(f"expected a vector of length {size}, not {tuple(value.shape)}.")
+            return value.clone()
+
+        self.register_buffer("center", vector(center, in_features, 0.0))
+        self.register_buffer("scale", vector(scale, in_features, 1.0))
+        self.register_buffer("offset", vector(offset, n_genes, 0.0))
+
+    @property
+    def out_features(self) -> int:
+        """Number of genes."""
+        return int(self.offset.shape[0])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Expression (N, n_genes) of embeddings (N, in_features)."""
+        z = (x.float() - self.center) / self.scale
+        return self.head(self.dropout(z)) + self.offset

@@ -1,0 +1,214 @@
+"""A frozen image encoder's features of every spot: the compact input of heads and probes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+
+import anndata as ad
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from stmix import _anndata, _validate
+from stmix._keys import EMBEDDING, PATCHES
+from stmix.nn.encoder import DIHEDRAL, Encoder
+from stmix.nn.images import to_float
+from stmix.tl._device import autocast, resolve_device
+
+logger = logging.getLogger(__name__)
+
+#: The default encoder: EfficientNet-Lite0, whose ImageNet weights install offline.
+DEFAULT_ENCODER = "tf_efficientnet_lite0"
+
+
+def embed(
+    adata: ad.AnnData,
+    *,
+    backbone: str = DEFAULT_ENCODER,
+    weights: str | os.PathLike | None = None,
+    pretrained: bool = True,
+    size: int | None = None,
+    tta: bool | int = False,
+    batch_size: int = 64,
+    device: str | torch.device = "auto",
+    patches_key: str = PATCHES,
+    key_added: str = EMBEDDING,
+    progress: bool = True,
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Run a frozen image encoder over every patch and keep its pooled features.
+
+    Each patch (:func:`stmix.pp.patches`) is resized to ``size`` (bilinear, antialiased),
+    normalised with the encoder's own mean and standard deviation and passed through the
+    backbone without its classifier; the pooled features are its embedding. The patches are read
+    ``batch_size`` at a time, so memory stays flat with the number of spots; on CUDA the encoder
+    runs in bf16. Heads and the ridge probe of :func:`stmix.tl.fit` (``use_rep=key_added``) train
+    on the embedding in seconds.
+
+    Parameters
+    ----------
+    adata
+        Spots with ``obsm[patches_key]``.
+    backbone
+        Any timm model name.
+    weights
+        A local weights file for the backbone (as in :func:`stmix.tl.fit`).
+    pretrained
+        Use pretrained weights: the local cache, the offline EfficientNet-Lite0 package, or the
+        hub; without network and cache this fails within seconds and names ``weights=``.
+    size
+        Input size of the encoder; default the patches' size.
+    tta
+        Test-time augmentation: average the features over the 8 right-angle rotations and flips
+        (``True``), or over the first ``tta`` of them.
+    batch_size
+        Patches per forward pass.
+    device
+        ``"auto"`` (CUDA, MPS, CPU) or a torch device.
+    patches_key
+        Key of the patches in ``obsm``.
+    key_added
+        Key of the embedding in ``obsm`` and of its record in ``uns``.
+    progress
+        Show a progress bar.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    anndata.AnnData or None
+        ``None``, or a new AnnData when ``copy=True``; either way it holds ``obsm[key_added]``
+        (float32, n_obs × the encoder's feature size) and ``uns[key_added]["params"]``:
+        ``backbone``, ``weights`` (where they came from), ``pretrained``, ``size``, ``tta``,
+        ``dim`` and ``patches`` (the size, scale and fingerprint of the patches embedded, to tell
+        when the embedding is stale).
+    """
+    patches = _anndata.patches(adata, patches_key)
+    size = _validate.integer("size", size, minimum=8, none=True)
+    batch_size = _validate.integer("batch_size", batch_size)
+    views = 8 if tta is True else 1 if tta is False else _validate.integer("tta", tta)
+    if views > len(DIHEDRAL):
+        raise ValueError(f"`tta` must be at most {len(DIHEDRAL)} views, not {tta!r}.")
+    target = resolve_device(device)
+    side = size or patches.shape[1]
+    encoder = Encoder(backbone, pretrained=pretrained, weights=weights, img_size=side)
+    features = encode(
+        encoder,
+        patches,
+        size=size,
+        tta=views,
+        batch_size=batch_size,
+        device=target,
+        progress=progress,
+    )
+
+    adata = adata.copy() if copy else adata
+    adata.obsm[key_added] = features
+    adata.uns[key_added] = {
+        "params": {
+            "backbone": backbone,
+            "weights": encoder.weights_source,
+            "weights_file": None if weights is None else str(weights),
+            "pretrained": bool(pretrained),
+            "size": int(side),
+            "tta": int(views),
+            "dim": int(features.shape[1]),
+            "patches": patch_record(adata, patches, patches_key),
+        }
+    }
+    return adata if copy else None
+
+
+@torch.inference_mode()
+def encode(
+    encoder: Encoder,
+    patches: np.ndarray,
+    *,
+    size: int | None,
+    tta: int,
+    batch_size: int,
+    device: torch.device,
+    progress: bool = False,
+) -> np.ndarray:
+    """Features (n, d) float32 of uint8 patches (n, s, s, 3), read ``batch_size`` at a time."""
+    encoder.to(device).eval()
+    out = np.empty((len(patches), encoder.num_features), dtype=np.float32)
+    bar = tqdm(total=len(patches), desc="embed", unit="spot", disable=not progress, leave=False)
+    for start in range(0, len(patches), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(patches[start : start + batch_size]))
+        with autocast(device):
+            features = encoder.embed(to_float(batch.to(device)), size=size, tta=tta)
+        out[start : start + len(batch)] = features.float().cpu().numpy()
+        bar.update(len(batch))
+    bar.close()
+    return out
+
+
+def patch_record(adata: ad.AnnData, patches: np.ndarray, key: str) -> dict:
+    """What identifies the patches an embedding was made from."""
+    params = (adata.uns.get(key) or {}).get("params") or {}
+    return {
+        "key": key,
+        "size": int(patches.shape[1]),
+        "spot_scale": float(params.get("spot_scale", 1.0)),
+        "n_obs": int(patches.shape[0]),
+        "fingerprint": fingerprint(patches),
+    }
+
+
+def fingerprint(patches: np.ndarray) -> str:
+    """A short hash of the patches' shape and of every 64th patch (fast on any number of spots)."""
+    digest = hashlib.blake2b(repr(patches.shape).encode(), digest_size=8)
+    step = max(1, len(patches) // 64)
+    digest.update(np.ascontiguousarray(patches[::step]).tobytes())
+    return digest.hexdigest()
+
+
+def representation(
+    adata: ad.AnnData, key: str, *, patches_key: str | None = None
+) -> tuple[np.ndarray, dict]:
+    """The embedding ``obsm[key]`` (float32, finite, 2-D) and its record, checked for staleness.
+
+    When ``uns[key]`` records the patches it was made from and those patches are still in
+    ``obsm``, they must be the same patches (size, scale and content).
+    """
+    if key not in adata.obsm:
+        raise KeyError(
+            f"adata.obsm[{key!r}] is missing: compute it with stmix.tl.embed(adata) (or pass the "
+            f"`use_rep=` key that holds your embedding)."
+        )
+    values = adata.obsm[key]
+    values = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
+    if values.ndim != 2 or not np.issubdtype(values.dtype, np.number):
+        raise ValueError(
+            f"adata.obsm[{key!r}] must be a numeric (n_obs, d) array to train a head on, not "
+            f"{values.dtype} of shape {values.shape}."
+        )
+    values = values.astype(np.float32, copy=False)
+    if not np.isfinite(values).all():
+        bad = int((~np.isfinite(values).all(axis=1)).sum())
+        raise ValueError(f"adata.obsm[{key!r}] has NaN or infinite values for {bad} spots.")
+    record = (adata.uns.get(key) or {}).get("params") or {}
+    made_from = record.get("patches") or {}
+    key_of_patches = patches_key or made_from.get("key")
+    if made_from and key_of_patches in adata.obsm:
+        current = patch_record(adata, np.asarray(adata.obsm[key_of_patches]), key_of_patches)
+        changed = [
+            name
+            for name in ("size", "spot_scale", "n_obs", "fingerprint")
+            if current[name] != made_from.get(name)
+        ]
+        if changed:
+            what = ", ".join(
+                f"{name} {made_from.get(name)} -> {current[name]}"
+                for name in changed
+                if name != "fingerprint"
+            )
+            raise ValueError(
+                f"adata.obsm[{key!r}] is stale: it was computed from other patches than those "
+                f"now in adata.obsm[{key_of_patches!r}] ({what or 'the pixels differ'}). Run "
+                f"stmix.tl.embed(adata) again."
+            )
+    return values, record

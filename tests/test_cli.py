@@ -234,3 +234,143 @@ def test_several_sections_and_an_unmeasured_one(tmp_path, capsys):
     back = ad.read_h5ad(predicted)
     assert list(back.obsm["stmix"].columns) == [f"gene_{g}" for g in range(8)]
     assert back.n_vars == 0 and back.obsm["stmix"].shape == (64, 8)
+
+
+def test_predict_a_slide_with_three_arguments(prepared, data_dir, tmp_path, capsys):
+    model = stmix.tl.fit(
+        prepared,
+        augment="none",
+        backbone="test_efficientnet",
+        pretrained=False,
+        epochs=1,
+        progress=False,
+    )
+    config = model.config
+    scalefactors = prepared.uns["spatial"]["C2"]["scalefactors"]
+    assert config["spot_diameter_px"] == pytest.approx(scalefactors["spot_diameter_fullres"])
+    mpp = prepared.uns["spatial"]["C2"]["metadata"]["microns_per_pixel"]
+    assert config["microns_per_pixel"] == pytest.approx(mpp)
+    assert config["spot_diameter_um"] == pytest.approx(100, rel=0.01)  # the ST array's 100 µm
+    model.save(tmp_path / "m")
+    slide = next((data_dir / "her2st" / "ST-imgs" / "C" / "C3").glob("*.jpg"))
+    out = tmp_path / "slide.h5ad"
+    assert (
+        main(["predict", str(slide), "--model", str(tmp_path / "m"), "--out", str(out), "--quiet"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "pseudo-spots on the tissue" in printed and "obsm['stmix']" in printed
+    grid = ad.read_h5ad(out)
+    assert list(grid.obsm["stmix"].columns) == model.genes and grid.n_obs > 100
+    spacing = grid.uns["spatial"][slide.stem]["scalefactors"]["spacing_fullres"]
+    assert spacing == pytest.approx(config["spot_diameter_px"])  # spots touching, by default
+    assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+@pytest.fixture
+def files(prepared, tmp_path):
+    """A prepared file, a saved model and an existing output."""
+    model = stmix.tl.fit(
+        prepared,
+        augment="none",
+        backbone="test_efficientnet",
+        pretrained=False,
+        epochs=1,
+        progress=False,
+    )
+    model.save(tmp_path / "m")
+    prepared.write_h5ad(tmp_path / "in.h5ad")
+    (tmp_path / "existing.h5ad").write_bytes((tmp_path / "in.h5ad").read_bytes())
+    return tmp_path
+
+
+def test_a_failed_write_keeps_the_existing_output(files):
+    """A full disk (ulimit -f): the old output is intact, no partial file is left."""
+    import resource
+    import subprocess
+    import sys
+
+    existing = files / "existing.h5ad"
+    before = existing.read_bytes()
+    limit = 256 * 1024  # the new file is larger: its write fails half-way
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stmix.cli",
+            "impute",
+            str(files / "in.h5ad"),
+            "--model",
+            str(files / "m"),
+            "--out",
+            str(existing),
+            "--quiet",
+        ],
+        preexec_fn=small_files,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("stmix impute: error:") and "Traceback" not in result.stderr
+    assert existing.read_bytes() == before
+    assert not [p.name for p in files.iterdir() if p.name.startswith(".")]  # no partial file
+
+
+def test_cli_errors_in_cli_words(files, data_dir, capsys):
+    def error(args):
+        assert main(args) == 2
+        return capsys.readouterr().err
+
+    (files / "notes.txt").write_text("not an AnnData")
+    assert "is not an .h5ad file" in error(["evaluate", str(files / "notes.txt")])
+    assert "is a folder; give a file name" in error(
+        ["impute", str(files / "in.h5ad"), "--model", str(files / "m"), "--out", str(files)]
+    )
+    unsplit = ad.read_h5ad(files / "in.h5ad")
+    del unsplit.obs["stmix_split"]
+    unsplit.write_h5ad(files / "unsplit.h5ad")
+    assert "--split all" in error(["evaluate", str(files / "unsplit.h5ad")])
+    # one folder level off: the message says which folder to pass
+    err = error(["her2st", "C2", "--root", str(data_dir), "--quiet"])
+    assert f"use root={str(data_dir / 'her2st')!r} (--root in the command)" in err
+    # Python's parameter names become the command's options
+    err = error(
+        [
+            "fit",
+            str(files / "in.h5ad"),
+            "--model",
+            str(files / "m2"),
+            "--batch-size",
+            "0",
+            "--quiet",
+        ]
+    )
+    assert "`--batch-size`" in err and "batch_size" not in err
+    (files / "mine").mkdir()
+    (files / "mine" / "config.json").write_text("{}")
+    err = error(
+        ["fit", str(files / "in.h5ad"), "--model", str(files / "mine"), "--overwrite", "--quiet"]
+    )
+    assert "holds files stmix did not write" in err
+    assert (files / "mine" / "config.json").read_text() == "{}"
+    err = error(["fit", str(files / "in.h5ad"), "--model", str(files / "m"), "--quiet"])
+    assert "--overwrite" in err
+    with pytest.raises(FileNotFoundError):
+        main(["--debug", "evaluate", str(files / "missing.h5ad")])
+
+
+def test_evaluate_warns_about_raw_counts(her2st, tmp_path, capsys, caplog):
+    adata = her2st("C2")[:, :40].copy()
+    adata.X = adata.X.toarray()
+    stmix.pp.split(adata)
+    adata.obsm["stmix"] = __import__("pandas").DataFrame(
+        np.ones((adata.n_obs, 40)), index=adata.obs_names, columns=adata.var_names
+    )
+    adata.write_h5ad(tmp_path / "counts.h5ad")
+    assert main(["evaluate", str(tmp_path / "counts.h5ad")]) == 0
+    assert "looks like raw counts" in caplog.text  # stderr in a terminal
+    assert "training mean everywhere, for scale" in capsys.readouterr().out

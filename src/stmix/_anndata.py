@@ -40,6 +40,19 @@ def spatial_coordinates(adata: ad.AnnData, key: str = SPATIAL) -> np.ndarray:
     return coords
 
 
+def check_distinct(coords: np.ndarray, names) -> None:
+    """Two spots of one section at one position are a data error (duplicated rows?)."""
+    order = np.lexsort((coords[:, 1], coords[:, 0]))
+    same = np.flatnonzero((np.diff(coords[order], axis=0) == 0).all(axis=1))
+    if len(same):
+        a, b = names[order[same[0]]], names[order[same[0] + 1]]
+        raise ValueError(
+            f"{len(same)} spots share a position with another spot of their section in "
+            f"obsm['spatial'], e.g. {a!r} and {b!r} at {tuple(coords[order[same[0]]])}; each "
+            f"spot needs its own position (duplicated rows?)."
+        )
+
+
 def library(adata: ad.AnnData, library_id: str | None = None) -> tuple[str, dict]:
     """The ``uns["spatial"]`` entry of ``library_id`` (or of the only library)."""
     libraries = adata.uns.get(SPATIAL)
@@ -132,8 +145,19 @@ def expression(
     return matrix
 
 
+def check_unique_genes(adata: ad.AnnData) -> None:
+    """Genes are looked up by name: duplicated ``var_names`` make that ambiguous."""
+    if adata.var_names.has_duplicates:
+        duplicated = adata.var_names[adata.var_names.duplicated()].unique()
+        raise ValueError(
+            f"adata.var_names has duplicates ({len(duplicated)} names, e.g. "
+            f"{list(duplicated[:3])}); run adata.var_names_make_unique() first."
+        )
+
+
 def gene_indices(adata: ad.AnnData, genes: Sequence[str] | None) -> np.ndarray:
     """Column indices of ``genes`` in ``adata.var_names`` (all genes when ``None``)."""
+    check_unique_genes(adata)
     if genes is None:
         return np.arange(adata.n_vars)
     genes = [genes] if isinstance(genes, str) else list(genes)
@@ -182,6 +206,27 @@ def patches(adata: ad.AnnData, key: str, size: int | None = None) -> np.ndarray:
             f"{size} × {size}: run stmix.pp.patches(adata, size={size})."
         )
     return np.asarray(cut)
+
+
+def spot_geometry(adata: ad.AnnData, patches_key: str) -> dict[str, float | None]:
+    """Spot diameter (full-resolution pixels) of the patches, and the pixel size when known.
+
+    With several sections, the median over them. ``microns_per_pixel`` comes from each library's
+    ``uns["spatial"][...]["metadata"]`` (as ``stmix.datasets`` and ``pp.tile`` write it).
+    """
+    params = (adata.uns.get(patches_key) or {}).get("params") or {}
+    records = params.get("by_library") or {params.get("library_id", ""): params}
+    diameters = [r.get("spot_diameter") for r in records.values() if r.get("spot_diameter")]
+    libraries = adata.uns.get(SPATIAL) if isinstance(adata.uns.get(SPATIAL), dict) else {}
+    names = [name for name in records if name in libraries] or list(libraries)
+    sizes = [((libraries[n] or {}).get("metadata") or {}).get("microns_per_pixel") for n in names]
+    diameter = float(np.median(diameters)) if diameters else None
+    mpp = float(np.median(sizes)) if sizes and all(size for size in sizes) else None
+    return {
+        "spot_diameter_px": diameter,
+        "microns_per_pixel": mpp,
+        "spot_diameter_um": None if diameter is None or mpp is None else diameter * mpp,
+    }
 
 
 def split_labels(adata: ad.AnnData, key: str) -> pd.Series:

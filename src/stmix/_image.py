@@ -61,32 +61,66 @@ def _rgb(array: Any, what: str) -> Image.Image:
 
 
 def as_uint8_rgb(array: Any, what: str) -> np.ndarray:
-    """(H, W, 3) uint8 view of a grey, RGB or RGBA image of integers or floats in [0, 1]."""
+    """(H, W, 3) uint8 of a grey, RGB or RGBA image.
+
+    8-bit values are kept; 16-bit integers are scaled by 255 / 65535; floats must lie in [0, 1];
+    an alpha channel is flattened onto white (the glass around tissue).
+    """
     array = np.asarray(array)
     if array.ndim == 4 and array.shape[2] == 1:  # squidpy (y, x, z, channels)
         array = array[:, :, 0]
     if array.ndim == 2:
         array = array[:, :, None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4) or min(array.shape[:2]) < 1:
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4) or min(array.shape[:2]) < 1:
         raise ValueError(f"{what} must be an (height, width[, 3]) image, not shape {array.shape}.")
-    if array.shape[2] == 1:
-        array = np.repeat(array, 3, axis=2)
-    array = array[:, :, :3]
+    values = _to_unit(array, what)  # floats in [0, 1]
+    alpha = None
+    if values.shape[2] in (2, 4):  # grey + alpha, RGB + alpha
+        alpha, values = values[:, :, -1:], values[:, :, :-1]
+    if values.shape[2] == 1:
+        values = np.repeat(values, 3, axis=2)
+    if alpha is not None:
+        values = values * alpha + (1.0 - alpha)  # onto white
+    return np.round(values * 255).astype(np.uint8)
+
+
+def _to_unit(array: np.ndarray, what: str) -> np.ndarray:
     if array.dtype == np.uint8:
-        return array
+        return array.astype(np.float32) / 255
     if np.issubdtype(array.dtype, np.floating):
-        finite = np.isfinite(array).all()
-        if not finite or array.min() < 0 or array.max() > 1:
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
             raise ValueError(
                 f"{what} holds floats outside [0, 1] (min {np.nanmin(array):.3g}, "
                 f"max {np.nanmax(array):.3g}); it is not an RGB image."
             )
-        return np.round(array * 255).astype(np.uint8)
-    if np.issubdtype(array.dtype, np.integer):
-        if array.min() < 0 or array.max() > 255:
-            raise ValueError(f"{what} holds integers outside 0-255.")
-        return array.astype(np.uint8)
+        return array.astype(np.float32)
+    if array.dtype in (np.uint16, np.int32, np.int64, np.uint32, np.int16):
+        if array.min() < 0:
+            raise ValueError(f"{what} holds negative integers; it is not an image.")
+        top = array.max()
+        if top <= 255:
+            return array.astype(np.float32) / 255
+        if top <= 65535:
+            return array.astype(np.float32) / 65535  # 16-bit
+        raise ValueError(f"{what} holds integers above 65535; only 8- and 16-bit images are read.")
     raise ValueError(f"{what} has unsupported dtype {array.dtype}.")
+
+
+#: PIL modes that convert to RGB directly; the others go through :func:`as_uint8_rgb`.
+_DIRECT_MODES = ("RGB", "L", "P", "1", "CMYK", "YCbCr", "HSV", "LAB")
+
+
+def to_rgb(image: Image.Image, what: str) -> Image.Image:
+    """An RGB version of a PIL image of any common mode (16-bit scaled, alpha onto white)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        return _rgb(np.asarray(image.convert("RGBA")), what)
+    if image.mode in _DIRECT_MODES:
+        return image.convert("RGB")
+    if image.mode.startswith("I") or image.mode == "F":  # I;16, I;16B, I, F
+        return _rgb(np.asarray(image), what)
+    raise ValueError(f"{what} is a {image.mode!r} image; stmix reads RGB, grey, 16-bit and RGBA.")
 
 
 def read_image(path: str | os.PathLike, reduce: int = 1) -> tuple[Image.Image, float]:
@@ -98,12 +132,18 @@ def read_image(path: str | os.PathLike, reduce: int = 1) -> tuple[Image.Image, f
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Image file {path} does not exist.")
-    with large_images(), Image.open(path) as image:
-        width, height = image.size
-        if reduce > 1:
-            image.draft("RGB", (width // reduce, height // reduce))
-        image.load()
-        decoded = image if image.mode == "RGB" else image.convert("RGB")
+    try:
+        with large_images(), Image.open(path) as image:
+            width, height = image.size
+            if reduce > 1:
+                image.draft("RGB", (width // reduce, height // reduce))
+            image.load()
+            decoded = to_rgb(image, f"image {path.name}")
+    except (OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ValueError(
+            f"{path} cannot be decoded as an image ({error}): the file is damaged or is not an "
+            f"image."
+        ) from None
     return decoded, decoded.size[0] / width
 
 
@@ -129,7 +169,7 @@ def from_user(image: Any, *, source_px: float, size: int) -> SpotImage:
         decoded, scale = read_image(image, draft_factor(source_px, size))
         return SpotImage(decoded, scale, f"file {image}")
     if isinstance(image, Image.Image):
-        return SpotImage(image if image.mode == "RGB" else image.convert("RGB"), 1.0, "PIL image")
+        return SpotImage(to_rgb(image, "the PIL image"), 1.0, "PIL image")
     if _is_image_container(image):
         return _from_container(image)
     if isinstance(image, np.ndarray) or hasattr(image, "__array__"):
@@ -185,6 +225,11 @@ def candidates(entry: dict, *, source_px: float, size: int) -> list[tuple[str, A
         if scale is None:
             logger.debug("Skipping uns['spatial'] image %r: no tissue_%s_scalef.", key, key)
             continue
+        if not (isinstance(scale, (int, float, np.number)) and np.isfinite(scale) and scale > 0):
+            raise ValueError(
+                f"scalefactors['tissue_{key}_scalef'] is {scale!r}: a scale factor must be a "
+                f"positive number (full-resolution pixels times it give {key!r} pixels)."
+            )
 
         def load(img: Any = img, key: str = key, scale: float = float(scale)) -> SpotImage:
             return SpotImage(_rgb(img, f"image {key!r}"), scale, f"{key!r} image")

@@ -16,6 +16,7 @@ examples:
   stmix fit sample.h5ad --model sample_model/ --layer log1p --genes genes.txt
   stmix impute other.h5ad --model sample_model/ --out other_imputed.h5ad
   stmix evaluate other_imputed.h5ad --split test
+  stmix predict slide.jpg --model sample_model/ --out slide.h5ad   a slide nobody measured
   stmix benchmark sample.h5ad --methods none snr --seeds 0 1 2
 
 input .h5ad files follow scanpy's Visium layout: spot centres in obsm['spatial'] (full-resolution
@@ -27,15 +28,38 @@ expression should be log-normalised (scanpy.pp.normalize_total + scanpy.pp.log1p
 def _read(path: str):
     import anndata as ad
 
-    if not Path(path).is_file():
+    path = Path(path)
+    if not path.exists():
         raise FileNotFoundError(f"{path} does not exist.")
-    return ad.read_h5ad(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give an .h5ad file.")
+    if path.suffix.lower() != ".h5ad":
+        raise ValueError(
+            f"{path} is not an .h5ad file: stmix reads AnnData files (for Visium data, "
+            f"scanpy.read_visium(folder).write_h5ad('section.h5ad') makes one)."
+        )
+    try:
+        return ad.read_h5ad(path)
+    except Exception as error:  # h5py, anndata and OS errors alike
+        raise ValueError(
+            f"{path} cannot be read as AnnData ({type(error).__name__}: {error}); a file written "
+            f"by a newer anndata needs that version (installed: {ad.__version__})."
+        ) from None
+
+
+def _check_out(path: str | None) -> None:
+    """An output file name, checked before any work is done."""
+    if path is not None and Path(path).is_dir():
+        raise ValueError(
+            f"--out {path} is a folder; give a file name such as {Path(path) / 'out.h5ad'}."
+        )
 
 
 def _write(adata, path: str) -> None:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    adata.write_h5ad(out)
+    from stmix._io import atomic_file
+
+    with atomic_file(path) as temporary:  # a failed write keeps the old file, leaves no part
+        adata.write_h5ad(temporary)
 
 
 def _genes(args: argparse.Namespace, adata) -> list[str] | str | None:
@@ -97,11 +121,14 @@ def _fit_kwargs(args: argparse.Namespace) -> dict:
 
 def _fit(args: argparse.Namespace) -> int:
     import stmix
+    from stmix.tl._model import check_save_target
 
+    _check_out(args.out)
+    check_save_target(Path(args.model), args.overwrite)  # before hours of training
     adata = _read(args.input)
     _prepare(adata, args)
     model = stmix.tl.fit(adata, genes=_genes(args, adata), **_fit_kwargs(args))
-    model.save(args.model, overwrite=True)
+    model.save(args.model, overwrite=args.overwrite)
     print(f"{model} saved to {args.model}")
     if args.out:
         _write(adata, args.out)
@@ -112,6 +139,7 @@ def _fit(args: argparse.Namespace) -> int:
 def _impute(args: argparse.Namespace) -> int:
     import stmix
 
+    _check_out(args.out)
     adata = _read(args.input)
     model = stmix.tl.load(args.model)
     patches = adata.obsm.get("stmix_patches")
@@ -138,6 +166,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     adata = _read(args.input)
     split = None if args.split == "all" else args.split
+    if split is not None and "stmix_split" not in adata.obs:
+        raise ValueError(
+            f"{args.input} has no split (obs['stmix_split']): score every spot with --split all, "
+            f"or evaluate the file stmix fit --out wrote (fit splits the spots)."
+        )
     table = stmix.tl.evaluate(adata, layer=args.key, split=split, truth_layer=args.truth_layer)
     metrics = adata.uns["stmix_metrics"]
     print(
@@ -161,8 +194,60 @@ def _evaluate(args: argparse.Namespace) -> int:
         overall.columns = ["mse", "mae", "pcc"]
     print(overall.sort_values("pcc", ascending=False).head(args.top).to_string(float_format="%.4f"))
     if args.csv:
-        table.to_csv(args.csv)
+        from stmix._io import atomic_file
+
+        with atomic_file(args.csv) as temporary:
+            table.to_csv(temporary)
         print(f"wrote {args.csv}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import stmix
+
+    _check_out(args.out)
+    model = stmix.tl.load(args.model)
+    config = model.config
+    diameter, mpp = args.spot_diameter, args.mpp
+    if diameter is None:
+        if mpp is not None and config.get("spot_diameter_um"):
+            diameter = float(config["spot_diameter_um"])  # the same physical size
+        elif config.get("spot_diameter_px"):
+            diameter, mpp = float(config["spot_diameter_px"]), None  # scanned like training
+        else:
+            raise ValueError(
+                "The model does not record its spot diameter: pass --spot-diameter (pixels, or "
+                "µm with --mpp)."
+            )
+    spacing = args.spacing if args.spacing is not None else diameter
+    grid = stmix.pp.tile(
+        args.slide, spot_diameter=diameter, spacing=spacing, mpp=mpp, grid=args.grid
+    )
+    print(f"{grid.n_obs} pseudo-spots on the tissue of {args.slide}")
+    if model.kind == "head" and not model.patch_size:
+        raise ValueError(
+            "The model's embedding was not made by stmix.tl.embed: it cannot be made here."
+        )
+    stmix.pp.patches(
+        grid,
+        size=model.patch_size,
+        spot_scale=config.get("spot_scale", 1.0),
+        progress=not args.quiet,
+    )
+    stmix.tl.impute(grid, model, device=args.device, progress=not args.quiet)
+    _write(grid, args.out)
+    predicted = grid.obsm["stmix"]
+    genes = (
+        args.genes.split(",")
+        if args.genes
+        else list(predicted.var().sort_values(ascending=False).index[:3])
+    )
+    png = Path(args.png) if args.png else Path(args.out).with_suffix(".png")
+    stmix.pl.maps(grid, genes, layers=("stmix",), show=False, save=png)
+    print(
+        f"predicted {len(model.genes)} genes into obsm['stmix'] of {args.out}; maps of "
+        f"{', '.join(genes)} in {png}"
+    )
     return 0
 
 
@@ -191,8 +276,10 @@ def _benchmark(args: argparse.Namespace) -> int:
     print(f"test metrics over seeds {args.seeds} (mean, sd):")
     print(summary.to_string(float_format="%.4f"))
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.csv, index=False)
+        from stmix._io import atomic_file
+
+        with atomic_file(args.csv) as temporary:
+            table.to_csv(temporary, index=False)
         print(f"wrote {args.csv}")
     return 0
 
@@ -321,7 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument(
+        "--debug", action="store_true", help="show Python tracebacks instead of one-line errors"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser._commands = commands.choices  # the subcommands' parsers, for errors in their words
 
     her2st = commands.add_parser(
         "her2st",
@@ -351,6 +442,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("input", help="input .h5ad")
     fit.add_argument("--model", required=True, help="folder to save the model in")
+    fit.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a model saved there before (other files are never replaced)",
+    )
     fit.add_argument("--out", default=None, help="also write the AnnData with the fit record")
     fit.add_argument("--layer", default=None, help="layer of log-normalised expression (X)")
     fit.add_argument(
@@ -372,6 +468,45 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("--device", default=None, help="auto, cpu, cuda, mps (where it loaded)")
     impute.add_argument("--quiet", action="store_true", help="no progress bars")
     impute.set_defaults(run=_impute)
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict expression over an H&E slide that was never measured",
+        description="Lay pseudo-spots on a grid over the slide's tissue (stmix.pp.tile), cut "
+        "their patches as the model's training patches were cut, predict every gene of the "
+        "model and write the .h5ad (obsm['stmix']) and a PNG of a few genes' maps.",
+    )
+    predict.add_argument("slide", help="H&E image file (JPEG, PNG, TIFF)")
+    predict.add_argument("--model", required=True, help="folder of a saved model")
+    predict.add_argument("--out", required=True, help="output .h5ad")
+    predict.add_argument(
+        "--spacing",
+        type=float,
+        default=None,
+        help="distance between pseudo-spots, in the unit of the spot diameter (default: the "
+        "diameter, spots touching)",
+    )
+    predict.add_argument(
+        "--spot-diameter",
+        type=float,
+        default=None,
+        help="pseudo-spot diameter (default: the model's training spots)",
+    )
+    predict.add_argument(
+        "--mpp",
+        type=float,
+        default=None,
+        help="micrometres per pixel of the slide; sizes are then in µm (default: the slide is "
+        "scanned like the training slides, sizes in pixels)",
+    )
+    predict.add_argument("--grid", default="hexagonal", choices=("hexagonal", "square"))
+    predict.add_argument(
+        "--genes", default=None, help="genes to draw, comma-separated (the 3 most variable)"
+    )
+    predict.add_argument("--png", default=None, help="where to draw the maps (OUT with .png)")
+    predict.add_argument("--device", default=None, help="auto, cpu, cuda, mps (where it loaded)")
+    predict.add_argument("--quiet", action="store_true", help="no progress bars")
+    predict.set_defaults(run=_predict)
 
     benchmark = commands.add_parser(
         "benchmark",
@@ -417,26 +552,63 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Errors that are a user's mistake or the machine's state: one line, exit status 2.
+EXPECTED = (
+    ValueError,
+    KeyError,
+    TypeError,
+    OSError,
+    RuntimeError,
+    FloatingPointError,
+    MemoryError,
+)
+#: Python parameter names whose CLI option is not simply ``--name-with-dashes``.
+RENAMED = {"key_added": "--key", "layer": "--layer", "truth_layer": "--truth-layer"}
+
+
+def _cli_words(message: str, parser: argparse.ArgumentParser | None) -> str:
+    """``message`` with the Python parameters it names replaced by the command's options."""
+    if parser is None:
+        return message
+    options = {}
+    for action in parser._actions:  # the subcommand's own options
+        flags = [f for f in action.option_strings if f.startswith("--")]
+        if flags:
+            options[action.dest] = flags[0]
+    options.update({k: v for k, v in RENAMED.items() if k in options or k == "key_added"})
+    for name, flag in options.items():
+        message = message.replace(f"`{name}=`", f"`{flag}`").replace(f"`{name}`", f"`{flag}`")
+    return message.replace("pass root=None to download", "leave out --root to download")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stmix`` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    command = getattr(parser, "_commands", {}).get(args.command)
     try:
         return args.run(args)
-    except (
-        KeyError,
-        ValueError,
-        FileNotFoundError,
-        FileExistsError,
-        RuntimeError,
-        FloatingPointError,
-    ) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"stmix {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"stmix {args.command}: interrupted; nothing was written.", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        message = _cli_words(str(message), command)
+        if isinstance(error, EXPECTED):
+            print(f"stmix {args.command}: error: {message}", file=sys.stderr)
+            return 2
+        print(
+            f"stmix {args.command}: unexpected error ({type(error).__name__}): {message}\n"
+            f"Run it again with --debug to see where it happened, and report it.",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

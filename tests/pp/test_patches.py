@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -198,3 +199,66 @@ def test_write_h5ad_round_trip_keeps_every_key(her2st, tmp_path):
     # and the reloaded object cuts the same patches
     stmix.pp.patches(back, size=32, progress=False)
     np.testing.assert_array_equal(back.obsm["stmix_patches"], adata.obsm["stmix_patches"])
+
+
+def test_sixteen_bit_grey_and_rgba_images_are_converted(her2st, tmp_path):
+    """PIL clips 16-bit grey to white; stmix scales it, and flattens alpha onto white."""
+    adata = her2st("C2")[:20].copy()
+    stmix.pp.patches(adata, size=32, img_key="hires", progress=False)
+    reference = adata.obsm["stmix_patches"].astype(float)
+    entry = adata.uns["spatial"]["C2"]
+    grey = entry["images"]["hires"].astype(float).mean(axis=2)
+    sixteen = np.round(grey / 255 * 65535).astype(np.uint16)
+    path = tmp_path / "grey16.png"
+    Image.fromarray(sixteen).save(path)
+    assert Image.open(path).mode.startswith("I")
+    scale = entry["scalefactors"]["tissue_hires_scalef"]
+    out = stmix.pp.patches(
+        adata,
+        size=32,
+        image=Image.open(path).resize(
+            (round(sixteen.shape[1] / scale), round(sixteen.shape[0] / scale))
+        ),
+        progress=False,
+        copy=True,
+    )
+    patches = out.obsm["stmix_patches"].astype(float)
+    assert patches.std() > 10  # not the white that PIL's own conversion gives
+    np.testing.assert_allclose(patches.mean(axis=3).mean(), reference.mean(axis=3).mean(), atol=6)
+    rgba = np.dstack([entry["images"]["hires"], np.full(grey.shape, 255, np.uint8)])
+    adata.uns["spatial"]["C2"]["images"]["hires"] = rgba
+    stmix.pp.patches(adata, size=32, img_key="hires", progress=False)
+    np.testing.assert_array_equal(adata.obsm["stmix_patches"], reference.astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("change", "kwargs", "error", "match"),
+    [
+        (None, {"size": 100_000}, MemoryError, r"patches of 100000 × 100000 px would take"),
+        (None, {"spot_diameter": 1e6}, ValueError, "larger than the whole image"),
+        ("scale0", {"img_key": "hires"}, ValueError, r"tissue_hires_scalef'\] is 0"),
+        ("duplicate", {}, ValueError, "share a position with another spot"),
+        ("garbage", {}, ValueError, "cannot be decoded as an image"),
+        ("truncated", {}, ValueError, "cannot be decoded as an image"),
+    ],
+)
+def test_bounds_and_damaged_inputs_leave_adata_unchanged(
+    her2st, tmp_path, change, kwargs, error, match
+):
+    adata = her2st("C2")
+    entry = adata.uns["spatial"]["C2"]
+    if change == "scale0":
+        entry["scalefactors"]["tissue_hires_scalef"] = 0.0
+    elif change == "duplicate":
+        adata.obsm["spatial"][5] = adata.obsm["spatial"][4]
+    elif change in ("garbage", "truncated"):
+        source = Path(entry["metadata"]["source_image_path"])
+        damaged = tmp_path / source.name
+        data = source.read_bytes()
+        damaged.write_bytes(b"\x00" * 4096 if change == "garbage" else data[: len(data) // 3])
+        entry["metadata"]["source_image_path"] = str(damaged)
+        kwargs = {"img_key": "source_image_path"}
+    before = snapshot(adata)
+    with pytest.raises(error, match=match):
+        stmix.pp.patches(adata, **{"size": 32, "progress": False, **kwargs})
+    assert_unchanged(adata, before)

@@ -41,3 +41,8 @@ def test_variants_and_bad_methods(prepared):
         stmix.tl.compare(prepared, ["manifold"], **kwargs)
     with pytest.raises(ValueError, match="seeds="):
         stmix.tl.compare(prepared, ["none"], seed=1, **kwargs)
+
+
+def test_no_seeds_is_an_error(prepared):
+    with pytest.raises(ValueError, match="`seeds` is empty"):
+        stmix.tl.compare(prepared, ["none"], seeds=[], **TINY)

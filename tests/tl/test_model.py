@@ -47,3 +47,71 @@ def test_predict_checks_the_patch_shape(trained):
         model.predict(np.zeros((2, 48, 48, 3), np.uint8))
     out = model.predict(adata.obsm["stmix_patches"][:3], batch_size=2)
     assert out.shape == (3, 24) and out.dtype == np.float32
+
+
+def test_save_never_replaces_what_stmix_did_not_write(trained, tmp_path):
+    model, _ = trained
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"learning_rate": 0.1}')  # a user's own config
+    with pytest.raises(FileExistsError, match=r"config.json \(not an stmix model's\)"):
+        model.save(folder, overwrite=True)
+    assert (folder / "config.json").read_text() == '{"learning_rate": 0.1}'
+    (folder / "notes.txt").write_text("keep")
+    with pytest.raises(FileExistsError, match=r"notes\.txt"):
+        model.save(folder, overwrite=True)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        model.save(tmp_path / "file")
+
+
+@pytest.fixture
+def saved(trained, tmp_path):
+    model, adata = trained
+    return model.save(tmp_path / "m"), adata
+
+
+def _edit(path, change):
+    record = json.loads((path / "config.json").read_text())
+    change(record["config"])
+    (path / "config.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        (lambda c: c.update(patch_size=-3), "patch_size.*8 to 4096"),
+        (lambda c: c.update(patch_size=10**9), "patch_size.*8 to 4096"),
+        (lambda c: c.update(patch_size="32"), "patch_size.*8 to 4096"),
+        (lambda c: c.update(genes=[*c["genes"][:-1], c["genes"][0]]), "genes more than once"),
+        (lambda c: c.pop("genes"), "lacks 'genes'.*incomplete"),
+        (lambda c: c.update(backbone=""), "backbone"),
+        (lambda c: c.update(kind="forest"), "kind"),
+        (lambda c: c.update(dropout=1.5), "dropout"),
+        (lambda c: c.update(genes=c["genes"][:10]), r"does not fit config.json \(10 genes"),
+    ],
+)
+def test_load_checks_the_config(saved, change, match):
+    path, _ = saved
+    _edit(path, change)
+    with pytest.raises(ValueError, match=match):
+        stmix.tl.load(path)
+
+
+def test_load_damaged_files(saved):
+    path, _ = saved
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"model.safetensors cannot be read.*damaged"):
+        stmix.tl.load(path)
+    (path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        stmix.tl.load(path)
+
+
+def test_a_newer_model_warns(saved):
+    path, adata = saved
+    _edit(path, lambda c: c.update(stmix_version="99.0"))
+    with pytest.warns(UserWarning, match="saved by stmix 99.0, newer than the installed"):
+        model = stmix.tl.load(path)
+    assert model.predict(adata.obsm["stmix_patches"][:2]).shape == (2, 24)

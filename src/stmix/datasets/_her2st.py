@@ -172,7 +172,8 @@ def _check_section(section: str) -> str:
 
 
 def _locate(section: str, root: str | os.PathLike | None) -> dict[str, Path]:
-    if root is None and os.environ.get("STMIX_DATA_DIR"):
+    from_env = root is None and bool(os.environ.get("STMIX_DATA_DIR"))
+    if from_env:
         root = Path(os.environ["STMIX_DATA_DIR"]) / "her2st"
     if root is None:
         return _download(section)
@@ -181,14 +182,28 @@ def _locate(section: str, root: str | os.PathLike | None) -> dict[str, Path]:
     images = sorted((root / image_dir(section)).glob("*.jpg"))
     for path in (counts, spots):
         if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} does not exist. `root` must be laid out as the upstream data folder "
-                f"(ST-cnts/, ST-spotfiles/, ST-imgs/<patient>/<section>/); pass root=None to "
-                f"download section {section}."
-            )
+            raise FileNotFoundError(f"{path} does not exist. {_root_hint(root, section, from_env)}")
     if not images:
         raise FileNotFoundError(f"No H&E image (*.jpg) in {root / image_dir(section)}.")
     return {"counts": counts, "spots": spots, "image": images[0]}
+
+
+def _root_hint(root: Path, section: str, from_env: bool) -> str:
+    """What to change when the data folder is one level off, in the words of how it was given."""
+    layout = "laid out as the upstream data folder (ST-cnts/, ST-spotfiles/, ST-imgs/)"
+    if from_env:
+        env = root.parent
+        if (env / counts_path(section)).is_file():
+            return (
+                f"STMIX_DATA_DIR={env} holds the HER2ST files itself; set it to {env.parent}, "
+                f"the folder that holds her2st/."
+            )
+        return f"STMIX_DATA_DIR must name the folder that holds her2st/ {layout}."
+    if (root / "her2st" / counts_path(section)).is_file():
+        return f"{root} holds her2st/: use root={str(root / 'her2st')!r} (--root in the command)."
+    if (root.parent / counts_path(section)).is_file():
+        return f"Use root={str(root.parent)!r} (--root in the command), the folder {layout}."
+    return f"The root folder must be {layout}; pass root=None to download section {section}."
 
 
 def _download(section: str) -> dict[str, Path]:

@@ -10,8 +10,9 @@ from stmix.pp._genes import select_genes
 from stmix.pp._neighbors import neighbors
 from stmix.pp._patches import patches
 from stmix.pp._split import split
+from stmix.pp._tile import tile
 
-__all__ = ["concat", "neighbors", "patches", "select_genes", "split"]
+__all__ = ["concat", "neighbors", "patches", "select_genes", "split", "tile"]
 
 
 def __getattr__(name: str) -> Any:

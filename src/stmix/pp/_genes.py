@@ -7,12 +7,13 @@ import logging
 import anndata as ad
 import numpy as np
 
-from stmix import _anndata, _validate
+from stmix import _anndata, _owner, _validate
 from stmix._keys import SELECTED, SPATIAL
 
 logger = logging.getLogger(__name__)
 
 METHODS = ("moran", "mean", "hvg")
+WRITER = "stmix.pp.select_genes"
 
 
 def select_genes(
@@ -70,6 +71,12 @@ def select_genes(
     _validate.choice("method", method, METHODS)
     n = _validate.integer("n", n)
     n_neighs = _validate.integer("n_neighs", n_neighs)
+    _owner.claim(
+        adata,
+        WRITER,
+        key_added,
+        [("var", key_added), ("var", f"{key_added}_score"), ("uns", key_added)],
+    )
     x = _anndata.expression(adata, layer)
     varies = x.std(axis=0) > 0
     if varies.sum() < n:
@@ -105,7 +112,7 @@ def select_genes(
         params["library_key"] = key
     if layer is not None:
         params["layer"] = layer
-    adata.uns[key_added] = {"params": params}
+    adata.uns[key_added] = _owner.mark({"params": params}, WRITER)
     return adata if copy else None
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from scipy import sparse
 from scipy.spatial import cKDTree
 
-from stmix import _anndata, _distance, _validate
+from stmix import _anndata, _distance, _owner, _validate
 from stmix._keys import (
     NEIGHBORS,
     SPATIAL,
@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 #: Up to this many training spots, expression-space neighbours are exact; beyond, pynndescent.
 EXACT_EXPRESSION_KNN = 4096
+WRITER = "stmix.pp.neighbors"
 
 
 def neighbors(
@@ -118,6 +119,17 @@ def neighbors(
             f"({list(adata.obsp)}), not {basis!r}."
         )
     sigma = _validate.number("sigma", sigma, above=0, none=True)
+    record = neighbors_uns_key(key_added)
+    _owner.claim(
+        adata,
+        WRITER,
+        record,
+        [
+            ("obsp", connectivities_key(key_added)),
+            ("obsp", weights_key(key_added)),
+            ("uns", record),
+        ],
+    )
 
     train = _anndata.split_indices(adata, split_key, "train")
     graph = basis not in ("spatial", "expression")
@@ -148,6 +160,7 @@ def neighbors(
         y = y_all[np.searchsorted(train, spots)]  # train is sorted; spots are some of it
         sigmas[name] = _kernel.bandwidth(y, seed=seed) if estimated else float(sigma)
         if basis == "spatial":
+            _anndata.check_distinct(coords[spots], adata.obs_names[spots])
             indptr, indices = _to_csr(_knn(coords[spots], n_neighbors))
             methods.add("kdtree")
         elif basis == "expression":
@@ -206,7 +219,7 @@ def neighbors(
     adata = adata.copy() if copy else adata
     adata.obsp[connectivities_key(key_added)] = conn
     adata.obsp[weights_key(key_added)] = wmat
-    adata.uns[neighbors_uns_key(key_added)] = {"params": params}
+    adata.uns[neighbors_uns_key(key_added)] = _owner.mark({"params": params}, WRITER)
     return adata if copy else None
 
 

@@ -12,12 +12,13 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from stmix import _anndata, _image, _validate
+from stmix import _anndata, _image, _memory, _owner, _validate
 from stmix._image import SpotImage
 from stmix._keys import PATCHES, SPATIAL
 
 logger = logging.getLogger(__name__)
 
+WRITER = "stmix.pp.patches"
 #: Value of the parts of a patch that fall outside the image: white, like the glass around tissue.
 FILL = 255
 
@@ -103,6 +104,7 @@ def patches(
     spot_scale = _validate.number("spot_scale", spot_scale, above=0)
     spot_diameter = _validate.number("spot_diameter", spot_diameter, above=0, none=True)
     coords = _anndata.spatial_coordinates(adata, spatial_key)
+    _owner.claim(adata, WRITER, key_added, [("obsm", key_added), ("uns", key_added)])
     key = _anndata.library_key(adata, library_key)
     if key is None:
         jobs = [(library_id, np.arange(adata.n_obs), image)]
@@ -123,6 +125,11 @@ def patches(
             raise KeyError(f"`image` names sections that adata does not hold: {unknown}.")
         jobs = [(name, spots, (image or {}).get(name)) for name, spots in sections.items()]
 
+    _memory.check_fits(
+        adata.n_obs * size * size * 3,
+        f"{adata.n_obs:,} patches of {size} × {size} px",
+        "lower `size`.",
+    )
     out = np.empty((adata.n_obs, size, size, 3), dtype=np.uint8)
     records = {}
     bar = tqdm(total=adata.n_obs, desc="patches", unit="spot", disable=not progress, leave=False)
@@ -146,7 +153,7 @@ def patches(
         params["by_library"] = records
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = out
-    adata.uns[key_added] = {"params": params}
+    adata.uns[key_added] = _owner.mark({"params": params}, WRITER)
     logger.info(
         "Cut %d patches of %d px from %d image(s) in %.2f s.",
         adata.n_obs,
@@ -184,11 +191,20 @@ def _section_image(adata, library_id, image, img_key, coords, spots, size, spot_
             above=0,
         )
     side = float(diameter) * float(spot_scale)
+    _anndata.check_distinct(coords, names)
     if image is not None:
         spot_image = _image.from_user(image, source_px=side, size=size)
         _check_inside(spot_image, coords, names)
     else:
         spot_image = _choose(entry, library_id, img_key, coords, names, side, size)
+    width, height = (dim / spot_image.scale for dim in spot_image.image.size)
+    if side > max(width, height):
+        raise ValueError(
+            f"A patch side of {side:.0f} px (spot diameter {diameter:g} × spot_scale "
+            f"{spot_scale:g}) is larger than the whole image ({width:.0f} × {height:.0f} "
+            f"full-resolution px): check `spot_diameter` (full-resolution pixels) and "
+            f"`spot_scale`."
+        )
     side_source = side * spot_image.scale
     if side_source < size / 2:
         logger.warning(

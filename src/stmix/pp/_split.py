@@ -8,10 +8,11 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from stmix import _anndata, _validate
+from stmix import _anndata, _owner, _validate
 from stmix._keys import SPLIT, SPLIT_CATEGORIES
 
 BY = ("spot", "library")
+WRITER = "stmix.pp.split"
 
 
 def split(
@@ -73,6 +74,7 @@ def split(
         they were drawn (with the sections of each set).
     """
     seed = _validate.integer("seed", seed, minimum=0)
+    _owner.claim(adata, WRITER, key_added, [("obs", key_added), ("uns", key_added)])
     named_val = not isinstance(val, (int, float, np.integer, np.floating))
     if by is None:
         by = "library" if (test is not None or named_val) else "spot"
@@ -132,7 +134,7 @@ def split(
     adata.obs[key_added] = pd.Categorical(labels, categories=list(SPLIT_CATEGORIES))
     if key is not None:
         params["library_key"] = key
-    adata.uns[key_added] = {"params": params}
+    adata.uns[key_added] = _owner.mark({"params": params}, WRITER)
     return adata if copy else None
 
 

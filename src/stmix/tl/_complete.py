@@ -8,7 +8,7 @@ from typing import Any
 import anndata as ad
 import numpy as np
 
-from stmix import _anndata, _history, _validate
+from stmix import _anndata, _history, _owner, _validate
 from stmix._keys import COMPLETED, SPATIAL
 from stmix.pp import _median, _rings
 from stmix.tl import _trainer
@@ -17,6 +17,7 @@ from stmix.tl._completion import complete_with_transformer
 logger = logging.getLogger(__name__)
 
 METHODS = ("transformer", "median")
+WRITER = "stmix.tl.complete"
 
 
 def complete(
@@ -132,6 +133,12 @@ def complete(
             f"head gets d_model / n_heads dimensions."
         )
     trainer_kwargs = _trainer.check_trainer_kwargs(trainer_kwargs)
+    _owner.claim(
+        adata,
+        WRITER,
+        key_added,
+        [("layers", key_added), ("layers", f"{key_added}_missing"), ("uns", key_added)],
+    )
     x = _anndata.expression(adata, layer, dtype=np.float32)
     mask = _median.missing_mask(adata, x, missing)
     key = _anndata.library_key(adata, library_key)
@@ -207,7 +214,7 @@ def complete(
         params["layer"] = layer
     if key is not None:
         params["library_key"] = key
-    adata.uns[key_added] = {"params": params}
+    adata.uns[key_added] = _owner.mark({"params": params}, WRITER)
     if history is not None:
         adata.uns[key_added]["history"] = _history.columns(history)
         adata.uns[key_added]["best_epoch"] = int(best_epoch)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from stmix import _anndata, _validate
+from stmix import _anndata, _owner, _validate
 from stmix._keys import EMBEDDING, PATCHES
 from stmix.nn.encoder import DIHEDRAL, Encoder
 from stmix.nn.images import to_float
@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 #: The default encoder: EfficientNet-Lite0, whose ImageNet weights install offline.
 DEFAULT_ENCODER = "tf_efficientnet_lite0"
+WRITER = "stmix.tl.embed"
 
 
 def embed(
@@ -91,6 +92,7 @@ def embed(
     views = 8 if tta is True else 1 if tta is False else _validate.integer("tta", tta)
     if views > len(DIHEDRAL):
         raise ValueError(f"`tta` must be at most {len(DIHEDRAL)} views, not {tta!r}.")
+    _owner.claim(adata, WRITER, key_added, [("obsm", key_added), ("uns", key_added)])
     target = resolve_device(device)
     side = size or patches.shape[1]
     encoder = Encoder(backbone, pretrained=pretrained, weights=weights, img_size=side)
@@ -106,18 +108,21 @@ def embed(
 
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
-    adata.uns[key_added] = {
-        "params": {
-            "backbone": backbone,
-            "weights": encoder.weights_source,
-            "weights_file": None if weights is None else str(weights),
-            "pretrained": bool(pretrained),
-            "size": int(side),
-            "tta": int(views),
-            "dim": int(features.shape[1]),
-            "patches": patch_record(adata, patches, patches_key),
-        }
-    }
+    adata.uns[key_added] = _owner.mark(
+        {
+            "params": {
+                "backbone": backbone,
+                "weights": encoder.weights_source,
+                "weights_file": None if weights is None else str(weights),
+                "pretrained": bool(pretrained),
+                "size": int(side),
+                "tta": int(views),
+                "dim": int(features.shape[1]),
+                "patches": patch_record(adata, patches, patches_key),
+            }
+        },
+        WRITER,
+    )
     return adata if copy else None
 
 
@@ -149,12 +154,14 @@ def encode(
 def patch_record(adata: ad.AnnData, patches: np.ndarray, key: str) -> dict:
     """What identifies the patches an embedding was made from."""
     params = (adata.uns.get(key) or {}).get("params") or {}
+    geometry = _anndata.spot_geometry(adata, key)
     return {
         "key": key,
         "size": int(patches.shape[1]),
         "spot_scale": float(params.get("spot_scale", 1.0)),
         "n_obs": int(patches.shape[0]),
         "fingerprint": fingerprint(patches),
+        **{k: v for k, v in geometry.items() if v is not None},
     }
 
 

@@ -6,8 +6,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from stmix import _anndata, _metrics
+from stmix import _anndata, _metrics, _owner
 from stmix._keys import METRICS, PREDICTIONS, SPLIT, metrics_uns_key
+
+WRITER = "stmix.tl.evaluate"
 
 
 def evaluate(
@@ -59,6 +61,13 @@ def evaluate(
         (``mse``, ``mae``, ``pcc``, ``pcc_heg``, ``n_genes``, ``n_skipped``, ``n_spots``,
         ``split``, ``layer``; with several sections the same per section under ``by_library``).
     """
+    record_key = metrics_uns_key(key_added)
+    _owner.claim(
+        adata,
+        WRITER,
+        record_key,
+        [*(("var", f"{key_added}_{m}") for m in ("mse", "mae", "pcc")), ("uns", record_key)],
+    )
     frame = _anndata.predictions(adata, layer)
     spots = (
         np.arange(adata.n_obs) if split is None else _anndata.split_indices(adata, split_key, split)
@@ -106,7 +115,7 @@ def evaluate(
         column = np.full(adata.n_vars, np.nan)
         column[genes] = metrics[name]
         adata.var[f"{key_added}_{name}"] = column
-    adata.uns[metrics_uns_key(key_added)] = record
+    adata.uns[record_key] = _owner.mark(record, WRITER)
     return table
 
 

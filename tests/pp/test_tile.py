@@ -78,7 +78,7 @@ def test_a_grid_on_the_measured_centres_gives_the_measured_predictions(prepared,
 def test_a_denser_grid_agrees_with_the_spots_it_surrounds(prepared, c2_image):
     """Spacing half the array pitch: the grid point nearest to each spot predicts alike."""
     stmix.pp.patches(prepared, size=64, progress=False)
-    stmix.tl.embed(prepared, progress=False)  # Lite0, ImageNet weights
+    stmix.tl.embed(prepared, size=64, progress=False)  # Lite0, ImageNet weights, at 64 px
     model = stmix.tl.fit(prepared, use_rep="stmix_embedding", head="ridge", progress=False)
     stmix.tl.impute(prepared, model, progress=False)
     params = prepared.uns["spatial"]["C2"]["scalefactors"]

@@ -11,7 +11,7 @@ import stmix
 from stmix.nn.encoder import DIHEDRAL, Encoder
 from tests.conftest import TINY, assert_unchanged, snapshot
 
-TEST = {"backbone": "test_efficientnet", "pretrained": False, "progress": False}
+TEST = {"backbone": "test_efficientnet", "pretrained": False, "progress": False, "size": 32}
 
 
 def _direct(patches: np.ndarray, *, size=None, views=1) -> np.ndarray:
@@ -45,9 +45,15 @@ def test_features_of_every_patch(prepared):
     assert params["patches"]["size"] == 32 and len(params["patches"]["fingerprint"]) == 16
 
 
+def test_the_encoders_own_input_size_by_default(prepared):
+    small = prepared[:12].copy()
+    stmix.tl.embed(small, backbone="test_efficientnet", pretrained=False, progress=False)
+    assert small.uns["stmix_embedding"]["params"]["size"] == 160  # its pretrained_cfg input_size
+
+
 def test_resize_and_test_time_augmentation(prepared):
     torch.manual_seed(0)
-    out = stmix.tl.embed(prepared, **TEST, size=64, tta=True, copy=True)
+    out = stmix.tl.embed(prepared, **{**TEST, "size": 64}, tta=True, copy=True)
     expected = _direct(prepared.obsm["stmix_patches"], size=64, views=8)
     np.testing.assert_allclose(out.obsm["stmix_embedding"], expected, atol=1e-5)
     assert "stmix_embedding" not in prepared.obsm  # copy=True

@@ -17,7 +17,7 @@ from tests.recorders import Recorder
 
 #: The tiny random-weight encoder gives dense features of the synthetic patches; heads on them
 #: learn the task (measured validation MSE: ridge 0.010, linear 0.012, mlp 0.006; mean 0.220).
-ENCODER = {"backbone": "test_efficientnet", "pretrained": False, "progress": False}
+ENCODER = {"backbone": "test_efficientnet", "pretrained": False, "progress": False, "size": 16}
 HEAD = {
     "epochs": 100,
     "lr": 1e-3,
@@ -122,6 +122,6 @@ def test_a_ridge_needs_validation_and_training_spots(embedded):
 
 
 def test_a_degenerate_embedding_is_reported(synthetic, caplog):
-    stmix.tl.embed(synthetic, progress=False)  # Lite0 on 16 px patches: nearly all features 0
+    stmix.tl.embed(synthetic, size=16, progress=False)  # Lite0 on 16 px: nearly all features 0
     stmix.tl.fit(synthetic, use_rep="stmix_embedding", augment="none", **{**HEAD, "epochs": 1})
     assert "constant over the training spots" in caplog.text

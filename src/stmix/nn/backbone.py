@@ -11,6 +11,7 @@ from pathlib import Path
 import timm
 from torch import nn
 
+from stmix.nn import hub
 from stmix.nn.weights import LITE0_BACKBONE, load_weights, packaged_lite0_weights
 
 logger = logging.getLogger(__name__)
@@ -25,8 +26,14 @@ def create_backbone(
     pretrained: bool = False,
     weights: str | os.PathLike | None = None,
     img_size: int | None = None,
+    backbone_kwargs: dict | None = None,
 ) -> tuple[nn.Module, str]:
     """A timm model without classifier (``num_classes=0``) and a word on its weights.
+
+    ``name`` is a timm model name, or a model on the Hugging Face hub as
+    ``"hf-hub:<org>/<name>"`` (see :mod:`stmix.nn.hub`: from the local hub cache without any
+    network call when it is there). ``backbone_kwargs`` are extra creation arguments some
+    models need (``init_values``, ``dynamic_img_size``, ``mlp_layer`` given by import path ...).
 
     Weights come from, in order: ``weights`` (a local file, see
     :func:`~stmix.nn.weights.load_weights`); with ``pretrained=True``, the local hub cache; for
@@ -34,7 +41,20 @@ def create_backbone(
     when installed; the Hugging Face hub / timm download. When none of these is available, the
     call fails within seconds (no retries) and says to pass ``weights=``.
     """
-    kwargs = _size_kwargs(name, img_size)
+    extra = hub.resolve_kwargs(backbone_kwargs)
+    if hub.is_hub_name(name):
+        model, source = hub.create(
+            name,
+            pretrained=pretrained and weights is None,
+            img_size=img_size,
+            kwargs=extra,
+            online=hub.cached_snapshot(name) is not None or _reachable(_hub_host()),
+        )
+        if weights is not None:
+            load_weights(model, weights)
+            source = f"file {Path(weights).name}"
+        return model, source
+    kwargs = {**_size_kwargs(name, img_size), **extra}
     if weights is not None:
         model = _create(name, pretrained=False, **kwargs)
         load_weights(model, weights)
@@ -71,6 +91,10 @@ def create_backbone(
 def _create(name: str, **kwargs) -> nn.Module:
     try:
         return timm.create_model(name, num_classes=0, **kwargs)
+    except TypeError as error:
+        raise ValueError(
+            f"{name!r} does not accept these creation arguments: {error}. Check `backbone_kwargs`."
+        ) from None
     except RuntimeError as error:
         if "Unknown model" not in str(error):
             raise
@@ -97,7 +121,7 @@ def _cached_file(cfg) -> Path | None:
 
         repo = cfg.hf_hub_id.split("@")[0]
         for filename in ("open_clip_model.safetensors", "model.safetensors", "pytorch_model.bin"):
-            found = try_to_load_from_cache(repo, filename)
+            found = try_to_load_from_cache(repo, filename, cache_dir=hub.cache_dir())
             if isinstance(found, str):
                 return Path(found)
     if cfg.url:
@@ -111,6 +135,11 @@ def _cached_file(cfg) -> Path | None:
         if local.is_file():
             return local
     return None
+
+
+def _hub_host() -> str:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    return urllib.parse.urlparse(endpoint).hostname or "huggingface.co"
 
 
 def _weights_host(cfg) -> str:

@@ -30,6 +30,8 @@ class Encoder(nn.Module):
         A local weights file for the backbone, instead of downloading.
     img_size
         Input size, for backbones with a fixed input size (ViTs).
+    backbone_kwargs
+        Extra creation arguments of the backbone (see :func:`~stmix.nn.backbone.create_backbone`).
     """
 
     def __init__(
@@ -39,14 +41,25 @@ class Encoder(nn.Module):
         pretrained: bool = False,
         weights: str | os.PathLike | None = None,
         img_size: int | None = None,
+        backbone_kwargs: dict | None = None,
     ):
         super().__init__()
         self.backbone, self.weights_source = create_backbone(
-            backbone, pretrained=pretrained, weights=weights, img_size=img_size
+            backbone,
+            pretrained=pretrained,
+            weights=weights,
+            img_size=img_size,
+            backbone_kwargs=backbone_kwargs,
         )
         cfg = self.backbone.pretrained_cfg
         self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.5,) * 3)).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(cfg.get("std", (0.5,) * 3)).view(1, 3, 1, 1))
+
+    @property
+    def input_size(self) -> int | None:
+        """The side of the images the backbone was trained on (its configuration)."""
+        size = (self.backbone.pretrained_cfg or {}).get("input_size")
+        return int(size[-1]) if size else None
 
     @property
     def num_features(self) -> int:

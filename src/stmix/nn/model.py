@@ -35,6 +35,8 @@ class ExpressionPredictor(Encoder):
         Added to every output (n_genes,); default zeros.
     img_size
         Patch size, for backbones with a fixed input size (ViTs).
+    backbone_kwargs
+        Extra creation arguments of the backbone.
     """
 
     def __init__(
@@ -47,8 +49,15 @@ class ExpressionPredictor(Encoder):
         dropout: float = 0.2,
         offset: Tensor | None = None,
         img_size: int | None = None,
+        backbone_kwargs: dict | None = None,
     ):
-        super().__init__(backbone, pretrained=pretrained, weights=weights, img_size=img_size)
+        super().__init__(
+            backbone,
+            pretrained=pretrained,
+            weights=weights,
+            img_size=img_size,
+            backbone_kwargs=backbone_kwargs,
+        )
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(self.num_features, n_genes)
         offset = torch.zeros(n_genes) if offset is None else torch.as_tensor(offset).float()

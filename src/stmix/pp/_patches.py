@@ -33,6 +33,8 @@ def patches(
     img_key: str | None = None,
     spot_scale: float = 1.0,
     spot_diameter: float | None = None,
+    side_um: float | None = None,
+    mpp: float | None = None,
     spatial_key: str = SPATIAL,
     key_added: str = PATCHES,
     progress: bool = True,
@@ -79,6 +81,13 @@ def patches(
     spot_diameter
         Spot diameter in full-resolution pixels; default
         ``uns["spatial"][library_id]["scalefactors"]["spot_diameter_fullres"]``.
+    side_um
+        Patch side in micrometres instead of ``spot_diameter * spot_scale``, so that a patch shows
+        tissue at the scale an encoder was trained at (UNI, H-optimus, Virchow: 224 px at
+        0.5 µm/px, i.e. ``side_um=112`` with ``size=224``).
+    mpp
+        Micrometres per full-resolution pixel, for ``side_um``; default the library's
+        ``metadata["microns_per_pixel"]``.
     spatial_key
         Key of the spot centres in ``obsm``.
     key_added
@@ -103,6 +112,8 @@ def patches(
     size = _check_size(size)
     spot_scale = _validate.number("spot_scale", spot_scale, above=0)
     spot_diameter = _validate.number("spot_diameter", spot_diameter, above=0, none=True)
+    side_um = _validate.number("side_um", side_um, above=0, none=True)
+    mpp = _validate.number("mpp", mpp, above=0, none=True)
     coords = _anndata.spatial_coordinates(adata, spatial_key)
     _owner.claim(adata, WRITER, key_added, [("obsm", key_added), ("uns", key_added)])
     key = _anndata.library_key(adata, library_key)
@@ -135,7 +146,16 @@ def patches(
     bar = tqdm(total=adata.n_obs, desc="patches", unit="spot", disable=not progress, leave=False)
     for name, spots, source in jobs:
         spot_image, record = _section_image(
-            adata, name, source, img_key, coords[spots], spots, size, spot_scale, spot_diameter
+            adata,
+            name,
+            source,
+            img_key,
+            coords[spots],
+            spots,
+            size,
+            spot_scale,
+            spot_diameter,
+            (side_um, mpp),
         )
         out[spots] = cut_patches(spot_image, coords[spots], record["side_fullres"], size, bar=bar)
         records[record["library_id"]] = record
@@ -143,6 +163,12 @@ def patches(
     bar.close()
 
     params = {"size": size, "spot_scale": float(spot_scale), "spatial_key": spatial_key}
+    if side_um is not None:
+        params["side_um"] = side_um
+        scales = [
+            r["side_fullres"] / r["spot_diameter"] for r in records.values() if r["spot_diameter"]
+        ]
+        params["spot_scale"] = float(np.median(scales)) if scales else float("nan")
     if key is None:
         params.update(next(iter(records.values())))
     else:
@@ -164,11 +190,14 @@ def patches(
     return adata if copy else None
 
 
-def _section_image(adata, library_id, image, img_key, coords, spots, size, spot_scale, diameter):
+def _section_image(
+    adata, library_id, image, img_key, coords, spots, size, spot_scale, diameter, physical
+):
     """The image one section's spots are cut from, checked, and what to record about it."""
     names = adata.obs_names[spots]
+    side_um, mpp = physical
     entry = None
-    if image is None or diameter is None:
+    if image is None or diameter is None or (side_um is not None and mpp is None):
         try:
             library_id, entry = _anndata.library(adata, library_id)
         except KeyError:
@@ -178,7 +207,16 @@ def _section_image(adata, library_id, image, img_key, coords, spots, size, spot_
                 "adata.uns['spatial'] is missing, so the spot diameter is unknown: pass "
                 "`spot_diameter=` (in full-resolution pixels)."
             ) from None
-    if diameter is None:
+    if side_um is not None and mpp is None:
+        mpp = ((entry or {}).get("metadata") or {}).get("microns_per_pixel")
+        if mpp is None:
+            raise KeyError(
+                f"side_um needs the pixel size, and adata.uns['spatial'][{library_id!r}]"
+                f"['metadata'] has no 'microns_per_pixel': pass `mpp=`."
+            )
+    if diameter is None and side_um is not None:
+        diameter = ((entry or {}).get("scalefactors") or {}).get("spot_diameter_fullres")
+    elif diameter is None:
         diameter = (entry.get("scalefactors") or {}).get("spot_diameter_fullres")
         if diameter is None:
             raise KeyError(
@@ -190,7 +228,9 @@ def _section_image(adata, library_id, image, img_key, coords, spots, size, spot_
             diameter,
             above=0,
         )
-    side = float(diameter) * float(spot_scale)
+    side = (
+        float(side_um) / float(mpp) if side_um is not None else float(diameter) * float(spot_scale)
+    )
     _anndata.check_distinct(coords, names)
     if image is not None:
         spot_image = _image.from_user(image, source_px=side, size=size)
@@ -200,10 +240,10 @@ def _section_image(adata, library_id, image, img_key, coords, spots, size, spot_
     width, height = (dim / spot_image.scale for dim in spot_image.image.size)
     if side > max(width, height):
         raise ValueError(
-            f"A patch side of {side:.0f} px (spot diameter {diameter:g} × spot_scale "
-            f"{spot_scale:g}) is larger than the whole image ({width:.0f} × {height:.0f} "
-            f"full-resolution px): check `spot_diameter` (full-resolution pixels) and "
-            f"`spot_scale`."
+            f"A patch side of {side:.0f} px (spot diameter {diameter} × spot_scale "
+            f"{spot_scale:g}, or side_um / mpp) is larger than the whole image "
+            f"({width:.0f} × {height:.0f} full-resolution px): check `spot_diameter` "
+            f"(full-resolution pixels) and `spot_scale`, or `side_um`."
         )
     side_source = side * spot_image.scale
     if side_source < size / 2:
@@ -215,7 +255,7 @@ def _section_image(adata, library_id, image, img_key, coords, spots, size, spot_
             spot_image.source,
         )
     record = {
-        "spot_diameter": float(diameter),
+        "spot_diameter": None if diameter is None else float(diameter),
         "side_fullres": side,
         "side_source": float(side_source),
         "source": spot_image.source,

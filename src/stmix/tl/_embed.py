@@ -30,6 +30,7 @@ def embed(
     backbone: str = DEFAULT_ENCODER,
     weights: str | os.PathLike | None = None,
     pretrained: bool = True,
+    backbone_kwargs: dict | None = None,
     size: int | None = None,
     tta: bool | int = False,
     batch_size: int = 64,
@@ -53,14 +54,20 @@ def embed(
     adata
         Spots with ``obsm[patches_key]``.
     backbone
-        Any timm model name.
+        Any timm model name, or a model on the Hugging Face hub as ``"hf-hub:<org>/<name>"``
+        (the pathology foundation encoders: see the docs' table; from the local hub cache
+        without any network call when it is there).
     weights
         A local weights file for the backbone (as in :func:`stmix.tl.fit`).
     pretrained
         Use pretrained weights: the local cache, the offline EfficientNet-Lite0 package, or the
         hub; without network and cache this fails within seconds and names ``weights=``.
+    backbone_kwargs
+        Extra creation arguments some models need (``init_values``, ``dynamic_img_size``;
+        classes by import path, e.g. ``mlp_layer="timm.layers.SwiGLUPacked"``).
     size
-        Input size of the encoder; default the patches' size.
+        Input size of the encoder; default the size it was trained at (its configuration), so
+        its own mean, standard deviation and resolution are used.
     tta
         Test-time augmentation: average the features over the 8 right-angle rotations and flips
         (``True``), or over the first ``tta`` of them.
@@ -94,8 +101,15 @@ def embed(
         raise ValueError(f"`tta` must be at most {len(DIHEDRAL)} views, not {tta!r}.")
     _owner.claim(adata, WRITER, key_added, [("obsm", key_added), ("uns", key_added)])
     target = resolve_device(device)
-    side = size or patches.shape[1]
-    encoder = Encoder(backbone, pretrained=pretrained, weights=weights, img_size=side)
+    encoder = Encoder(
+        backbone,
+        pretrained=pretrained,
+        weights=weights,
+        img_size=size,
+        backbone_kwargs=backbone_kwargs,
+    )
+    side = size or encoder.input_size or patches.shape[1]
+    size = side
     features = encode(
         encoder,
         patches,
@@ -115,6 +129,7 @@ def embed(
                 "weights": encoder.weights_source,
                 "weights_file": None if weights is None else str(weights),
                 "pretrained": bool(pretrained),
+                "backbone_kwargs": dict(backbone_kwargs or {}),
                 "size": int(side),
                 "tta": int(views),
                 "dim": int(features.shape[1]),

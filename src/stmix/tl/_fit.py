@@ -61,6 +61,7 @@ def fit(
     backbone: str | None = None,
     pretrained: bool = True,
     weights: str | os.PathLike | None = None,
+    backbone_kwargs: Mapping[str, Any] | None = None,
     epochs: int | None = None,
     batch_size: int | None = None,
     lr: float | None = None,
@@ -137,6 +138,9 @@ def fit(
     weights
         A local weights file for the backbone (safetensors or a torch state dict, also in another
         library's key naming, mapped by order with every shape checked).
+    backbone_kwargs
+        Extra creation arguments of the backbone (hub models such as UNI need some; classes by
+        import path), recorded in the model so :func:`stmix.tl.load` rebuilds the same network.
     epochs
         Maximum number of epochs.
     batch_size
@@ -242,6 +246,7 @@ def fit(
             dropout=config.dropout,
             offset=offset,
             img_size=data.patch_size,
+            backbone_kwargs=dict(backbone_kwargs or {}) or None,
         )
         logger.info("Backbone %s (%s).", config.backbone, network.weights_source)
     else:
@@ -324,6 +329,7 @@ def fit(
         "seed": seed,
         "pretrained": bool(pretrained),
         "weights": None if weights is None else str(weights),
+        "backbone_kwargs": dict(backbone_kwargs or {}),
         "use_rep": use_rep,
         "head": head if use_rep is not None else None,
         "library_key": data.library_key,
@@ -484,7 +490,12 @@ def _model_config(data, config, augment, layer, head, best_epoch, params) -> dic
         "stmix_version": stmix.__version__,
     }
     if data.use_rep is None:
-        return {"kind": "image", "backbone": config.backbone, **common}
+        return {
+            "kind": "image",
+            "backbone": config.backbone,
+            "backbone_kwargs": plain(dict(params.get("backbone_kwargs") or {})),
+            **common,
+        }
     embedding = data.embedding or {}
     return {
         "kind": "head",

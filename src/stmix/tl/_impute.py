@@ -198,6 +198,7 @@ def head_inputs(adata, model: Imputer, patches_key, batch_size, device, progress
         pretrained=bool(made.get("pretrained")) and not made.get("weights_file"),
         weights=made.get("weights_file"),
         img_size=made.get("size"),
+        backbone_kwargs=made.get("backbone_kwargs") or None,
     )
     target = resolve_device(device) if device is not None else resolve_device("auto")
     logger.info("Embedding %d spots with %s for the head.", adata.n_obs, made["backbone"])

@@ -321,6 +321,7 @@ def build_module(config: dict) -> torch.nn.Module:
         pretrained=False,
         dropout=config.get("dropout", 0.2),
         img_size=config["patch_size"],
+        backbone_kwargs=config.get("backbone_kwargs") or None,
     )
 
 

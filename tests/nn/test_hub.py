@@ -1,0 +1,150 @@
+"""Hub models (``hf-hub:<org>/<name>``) from the local cache, with the network blocked."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+import timm
+import torch
+from timm.models import save_for_hf
+
+import stmix
+from stmix.nn import hub
+from stmix.nn.backbone import create_backbone
+
+NAME = "hf-hub:stmix-test/tiny-encoder"
+MEAN, STD = (0.70, 0.58, 0.70), (0.21, 0.23, 0.18)  # H-optimus-like, not ImageNet's
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a network call was made: {args[:2]}")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+@pytest.fixture
+def cached_model(tmp_path, monkeypatch):
+    """A small timm model saved in the hub cache layout, HF_HOME pointing there, offline."""
+    torch.manual_seed(7)
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=0).eval()
+    model.pretrained_cfg = {
+        **model.pretrained_cfg,
+        "mean": MEAN,
+        "std": STD,
+        "input_size": (3, 48, 48),
+    }
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--stmix-test--tiny-encoder"
+    snapshot = repo / "snapshots" / revision
+    save_for_hf(model, str(snapshot), safe_serialization=True)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return model, snapshot
+
+
+def _direct(model, patches: np.ndarray, size: int) -> np.ndarray:
+    x = torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
+    x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        return model(x).numpy()
+
+
+def test_embed_uses_the_cached_models_weights_normalisation_and_size(
+    prepared, cached_model, no_network
+):
+    model, snapshot = cached_model
+    assert hub.cached_snapshot(NAME) == snapshot
+    stmix.tl.embed(prepared, backbone=NAME, progress=False)
+    params = prepared.uns["stmix_embedding"]["params"]
+    assert params["size"] == 48 and params["weights"] == "hub cache stmix-test/tiny-encoder"
+    expected = _direct(model, prepared.obsm["stmix_patches"], 48)
+    np.testing.assert_allclose(prepared.obsm["stmix_embedding"], expected, atol=1e-5)
+
+
+def test_fine_tuning_heads_and_loading_a_hub_backbone(prepared, cached_model, no_network, tmp_path):
+    net = stmix.tl.fit(
+        prepared, backbone=NAME, backbone_kwargs={"drop_rate": 0.0}, epochs=1, progress=False
+    )
+    assert net.config["backbone_kwargs"] == {"drop_rate": 0.0}
+    assert "hub cache" in net.config["weights_source"]
+    net.save(tmp_path / "net")
+    loaded = stmix.tl.load(tmp_path / "net")
+    patches = prepared.obsm["stmix_patches"]
+    np.testing.assert_array_equal(loaded.predict(patches), net.predict(patches))
+
+    stmix.tl.embed(prepared, backbone=NAME, progress=False)
+    head = stmix.tl.fit(prepared, use_rep="stmix_embedding", head="ridge", progress=False)
+    stmix.tl.impute(prepared, head, progress=False)
+    made_here = prepared.copy()
+    del made_here.obsm["stmix_embedding"], made_here.obsm["stmix"]
+    stmix.tl.impute(made_here, head, progress=False)  # the embedding made again, from the cache
+    np.testing.assert_allclose(made_here.obsm["stmix"], prepared.obsm["stmix"], atol=1e-5)
+
+
+def test_class_arguments_by_import_path(cached_model, no_network):
+    kwargs = hub.resolve_kwargs({"act_layer": "torch.nn.SiLU", "init_values": 1e-5})
+    assert kwargs["act_layer"] is torch.nn.SiLU and kwargs["init_values"] == 1e-5
+    with pytest.raises(ValueError, match="names no importable class"):
+        hub.resolve_kwargs({"mlp_layer": "timm.layers.NoSuchLayer"})
+
+
+def test_creation_arguments_the_model_rejects(cached_model, no_network):
+    with pytest.raises(ValueError, match=r"tiny-encoder.*does not accept these creation arguments"):
+        create_backbone(NAME, pretrained=True, backbone_kwargs={"no_such_argument": 3})
+
+
+def test_a_truncated_cached_file_is_named(cached_model, no_network):
+    _, snapshot = cached_model
+    weights = snapshot / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:64])
+    with pytest.raises(
+        ValueError, match=r"cached weights of 'hf-hub:stmix-test/tiny-encoder' in .*cut short"
+    ):
+        create_backbone(NAME, pretrained=True)
+
+
+def test_not_cached_and_offline_fails_fast(cached_model, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "https://unreachable.invalid")
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"not in the local hub cache.*`weights=`"):
+        create_backbone("hf-hub:stmix-test/not-downloaded", pretrained=True)
+    assert time.perf_counter() - start < 15
+    with pytest.raises(ValueError, match="not a hub name"):
+        create_backbone("hf-hub:no-slash", pretrained=True)
+
+
+def test_gated_and_unknown_models_in_words(cached_model, monkeypatch):
+    from types import SimpleNamespace
+
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    response = SimpleNamespace(headers={}, request=None, status_code=401)  # what they read
+
+    def raising(error):
+        def config(name, snapshot):
+            raise error("401 Client Error", response=response)
+
+        return config
+
+    monkeypatch.setattr(hub, "cached_snapshot", lambda name: None)
+    monkeypatch.setattr(hub, "config", raising(GatedRepoError))
+    with pytest.raises(
+        RuntimeError, match=r"is gated: accept its licence on https://huggingface.co/org/uni"
+    ):
+        hub.create("hf-hub:org/uni", pretrained=True, img_size=None, kwargs={}, online=True)
+    monkeypatch.setattr(hub, "config", raising(RepositoryNotFoundError))
+    with pytest.raises(ValueError, match="There is no model 'org/typo'"):
+        hub.create("hf-hub:org/typo", pretrained=True, img_size=None, kwargs={}, online=True)

@@ -185,9 +185,20 @@ def genes(adata: ad.AnnData, genes: Sequence[str] | str | None) -> np.ndarray:
     return gene_indices(adata, genes)
 
 
-def patches(adata: ad.AnnData, key: str, size: int | None = None) -> np.ndarray:
-    """The uint8 (n_obs, size, size, 3) patches of ``obsm[key]``, checked (and their size)."""
+def patches(adata: ad.AnnData, key: str, size: int | None = None):
+    """The uint8 (n_obs, size, size, 3) patches of ``obsm[key]``, checked (and their size).
+
+    In-memory patches come as a NumPy array; patches in a store as a lazy dask array (never
+    read whole here). When ``obsm[key]`` is gone but ``uns[key]`` names a store, the store is
+    opened again.
+    """
     if key not in adata.obsm:
+        params = (adata.uns.get(key) or {}).get("params") or {}
+        if params.get("store"):
+            from stmix import _store
+
+            records = params.get("by_library") or {params.get("library_id", ""): params}
+            return _store.lazy(adata.n_obs, records, int(params["size"]))
         hint = "" if size is None else f"size={size}"
         raise KeyError(
             f"adata.obsm[{key!r}] is missing: cut the H&E patches first with "
@@ -205,7 +216,7 @@ def patches(adata: ad.AnnData, key: str, size: int | None = None) -> np.ndarray:
             f"adata.obsm[{key!r}] holds {shape[1]} × {shape[1]} px patches, but the model takes "
             f"{size} × {size}: run stmix.pp.patches(adata, size={size})."
         )
-    return np.asarray(cut)
+    return cut if hasattr(cut, "dask") else np.asarray(cut)
 
 
 def spot_geometry(adata: ad.AnnData, patches_key: str) -> dict[str, float | None]:

@@ -89,14 +89,18 @@ class Plain(Augmentation):
 
     def __call__(self, anchors: Tensor, patches: Tensor, targets: Tensor) -> Step:
         """The anchors' inputs (images augmented with ``geometric``) and their targets."""
-        x = to_input(patches[anchors])
+        return self.make(patches[anchors], targets[anchors])
+
+    def make(self, x_i: Tensor, y_i: Tensor) -> Step:
+        """The step of inputs already read (uint8 patches or vectors) and their targets."""
+        x = to_input(x_i)
         if self.geometric:
             if x.ndim != 4:
                 raise ValueError(
                     "augment='basic' flips and crops images; these inputs are vectors."
                 )
             x = flip_rotate_crop(x)
-        return Step(inputs=x, y_i=targets[anchors])
+        return Step(inputs=x, y_i=y_i)
 
 
 class Mix(Augmentation):
@@ -131,15 +135,34 @@ class Mix(Augmentation):
     def __call__(self, anchors: Tensor, patches: Tensor, targets: Tensor) -> Step:
         """Draw partners and ratios, mix, and stack ``[x_mix; x_i; x_j]``."""
         partners, edge_weight = self.sampler(anchors)
-        x_i, x_j = to_input(patches[anchors]), to_input(patches[partners])
+        return self.make(
+            patches[anchors],
+            patches[partners],
+            targets[anchors],
+            targets[partners],
+            edge_weight,
+            partners,
+        )
+
+    def make(
+        self,
+        x_i: Tensor,
+        x_j: Tensor,
+        y_i: Tensor,
+        y_j: Tensor,
+        edge_weight: Tensor,
+        partners: Tensor | None = None,
+    ) -> Step:
+        """Mix pairs already drawn and read (e.g. by DataLoader workers from a patch store)."""
+        x_i, x_j = to_input(x_i), to_input(x_j)
         if self.boxes and x_i.ndim != 4:
             raise ValueError("augment='cutmix' pastes boxes of images; these inputs are vectors.")
-        lam = sample_lambda(len(anchors), self.alpha, anchors.device)
+        lam = sample_lambda(len(x_i), self.alpha, x_i.device)
         x_mix, lam = (cutmix if self.boxes else mix_pixels)(x_i, x_j, lam)
         return Step(
             inputs=torch.cat([x_mix, x_i, x_j]),
-            y_i=targets[anchors],
-            y_j=targets[partners],
+            y_i=y_i,
+            y_j=y_j,
             lam=lam,
             edge_weight=edge_weight,
             partners=partners,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import anndata as ad
@@ -12,7 +14,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from stmix import _anndata, _image, _memory, _owner, _validate
+from stmix import _anndata, _image, _memory, _owner, _store, _validate
 from stmix._image import SpotImage
 from stmix._keys import PATCHES, SPATIAL
 
@@ -35,6 +37,7 @@ def patches(
     spot_diameter: float | None = None,
     side_um: float | None = None,
     mpp: float | None = None,
+    store: str | os.PathLike | None = None,
     spatial_key: str = SPATIAL,
     key_added: str = PATCHES,
     progress: bool = True,
@@ -88,6 +91,15 @@ def patches(
     mpp
         Micrometres per full-resolution pixel, for ``side_um``; default the library's
         ``metadata["microns_per_pixel"]``.
+    store
+        Write the patches to this zarr store, block by block, and keep a lazy (dask) array in
+        ``obsm``: memory no longer grows with the number of spots. With several sections, a
+        folder that gets one store per section (``<store>/<library_id>.zarr``). A complete store
+        of the same patches is reused; one of other patches, or one cut short, is refused.
+        :func:`stmix.tl.embed`, :func:`stmix.tl.fit` and :func:`stmix.tl.impute` read lazy
+        patches in chunks (DataLoader workers). ``write_h5ad`` copies lazy patches into the
+        file; ``del adata.obsm[key_added]`` first to keep it small: stmix reopens the store
+        that ``uns[key_added]["params"]["store"]`` names.
     spatial_key
         Key of the spot centres in ``obsm``.
     key_added
@@ -106,7 +118,8 @@ def patches(
         - ``uns[key_added]["params"]``: ``size``, ``spot_scale``, ``spot_diameter``,
           ``side_fullres`` (patch side in full-resolution pixels), ``side_source`` (in pixels of
           the image used), ``source`` and ``library_id``; with several sections the per-section
-          values are under ``by_library``.
+          values are under ``by_library``; with ``store``, its path (and each section's store
+          and spot positions).
     """
     started = time.perf_counter()
     size = _check_size(size)
@@ -136,12 +149,13 @@ def patches(
             raise KeyError(f"`image` names sections that adata does not hold: {unknown}.")
         jobs = [(name, spots, (image or {}).get(name)) for name, spots in sections.items()]
 
-    _memory.check_fits(
-        adata.n_obs * size * size * 3,
-        f"{adata.n_obs:,} patches of {size} × {size} px",
-        "lower `size`.",
-    )
-    out = np.empty((adata.n_obs, size, size, 3), dtype=np.uint8)
+    if store is None:
+        _memory.check_fits(
+            adata.n_obs * size * size * 3,
+            f"{adata.n_obs:,} patches of {size} × {size} px",
+            "lower `size`, or write them to disk with `store=`.",
+        )
+        out = np.empty((adata.n_obs, size, size, 3), dtype=np.uint8)
     records = {}
     bar = tqdm(total=adata.n_obs, desc="patches", unit="spot", disable=not progress, leave=False)
     for name, spots, source in jobs:
@@ -157,12 +171,22 @@ def patches(
             spot_diameter,
             (side_um, mpp),
         )
-        out[spots] = cut_patches(spot_image, coords[spots], record["side_fullres"], size, bar=bar)
+        if store is None:
+            out[spots] = cut_patches(
+                spot_image, coords[spots], record["side_fullres"], size, bar=bar
+            )
+        else:
+            path = Path(store) if key is None else Path(store) / f"{record['library_id']}.zarr"
+            _to_store(path, spot_image, coords[spots], record, size, bar)
+            record["store"], record["positions"] = str(path), np.asarray(spots)
         records[record["library_id"]] = record
         del spot_image  # a full-resolution slide is large: one at a time
     bar.close()
 
     params = {"size": size, "spot_scale": float(spot_scale), "spatial_key": spatial_key}
+    if store is not None:
+        params["store"] = str(store)
+        out = _store.lazy(adata.n_obs, records, size)
     if side_um is not None:
         params["side_um"] = side_um
         scales = [
@@ -188,6 +212,37 @@ def patches(
         time.perf_counter() - started,
     )
     return adata if copy else None
+
+
+def _to_store(path: Path, spot_image, coords, record, size, bar) -> None:
+    """Cut one section's patches into ``path`` block by block, or reuse the same patches there."""
+    meta = {
+        "side_fullres": record["side_fullres"],
+        "source": record["source"],
+        "spot_diameter": record["spot_diameter"],
+    }
+    if path.exists():
+        _store.open_lazy(path, size=size, n=len(coords))  # complete, same size and spots
+        import zarr
+
+        held = dict(zarr.open_array(str(path), mode="r").attrs[_store.ATTRIBUTE])
+        if any(held.get(k) != v for k, v in meta.items()):
+            raise ValueError(
+                f"The patch store {path} holds other patches (cut from {held.get('source')}, "
+                f"side {held.get('side_fullres')} px): pass another `store=` path."
+            )
+        logger.info("Reusing the patches in %s.", path)
+        bar.update(len(coords))
+        return
+    _store.write(
+        path,
+        len(coords),
+        size,
+        lambda start, stop: cut_patches(
+            spot_image, coords[start:stop], record["side_fullres"], size, bar=bar
+        ),
+        meta,
+    )
 
 
 def _section_image(

@@ -15,6 +15,7 @@ from stmix import _anndata, _owner, _validate
 from stmix._keys import EMBEDDING, PATCHES
 from stmix.nn.encoder import DIHEDRAL, Encoder
 from stmix.nn.images import to_float
+from stmix.tl._batches import batches
 from stmix.tl._device import autocast, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -152,15 +153,19 @@ def encode(
     device: torch.device,
     progress: bool = False,
 ) -> np.ndarray:
-    """Features (n, d) float32 of uint8 patches (n, s, s, 3), read ``batch_size`` at a time."""
+    """Features (n, d) float32 of uint8 patches (n, s, s, 3), read ``batch_size`` at a time.
+
+    ``patches`` may be lazy (a dask array over a store): only a few batches are in memory.
+    """
     encoder.to(device).eval()
     out = np.empty((len(patches), encoder.num_features), dtype=np.float32)
     bar = tqdm(total=len(patches), desc="embed", unit="spot", disable=not progress, leave=False)
-    for start in range(0, len(patches), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(patches[start : start + batch_size]))
+    start = 0
+    for batch in batches(patches, batch_size):  # lazy patches: read by DataLoader workers
         with autocast(device):
             features = encoder.embed(to_float(batch.to(device)), size=size, tta=tta)
         out[start : start + len(batch)] = features.float().cpu().numpy()
+        start += len(batch)
         bar.update(len(batch))
     bar.close()
     return out
@@ -184,7 +189,7 @@ def fingerprint(patches: np.ndarray) -> str:
     """A short hash of the patches' shape and of every 64th patch (fast on any number of spots)."""
     digest = hashlib.blake2b(repr(patches.shape).encode(), digest_size=8)
     step = max(1, len(patches) // 64)
-    digest.update(np.ascontiguousarray(patches[::step]).tobytes())
+    digest.update(np.ascontiguousarray(np.asarray(patches[::step])).tobytes())
     return digest.hexdigest()
 
 
@@ -216,7 +221,7 @@ def representation(
     made_from = record.get("patches") or {}
     key_of_patches = patches_key or made_from.get("key")
     if made_from and key_of_patches in adata.obsm:
-        current = patch_record(adata, np.asarray(adata.obsm[key_of_patches]), key_of_patches)
+        current = patch_record(adata, adata.obsm[key_of_patches], key_of_patches)
         changed = [
             name
             for name in ("size", "spot_scale", "n_obs", "fingerprint")

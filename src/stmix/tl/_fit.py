@@ -22,6 +22,7 @@ from stmix.nn.constants import METHODS, PIXEL
 from stmix.nn.head import ExpressionHead
 from stmix.nn.model import ExpressionPredictor
 from stmix.tl import _augmentations, _trainer
+from stmix.tl._batches import Rows, is_lazy
 from stmix.tl._embed import representation
 from stmix.tl._imputer_plan import ImputerPlan
 from stmix.tl._model import Imputer, plain
@@ -71,6 +72,7 @@ def fit(
     devices: int | str | list[int] = 1,
     checkpoint_dir: str | os.PathLike | None = None,
     ckpt_path: str | os.PathLike | None = None,
+    workers: int | None = None,
     progress: bool = True,
     library_key: str | None = None,
     split_key: str = SPLIT,
@@ -170,6 +172,9 @@ def fit(
     ckpt_path
         Resume from this checkpoint (``"last"``: the one in ``checkpoint_dir``). The data and
         settings must be those of the interrupted run.
+    workers
+        DataLoader workers that read patches from a store (``pp.patches(store=...)``) during
+        training (default: up to four); patches in memory need none.
     progress
         Show a progress bar over epochs with the loss, the validation MSE and the best epoch.
     library_key
@@ -283,13 +288,19 @@ def fit(
             f"and its BatchNorm layers cannot normalise a single image: use batch_size >= 2 (a "
             f"mixing method runs three images per anchor)."
         )
+    if is_lazy(data.inputs):  # patches in a store: streamed by DataLoader workers
+        train_inputs, val_inputs = Rows(data.inputs, data.train), Rows(data.inputs, data.val)
+    else:
+        train_inputs = torch.from_numpy(data.inputs[data.train])
+        val_inputs = torch.from_numpy(data.inputs[data.val])
     plan = ImputerPlan(
         network,
         augmentation,
-        torch.from_numpy(data.inputs[data.train]),
+        train_inputs,
         torch.from_numpy(data.y_train),
-        torch.from_numpy(data.inputs[data.val]),
+        val_inputs,
         torch.from_numpy(data.y_val),
+        workers=workers,
         batch_size=config.batch_size,
         lr=config.lr,
         min_lr=config.min_lr,

@@ -16,6 +16,7 @@ from stmix._io import atomic_folder
 from stmix.nn.head import ExpressionHead
 from stmix.nn.images import to_input
 from stmix.nn.model import ExpressionPredictor
+from stmix.tl._batches import batches, is_lazy
 from stmix.tl._device import autocast, resolve_device
 
 WEIGHTS_FILE = "model.safetensors"
@@ -101,7 +102,10 @@ class Imputer:
         The input is uint8 patches (n, size, size, 3) for an image model, embeddings (n,
         in_features) for a head.
         """
-        patches = torch.as_tensor(np.asarray(patches) if not torch.is_tensor(patches) else patches)
+        if not is_lazy(patches):
+            patches = torch.as_tensor(
+                np.asarray(patches) if not torch.is_tensor(patches) else patches
+            )
         if self.kind == "head":
             width = int(self.config["in_features"])
             if patches.ndim != 2 or patches.shape[1] != width:
@@ -293,8 +297,8 @@ def predict_batches(
     module.eval()
     out = []
     bar = tqdm(total=len(patches), desc="predict", unit="spot", disable=not progress, leave=False)
-    for start in range(0, len(patches), batch_size):
-        batch = patches[start : start + batch_size].to(device, non_blocking=True)
+    for batch in batches(patches, batch_size):  # lazy patches: read by DataLoader workers
+        batch = batch.to(device, non_blocking=True)
         with autocast(device):
             out.append(module(to_input(batch)).float())
         bar.update(len(batch))

@@ -205,9 +205,13 @@ class TrainingPlan(L.LightningModule):
         """Start collecting this round's predictions."""
         self._val_parts = []
 
-    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+    def validation_index(self, batch) -> Tensor:
+        """The validation items a batch holds (the batch itself: an index tensor)."""
+        return batch
+
+    def validation_step(self, batch, batch_idx: int) -> None:
         """Predict a batch of validation items."""
-        self._val_parts.append((batch, self.predict(batch).float()))
+        self._val_parts.append((self.validation_index(batch), self.predict(batch).float()))
 
     def on_validation_epoch_end(self) -> None:
         """Score all validation items (gathered from every process) and log ``val_<monitor>``."""

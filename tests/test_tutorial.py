@@ -29,10 +29,12 @@ def test_tutorial_executes(tmp_path, monkeypatch):
     )
     assert "identical predictions after reload: True" in outputs
     assert "SNR-ST-Mix:" in outputs and "correlation of Moran's I" in outputs
+    assert "grid points on the tissue" in outputs  # a section nobody measured, predicted
     images = sum(
         "image/png" in output.get("data", {})
         for cell in notebook.cells
         if cell.cell_type == "code"
         for output in cell.get("outputs", [])
     )
-    assert images >= 6  # scanpy map, patches, history, gene errors, maps, Moran's I
+    # scanpy map, patches, history, gene errors, maps, Moran's I, the unmeasured section's map
+    assert images >= 7

@@ -96,3 +96,48 @@ def lazy(adata_n: int, records: dict[str, dict], size: int):
     inverse = np.empty_like(order)
     inverse[order] = np.arange(len(order))
     return stacked[inverse]
+
+
+class Reader:
+    """Rows of a section's stores read straight from zarr, in the AnnData's spot order.
+
+    Reading one patch through the dask graph costs about 5 ms; from the zarr array, under 1 ms.
+    Training reads patches one at a time (each anchor and its partner), so it reads through
+    this. Picklable: DataLoader workers open the stores themselves.
+    """
+
+    def __init__(self, records: dict[str, dict], n: int):
+        self.paths = [str(record["store"]) for record in records.values()]
+        self.part = np.empty(n, dtype=np.int64)
+        self.local = np.empty(n, dtype=np.int64)
+        for k, record in enumerate(records.values()):
+            positions = np.asarray(record["positions"])
+            self.part[positions] = k
+            self.local[positions] = np.arange(len(positions))
+        self._arrays = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": None}
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        if self._arrays is None:
+            import zarr
+
+            self._arrays = [zarr.open_array(path, mode="r") for path in self.paths]
+        return np.asarray(self._arrays[self.part[row]][int(self.local[row])])
+
+
+def reader(array, params: dict) -> Reader | None:
+    """A :class:`Reader` for ``array`` when it is the stores' own lazy array, else ``None``.
+
+    "Its own" means the same dask graph as the stores ``params`` names give: a subset or a
+    reordering of the spots (``adata[mask].copy()``) is read through dask instead.
+    """
+    if not params.get("store") or not hasattr(array, "name"):
+        return None
+    records = params.get("by_library") or {params.get("library_id", ""): params}
+    try:
+        same = lazy(len(array), records, int(params["size"])).name == array.name
+    except (ValueError, KeyError, FileNotFoundError, TypeError):
+        return None
+    return Reader(records, len(array)) if same else None

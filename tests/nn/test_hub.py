@@ -99,6 +99,20 @@ def test_class_arguments_by_import_path(cached_model, no_network):
     assert kwargs["act_layer"] is torch.nn.SiLU and kwargs["init_values"] == 1e-5
     with pytest.raises(ValueError, match="names no importable class"):
         hub.resolve_kwargs({"mlp_layer": "timm.layers.NoSuchLayer"})
+    # a class given as a class is recorded by its path (config.json), which resolves back to it
+    recorded = hub.record_kwargs(
+        {"mlp_layer": timm.layers.SwiGLUPacked, "act_layer": torch.nn.SiLU, "init_values": 1e-5}
+    )
+    assert recorded == {
+        "mlp_layer": "timm.layers.SwiGLUPacked",  # a functools.partial, found by identity
+        "act_layer": "torch.nn.modules.activation.SiLU",
+        "init_values": 1e-5,
+    }
+    resolved = hub.resolve_kwargs(recorded)
+    assert resolved["mlp_layer"] is timm.layers.SwiGLUPacked
+    assert resolved["act_layer"] is torch.nn.SiLU
+    with pytest.raises(ValueError, match="by its import path"):
+        hub.record_kwargs({"act_layer": lambda x: x})
 
 
 def test_creation_arguments_the_model_rejects(cached_model, no_network):

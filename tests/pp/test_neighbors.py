@@ -119,14 +119,20 @@ def test_precomputed_squidpy_graph(c2_log, caplog):
     assert adata.uns["stmix_neighbors"]["params"]["method"] == "obsp['spatial_connectivities']"
 
 
-def test_pynndescent_beyond_the_exact_limit(c2_log, monkeypatch):
-    exact = stmix.pp.neighbors(c2_log, 5, basis="expression", copy=True)
-    monkeypatch.setattr(_neighbors, "EXACT_EXPRESSION_KNN", 10)
-    approx = stmix.pp.neighbors(c2_log, 5, basis="expression", copy=True)
-    assert approx.uns["stmix_neighbors"]["params"]["method"] == "pynndescent"
-    a, b = exact.obsp["stmix_connectivities"], approx.obsp["stmix_connectivities"]
-    recall = a.multiply(b).sum() / a.sum()
-    assert recall > 0.9
+def test_expression_candidates_are_exact_in_small_blocks(c2_log, monkeypatch):
+    whole = stmix.pp.neighbors(c2_log, 5, basis="expression", copy=True)
+    monkeypatch.setattr(_neighbors, "KNN_BLOCK_ELEMENTS", 300)  # a couple of rows per block
+    blocked = stmix.pp.neighbors(c2_log, 5, basis="expression", copy=True)
+    assert blocked.uns["stmix_neighbors"]["params"]["method"] == "exact"
+    a, b = whole.obsp["stmix_connectivities"], blocked.obsp["stmix_connectivities"]
+    assert (a != b).nnz == 0
+    train = np.flatnonzero(c2_log.obs["stmix_split"] == "train")
+    y = np.asarray(c2_log.X[train].todense() if hasattr(c2_log.X, "todense") else c2_log.X[train])
+    d = np.linalg.norm(y[:, None, :] - y[None, :, :], axis=2)
+    np.fill_diagonal(d, np.inf)
+    for row, spot in enumerate(train):
+        expected = set(train[np.argsort(d[row], kind="stable")[:5]])
+        assert set(a[spot].indices) == expected
 
 
 def test_write_h5ad_round_trip(c2_log, tmp_path):

@@ -19,11 +19,22 @@ def _full_image(adata, library="C2"):
         return np.asarray(image.convert("RGB"))
 
 
-def _square(full, x, y, side, size):
+def _square(full, x, y, side, size, crop=True):
     """The square of side ``side`` centred on pixel (x, y), resampled from the full image."""
     left, top = x + 0.5 - side / 2, y + 0.5 - side / 2
-    box = (left, top, left + side, top + side)
-    return np.asarray(Image.fromarray(full).resize((size, size), Image.Resampling.BICUBIC, box=box))
+    if not crop:  # exactly as pp.patches resamples: the whole image and the box
+        box = (left, top, left + side, top + side)
+        image = Image.fromarray(full)
+        return np.asarray(image.resize((size, size), Image.Resampling.BICUBIC, box=box))
+    # crop a margin around the square first: resampling reads only pixels near the box
+    x0, y0 = max(int(np.floor(left)) - 8, 0), max(int(np.floor(top)) - 8, 0)
+    region = np.ascontiguousarray(
+        full[y0 : int(np.ceil(top + side)) + 8, x0 : int(np.ceil(left + side)) + 8]
+    )
+    box = (left - x0, top - y0, left - x0 + side, top - y0 + side)
+    return np.asarray(
+        Image.fromarray(region).resize((size, size), Image.Resampling.BICUBIC, box=box)
+    )
 
 
 def test_patch_is_the_full_resolution_square_around_the_spot(her2st):
@@ -52,7 +63,8 @@ def test_patch_is_the_full_resolution_square_around_the_spot(her2st):
     # from the full array no decoding differs: the patch is that square exactly
     stmix.pp.patches(adata, size=64, image=full, progress=False)
     x, y = adata.obsm["spatial"][7]
-    np.testing.assert_array_equal(adata.obsm["stmix_patches"][7], _square(full, x, y, side, 64))
+    expected = _square(full, x, y, side, 64, crop=False)
+    np.testing.assert_array_equal(adata.obsm["stmix_patches"][7], expected)
 
 
 def test_every_image_form_gives_the_same_patches(her2st):

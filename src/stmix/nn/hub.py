@@ -161,3 +161,45 @@ def resolve_kwargs(kwargs: dict[str, Any] | None) -> dict[str, Any]:
                 ) from None
         out[key] = value
     return out
+
+
+def record_kwargs(kwargs: dict[str, Any] | None) -> dict[str, Any]:
+    """``backbone_kwargs`` as JSON, for a model's config.
+
+    Layer classes (and timm's partials such as ``timm.layers.SwiGLUPacked``) are recorded by
+    import path, which :func:`resolve_kwargs` turns back into them.
+    """
+    import functools
+    import inspect
+
+    import torch
+
+    out = {}
+    for key, value in (kwargs or {}).items():
+        if value is None or isinstance(value, (str, bool, int, float)):
+            out[key] = value
+        elif isinstance(value, (list, tuple)) and all(
+            isinstance(v, (str, bool, int, float)) for v in value
+        ):
+            out[key] = list(value)
+        elif inspect.isclass(value):
+            out[key] = f"{value.__module__}.{value.__qualname__}"
+        elif isinstance(value, functools.partial) or callable(value):
+            named = [
+                f"{module.__name__}.{attr}"
+                for module in (timm.layers, torch.nn)
+                for attr in dir(module)
+                if getattr(module, attr, None) is value
+            ]
+            if not named:
+                raise ValueError(
+                    f"backbone_kwargs[{key!r}] = {value!r} cannot be recorded in the model's "
+                    f"config: give it by its import path (e.g. 'timm.layers.SwiGLUPacked')."
+                )
+            out[key] = named[0]
+        else:
+            raise ValueError(
+                f"backbone_kwargs[{key!r}] = {value!r} cannot be recorded in the model's config: "
+                f"use numbers, strings or layer classes."
+            )
+    return out

@@ -67,15 +67,20 @@ def batches(array, batch_size: int, *, workers: int | None = None) -> Iterator[t
 
 
 class Rows:
-    """Some rows of a lazy array, read one at a time on demand (in DataLoader workers)."""
+    """Some rows of a lazy array, read one at a time on demand (in DataLoader workers).
 
-    def __init__(self, array, positions: np.ndarray):
+    ``reader``, when given, reads a row of ``array`` faster (straight from its zarr stores).
+    """
+
+    def __init__(self, array, positions: np.ndarray, reader=None):
         self.array = array
         self.positions = np.asarray(positions)
+        self.reader = reader
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def read(self, item: int) -> np.ndarray:
         """Row ``item`` (of ``positions``) as a NumPy array."""
-        return np.asarray(self.array[int(self.positions[item])])
+        row = int(self.positions[item])
+        return np.asarray(self.array[row] if self.reader is None else self.reader[row])

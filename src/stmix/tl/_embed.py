@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from stmix import _anndata, _owner, _validate
 from stmix._keys import EMBEDDING, PATCHES
+from stmix.nn import hub
 from stmix.nn.encoder import DIHEDRAL, Encoder
 from stmix.nn.images import to_float
 from stmix.tl._batches import batches
@@ -101,6 +102,7 @@ def embed(
     if views > len(DIHEDRAL):
         raise ValueError(f"`tta` must be at most {len(DIHEDRAL)} views, not {tta!r}.")
     _owner.claim(adata, WRITER, key_added, [("obsm", key_added), ("uns", key_added)])
+    recorded_kwargs = hub.record_kwargs(backbone_kwargs)
     target = resolve_device(device)
     encoder = Encoder(
         backbone,
@@ -130,7 +132,7 @@ def embed(
                 "weights": encoder.weights_source,
                 "weights_file": None if weights is None else str(weights),
                 "pretrained": bool(pretrained),
-                "backbone_kwargs": dict(backbone_kwargs or {}),
+                "backbone_kwargs": recorded_kwargs,
                 "size": int(side),
                 "tta": int(views),
                 "dim": int(features.shape[1]),

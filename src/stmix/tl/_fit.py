@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 import stmix
-from stmix import _anndata, _history, _owner, _presets, _validate
+from stmix import _anndata, _history, _owner, _presets, _store, _validate
 from stmix._keys import FIT, NEIGHBORS, PATCHES, SPLIT
 from stmix._presets import TrainingConfig
+from stmix.nn import hub
 from stmix.nn.constants import METHODS, PIXEL
 from stmix.nn.head import ExpressionHead
 from stmix.nn.model import ExpressionPredictor
@@ -211,6 +212,7 @@ def fit(
     trainer_kwargs = _trainer.check_trainer_kwargs(trainer_kwargs, PLAN_SETTINGS)
     ckpt_path = _trainer.check_checkpoint(ckpt_path, checkpoint_dir)
     _owner.claim(adata, WRITER, key_added, [("uns", key_added)])
+    recorded_kwargs = hub.record_kwargs(backbone_kwargs)  # refused now, not after training
     data = _training_data(
         adata, layer, genes, augment, use_rep, library_key, split_key, patches_key, neighbors_key
     )
@@ -289,7 +291,9 @@ def fit(
             f"mixing method runs three images per anchor)."
         )
     if is_lazy(data.inputs):  # patches in a store: streamed by DataLoader workers
-        train_inputs, val_inputs = Rows(data.inputs, data.train), Rows(data.inputs, data.val)
+        fast = _store.reader(data.inputs, (adata.uns.get(patches_key) or {}).get("params") or {})
+        train_inputs = Rows(data.inputs, data.train, fast)
+        val_inputs = Rows(data.inputs, data.val, fast)
     else:
         train_inputs = torch.from_numpy(data.inputs[data.train])
         val_inputs = torch.from_numpy(data.inputs[data.val])
@@ -340,7 +344,7 @@ def fit(
         "seed": seed,
         "pretrained": bool(pretrained),
         "weights": None if weights is None else str(weights),
-        "backbone_kwargs": dict(backbone_kwargs or {}),
+        "backbone_kwargs": recorded_kwargs,
         "use_rep": use_rep,
         "head": head if use_rep is not None else None,
         "library_key": data.library_key,

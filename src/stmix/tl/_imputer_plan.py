@@ -167,6 +167,7 @@ class ImputerPlan(TrainingPlan):
             sampler=sampler,
             num_workers=self.workers,
             worker_init_fn=synchronous_dask if self.workers else None,
+            persistent_workers=self.workers > 0,  # not started anew every epoch
         )
 
     def score(self, pred: Tensor) -> dict[str, float]:

@@ -316,6 +316,8 @@ def test_a_failed_write_keeps_the_existing_output(files):
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("stmix impute: error:") and "Traceback" not in result.stderr
+    assert f"could not write {existing}" in result.stderr
+    assert "the existing file is as it was" in result.stderr
     assert existing.read_bytes() == before
     assert not [p.name for p in files.iterdir() if p.name.startswith(".")]  # no partial file
 

@@ -58,8 +58,14 @@ def _check_out(path: str | None) -> None:
 def _write(adata, path: str) -> None:
     from stmix._io import atomic_file
 
-    with atomic_file(path) as temporary:  # a failed write keeps the old file, leaves no part
-        adata.write_h5ad(temporary)
+    existed = Path(path).exists()
+    try:
+        with atomic_file(path) as temporary:  # a failed write keeps the old file, leaves no part
+            adata.write_h5ad(temporary)
+    except (OSError, RuntimeError) as error:  # h5py reports a full disk as either
+        reason = str(error).split("error message = ")[-1].strip("')") or type(error).__name__
+        kept = "the existing file is as it was" if existed else "no partial file was left"
+        raise OSError(f"could not write {path} ({reason}); {kept}.") from error
 
 
 def _genes(args: argparse.Namespace, adata) -> list[str] | str | None:

@@ -217,7 +217,7 @@ def summarise(frame: pd.DataFrame, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000])
+    parser.add_argument("--sizes", nargs="*", type=int, default=[10_000, 100_000])
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
     parser.add_argument("--neighbors", nargs="*", type=int, default=[], help="extra sizes")
     parser.add_argument("--work", default="/tmp/stmix_scale", help="where stores are written")

@@ -133,42 +133,33 @@ class ImputerPlan(TrainingPlan):
         """Index batches (patches in memory), or pairs read from the store by workers."""
         if not self.streaming:
             return super().train_dataloader()
-        sampler = _EpochIndices(
-            range(self.n_train),
-            num_replicas=self.trainer.world_size,
-            rank=self.trainer.global_rank,
-            shuffle=True,
-            seed=self.seed,
-        )
-        single = self.batch_size > 1 and len(sampler) % self.batch_size == 1
+        sampler = self.shard(self.n_train, shuffle=True, kind=_EpochIndices)
         return DataLoader(
             _Pairs(self.train_patches, self.pair_sampler, self.seed),
             batch_size=self.batch_size,
             sampler=sampler,
-            drop_last=single,
-            num_workers=self.workers,
-            worker_init_fn=synchronous_dask if self.workers else None,
-            persistent_workers=self.workers > 0,
+            drop_last=self.single_last(sampler),
+            **self.reading(),
         )
 
     def val_dataloader(self) -> DataLoader:
         """Validation indices (patches in memory), or their patches read by workers."""
         if not self.streaming:
             return super().val_dataloader()
-        sampler = DistributedSampler(
-            range(self.n_val),
-            num_replicas=self.trainer.world_size,
-            rank=self.trainer.global_rank,
-            shuffle=False,
-        )
         return DataLoader(
             _Spots(self.val_patches),
             batch_size=max(self.batch_size, 64),
-            sampler=sampler,
-            num_workers=self.workers,
-            worker_init_fn=synchronous_dask if self.workers else None,
-            persistent_workers=self.workers > 0,  # not started anew every epoch
+            sampler=self.shard(self.n_val, shuffle=False),
+            **self.reading(),
         )
+
+    def reading(self) -> dict:
+        """DataLoader settings for reading a store: workers kept across epochs."""
+        return {
+            "num_workers": self.workers,
+            "worker_init_fn": synchronous_dask if self.workers else None,
+            "persistent_workers": self.workers > 0,
+        }
 
     def score(self, pred: Tensor) -> dict[str, float]:
         """MSE, MAE and mean per-gene Pearson correlation on the validation spots."""

@@ -140,27 +140,32 @@ class TrainingPlan(L.LightningModule):
         A last batch of a single item is dropped (BatchNorm cannot normalise one image; the
         item is in a full batch the next epoch, as the order is drawn anew).
         """
-        sampler = DistributedSampler(
-            range(self.n_train),
-            num_replicas=self.trainer.world_size,
-            rank=self.trainer.global_rank,
-            shuffle=True,
-            seed=self.seed,
-        )
-        single = self.batch_size > 1 and len(sampler) % self.batch_size == 1
+        sampler = self.shard(self.n_train, shuffle=True)
         return DataLoader(
-            range(self.n_train), batch_size=self.batch_size, sampler=sampler, drop_last=single
+            range(self.n_train),
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=self.single_last(sampler),
         )
 
     def val_dataloader(self) -> DataLoader:
         """Validation indices in order, sharded across processes."""
-        sampler = DistributedSampler(
-            range(self.n_val),
+        sampler = self.shard(self.n_val, shuffle=False)
+        return DataLoader(range(self.n_val), batch_size=max(self.batch_size, 256), sampler=sampler)
+
+    def shard(self, n: int, *, shuffle: bool, kind: type = DistributedSampler):
+        """The share of ``n`` items for this process (seeded shuffle, or in order)."""
+        return kind(
+            range(n),
             num_replicas=self.trainer.world_size,
             rank=self.trainer.global_rank,
-            shuffle=False,
+            shuffle=shuffle,
+            seed=self.seed,
         )
-        return DataLoader(range(self.n_val), batch_size=max(self.batch_size, 256), sampler=sampler)
+
+    def single_last(self, sampler) -> bool:
+        """Whether the last training batch would hold one item (it is dropped then)."""
+        return self.batch_size > 1 and len(sampler) % self.batch_size == 1
 
     # ---- optimisation -------------------------------------------------------------------
 

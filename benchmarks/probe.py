@@ -30,10 +30,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sections import SECTIONS, genes_for, load
+from sections import SECTIONS, genes_for, load, metric_table, paired_table
 
 import stmix
 
@@ -192,64 +191,12 @@ def summarise(frame: pd.DataFrame, command: str) -> str:
     methods = [m for m in METHODS if m in set(frame["method"])]
     for gene_set in sorted(frame["genes"].unique()):
         part = frame[frame["genes"] == gene_set]
-        sections = sorted(part["held_out"].unique())
         lines += [f"## Genes: {gene_set} ({int(part['n_genes'].median())} genes)", ""]
         for metric in ("pcc", "pcc_heg", "mse"):
-            lines += [
-                f"### {metric}",
-                "",
-                "| method | " + " | ".join(sections) + " | all | seconds per fit |",
-                "| --- | " + " | ".join("---" for _ in sections) + " | --- | --- |",
-            ]
-            for method in methods:
-                rows = part[part["method"] == method]
-                cells = []
-                for section in [*sections, None]:
-                    values = (
-                        rows[metric]
-                        if section is None
-                        else rows[rows["held_out"] == section][metric]
-                    )
-                    values = values.dropna()
-                    cells.append(
-                        "n/a"
-                        if values.empty
-                        else f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
-                        if len(values) > 1
-                        else f"{values.mean():.3f}"
-                    )
-                cells.append(f"{rows['seconds'].mean():.1f}")
-                lines.append(f"| {method} | " + " | ".join(cells) + " |")
-            lines.append("")
+            lines += metric_table(part, methods, metric, seconds=True)
         for base_name in ("ridge", "linear-none"):
-            if base_name not in set(part["method"]):
-                continue
-            base = part[part["method"] == base_name].set_index(["held_out", "seed"])
-            lines += [
-                f"Against `{base_name}` (paired over held-out section × seed; Wilcoxon "
-                "signed-rank, two-sided; positive median difference = the method better):",
-                "",
-                "| method | PCC: median diff | PCC: p | MSE: median diff | MSE: p | pairs |",
-                "| --- | --- | --- | --- | --- | --- |",
-            ]
-            for method in methods:
-                if method in (base_name, "mean"):
-                    continue
-                other = part[part["method"] == method].set_index(["held_out", "seed"])
-                both = other.join(base, lsuffix="_m", rsuffix="_n", how="inner")
-                if both.empty:
-                    continue
-                cells = []
-                for metric, sign in (("pcc", 1), ("mse", -1)):
-                    diff = sign * (both[f"{metric}_m"] - both[f"{metric}_n"])
-                    p = (
-                        stats.wilcoxon(diff).pvalue
-                        if len(diff) > 1 and np.any(diff != 0)
-                        else np.nan
-                    )
-                    cells += [f"{np.median(diff):+.4f}", f"{p:.3g}"]
-                lines.append(f"| {method} | " + " | ".join(cells) + f" | {len(both)} |")
-            lines.append("")
+            if base_name in set(part["method"]):
+                lines += paired_table(part, methods, base_name)
     return "\n".join(lines)
 
 

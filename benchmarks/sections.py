@@ -138,6 +138,64 @@ def run_one(adata, genes, held_out, method, seed, config) -> dict:
     return row
 
 
+def metric_table(part: pd.DataFrame, methods, metric: str, *, seconds: bool = False) -> list[str]:
+    """Markdown: one row per method, one column per held-out section and ``all``, mean ± sd."""
+    sections = sorted(part["held_out"].unique())
+    extra = " seconds per fit |" if seconds else ""
+    lines = [
+        f"### {metric}",
+        "",
+        "| method | " + " | ".join(sections) + " | all |" + extra,
+        "| --- | "
+        + " | ".join("---" for _ in sections)
+        + " | --- |"
+        + (" --- |" if seconds else ""),
+    ]
+    for method in methods:
+        rows = part[part["method"] == method]
+        cells = []
+        for section in [*sections, None]:
+            values = rows[metric] if section is None else rows[rows["held_out"] == section][metric]
+            values = values.dropna()
+            cells.append(
+                "n/a"
+                if values.empty
+                else f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
+                if len(values) > 1
+                else f"{values.mean():.3f}"
+            )
+        if seconds:
+            cells.append(f"{rows['seconds'].mean():.1f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def paired_table(part: pd.DataFrame, methods, base_name: str) -> list[str]:
+    """Markdown: each method against ``base_name``, paired over held-out section × seed."""
+    base = part[part["method"] == base_name].set_index(["held_out", "seed"])
+    lines = [
+        f"Against `{base_name}` (paired over held-out section × seed; Wilcoxon signed-rank, "
+        "two-sided; positive median difference = the method better):",
+        "",
+        "| method | PCC: median diff | PCC: p | MSE: median diff | MSE: p | pairs |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for method in methods:
+        if method in (base_name, "mean"):
+            continue
+        other = part[part["method"] == method].set_index(["held_out", "seed"])
+        both = other.join(base, lsuffix="_m", rsuffix="_n", how="inner")
+        if both.empty:
+            continue
+        cells = []
+        for metric, sign in (("pcc", 1), ("mse", -1)):
+            diff = sign * (both[f"{metric}_m"] - both[f"{metric}_n"])
+            p = stats.wilcoxon(diff).pvalue if len(diff) > 1 and np.any(diff != 0) else np.nan
+            cells += [f"{np.median(diff):+.4f}", f"{p:.3g}"]
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {len(both)} |")
+    return [*lines, ""]
+
+
 def summarise(frame: pd.DataFrame, config: str, command: str) -> str:
     """Markdown: per held-out section and method, mean ± sd over seeds; paired tests vs none."""
     lines = [
@@ -157,59 +215,9 @@ def summarise(frame: pd.DataFrame, config: str, command: str) -> str:
         part = frame[frame["genes"] == gene_set]
         lines += [f"## Genes: {gene_set} ({int(part['n_genes'].median())} genes)", ""]
         for metric in ("pcc", "pcc_heg", "mse"):
-            sections = sorted(part["held_out"].unique())
-            lines += [
-                f"### {metric}",
-                "",
-                "| method | " + " | ".join(sections) + " | all |",
-                "| --- | " + " | ".join("---" for _ in sections) + " | --- |",
-            ]
-            for method in methods:
-                rows = part[part["method"] == method]
-                cells = []
-                for section in [*sections, None]:
-                    values = (
-                        rows[metric]
-                        if section is None
-                        else rows[rows["held_out"] == section][metric]
-                    )
-                    values = values.dropna()
-                    cells.append(
-                        "n/a"
-                        if values.empty
-                        else f"{values.mean():.3f} ± {values.std(ddof=1):.3f}"
-                        if len(values) > 1
-                        else f"{values.mean():.3f}"
-                    )
-                lines.append(f"| {method} | " + " | ".join(cells) + " |")
-            lines.append("")
+            lines += metric_table(part, methods, metric)
         if {"none", "snr"} <= set(part["method"]):
-            lines += [
-                "Against `none` (paired over held-out section × seed; Wilcoxon signed-rank, "
-                "two-sided; positive median difference = the method better):",
-                "",
-                "| method | PCC: median diff | PCC: p | MSE: median diff | MSE: p | pairs |",
-                "| --- | --- | --- | --- | --- | --- |",
-            ]
-            base = part[part["method"] == "none"].set_index(["held_out", "seed"])
-            for method in methods:
-                if method in ("none", "mean"):
-                    continue
-                other = part[part["method"] == method].set_index(["held_out", "seed"])
-                both = other.join(base, lsuffix="_m", rsuffix="_n", how="inner")
-                if both.empty:
-                    continue
-                cells = []
-                for metric, sign in (("pcc", 1), ("mse", -1)):
-                    diff = sign * (both[f"{metric}_m"] - both[f"{metric}_n"])
-                    p = (
-                        stats.wilcoxon(diff).pvalue
-                        if len(diff) > 1 and np.any(diff != 0)
-                        else np.nan
-                    )
-                    cells += [f"{np.median(diff):+.4f}", f"{p:.3g}"]
-                lines.append(f"| {method} | " + " | ".join(cells) + f" | {len(both)} |")
-            lines.append("")
+            lines += paired_table(part, methods, "none")
     return "\n".join(lines)
 
 

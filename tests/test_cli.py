@@ -7,6 +7,7 @@ import scanpy as sc
 
 import stmix
 from stmix.cli import main
+from tests.conftest import TINY as TINY_FIT
 
 TINY = [
     "--backbone",
@@ -237,14 +238,7 @@ def test_several_sections_and_an_unmeasured_one(tmp_path, capsys):
 
 
 def test_predict_a_slide_with_three_arguments(prepared, data_dir, tmp_path, capsys):
-    model = stmix.tl.fit(
-        prepared,
-        augment="none",
-        backbone="test_efficientnet",
-        pretrained=False,
-        epochs=1,
-        progress=False,
-    )
+    model = stmix.tl.fit(prepared, augment="none", **{**TINY_FIT, "epochs": 1})
     config = model.config
     scalefactors = prepared.uns["spatial"]["C2"]["scalefactors"]
     assert config["spot_diameter_px"] == pytest.approx(scalefactors["spot_diameter_fullres"])
@@ -270,14 +264,7 @@ def test_predict_a_slide_with_three_arguments(prepared, data_dir, tmp_path, caps
 @pytest.fixture
 def files(prepared, tmp_path):
     """A prepared file, a saved model and an existing output."""
-    model = stmix.tl.fit(
-        prepared,
-        augment="none",
-        backbone="test_efficientnet",
-        pretrained=False,
-        epochs=1,
-        progress=False,
-    )
+    model = stmix.tl.fit(prepared, augment="none", **{**TINY_FIT, "epochs": 1})
     model.save(tmp_path / "m")
     prepared.write_h5ad(tmp_path / "in.h5ad")
     (tmp_path / "existing.h5ad").write_bytes((tmp_path / "in.h5ad").read_bytes())

@@ -169,7 +169,6 @@ def record_kwargs(kwargs: dict[str, Any] | None) -> dict[str, Any]:
     Layer classes (and timm's partials such as ``timm.layers.SwiGLUPacked``) are recorded by
     import path, which :func:`resolve_kwargs` turns back into them.
     """
-    import functools
     import inspect
 
     import torch
@@ -184,7 +183,7 @@ def record_kwargs(kwargs: dict[str, Any] | None) -> dict[str, Any]:
             out[key] = list(value)
         elif inspect.isclass(value):
             out[key] = f"{value.__module__}.{value.__qualname__}"
-        elif isinstance(value, functools.partial) or callable(value):
+        elif callable(value):  # timm's partials (SwiGLUPacked): found by identity
             named = [
                 f"{module.__name__}.{attr}"
                 for module in (timm.layers, torch.nn)

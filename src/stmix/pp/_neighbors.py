@@ -165,7 +165,7 @@ def neighbors(
             indptr, indices = _to_csr(_knn(coords[spots], n_neighbors))
             methods.add("kdtree")
         elif basis == "expression":
-            knn, how = _expression_knn(y, n_neighbors, seed)
+            knn, how = _expression_knn(y, n_neighbors)
             indptr, indices = _to_csr(knn)
             methods.add(how)
         else:
@@ -239,7 +239,7 @@ def _drop_self(index: np.ndarray, k: int) -> np.ndarray:
     return index[~is_self].reshape(n, k)
 
 
-def _expression_knn(y: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, str]:
+def _expression_knn(y: np.ndarray, k: int) -> tuple[np.ndarray, str]:
     """Exact ``k`` nearest other rows in expression space, block by block.
 
     Exact rather than approximate (pynndescent): deterministic, and without the half-minute

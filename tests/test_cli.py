@@ -75,6 +75,7 @@ def test_her2st_main_job(data_dir, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "HER2ST C3: 180 spots (train 54, val 36, test 90), 20 genes" in printed
     assert "stmix (snr)" in printed and "training mean everywhere" in printed
+    assert "fit snr: test_efficientnet (" in printed  # the backbone trained, by name
     adata = ad.read_h5ad(out)
     assert adata.var["stmix_selected"].sum() == 20
     predicted = adata.obsm["stmix"]

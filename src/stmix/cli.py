@@ -312,7 +312,7 @@ def _her2st(args: argparse.Namespace) -> int:
     model = stmix.tl.fit(adata, genes="stmix_selected", **_fit_kwargs(args))
     record = adata.uns["stmix"]
     print(
-        f"fit {args.augment}: {args.backbone} ({model.config['weights_source']}), "
+        f"fit {args.augment}: {model.config['backbone']} ({model.config['weights_source']}), "
         f"{model.patch_size} px, best epoch {record['best_epoch']} of "
         f"{record['timing']['epochs_run']}, {record['timing']['seconds_per_epoch']:.1f} s/epoch "
         f"on {record['timing']['device']}"

@@ -60,11 +60,18 @@ def _rgb(array: Any, what: str) -> Image.Image:
     return Image.fromarray(as_uint8_rgb(array, what), mode="RGB")
 
 
+#: Values converted per block by :func:`as_uint8_rgb`: its float temporaries stay ~64 MB, not
+#: 4-12 bytes per value of a whole slide.
+_BLOCK_VALUES = 2**22
+
+
 def as_uint8_rgb(array: Any, what: str) -> np.ndarray:
     """(H, W, 3) uint8 of a grey, RGB or RGBA image.
 
     8-bit values are kept; 16-bit integers are scaled by 255 / 65535; floats must lie in [0, 1];
-    an alpha channel is flattened onto white (the glass around tissue).
+    an alpha channel is flattened onto white (the glass around tissue). An 8-bit RGB array is
+    returned as it is (no copy when contiguous); other images are converted a block of rows at a
+    time, so memory beyond the result stays bounded however large the slide.
     """
     array = np.asarray(array)
     if array.ndim == 4 and array.shape[2] == 1:  # squidpy (y, x, z, channels)
@@ -73,37 +80,53 @@ def as_uint8_rgb(array: Any, what: str) -> np.ndarray:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4) or min(array.shape[:2]) < 1:
         raise ValueError(f"{what} must be an (height, width[, 3]) image, not shape {array.shape}.")
-    values = _to_unit(array, what)  # floats in [0, 1]
-    alpha = None
-    if values.shape[2] in (2, 4):  # grey + alpha, RGB + alpha
-        alpha, values = values[:, :, -1:], values[:, :, :-1]
-    if values.shape[2] == 1:
-        values = np.repeat(values, 3, axis=2)
-    if alpha is not None:
-        values = values * alpha + (1.0 - alpha)  # onto white
-    return np.round(values * 255).astype(np.uint8)
+    if array.dtype == np.uint8 and array.shape[2] == 3:
+        return np.ascontiguousarray(array)
+    divisor = _divisor(array, what)
+    height, width, channels = array.shape
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    rows = max(1, _BLOCK_VALUES // (width * channels))
+    for start in range(0, height, rows):
+        values = array[start : start + rows].astype(np.float32)
+        if divisor is None:
+            _check_unit(values, array, what)
+        else:
+            values /= divisor
+        alpha = None
+        if channels in (2, 4):  # grey + alpha, RGB + alpha
+            alpha, values = values[:, :, -1:], values[:, :, :-1]
+        if alpha is not None:
+            values = values * alpha + (1.0 - alpha)  # onto white
+        values *= 255
+        out[start : start + rows] = np.round(values, out=values)  # grey broadcasts to 3 channels
+    return out
 
 
-def _to_unit(array: np.ndarray, what: str) -> np.ndarray:
+def _divisor(array: np.ndarray, what: str) -> float | None:
+    """What integer values are divided by to lie in [0, 1]; ``None`` for floats (checked)."""
     if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255
+        return 255.0
     if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-            raise ValueError(
-                f"{what} holds floats outside [0, 1] (min {np.nanmin(array):.3g}, "
-                f"max {np.nanmax(array):.3g}); it is not an RGB image."
-            )
-        return array.astype(np.float32)
+        return None
     if array.dtype in (np.uint16, np.int32, np.int64, np.uint32, np.int16):
         if array.min() < 0:
             raise ValueError(f"{what} holds negative integers; it is not an image.")
         top = array.max()
         if top <= 255:
-            return array.astype(np.float32) / 255
+            return 255.0
         if top <= 65535:
-            return array.astype(np.float32) / 65535  # 16-bit
+            return 65535.0  # 16-bit
         raise ValueError(f"{what} holds integers above 65535; only 8- and 16-bit images are read.")
     raise ValueError(f"{what} has unsupported dtype {array.dtype}.")
+
+
+def _check_unit(values: np.ndarray, array: np.ndarray, what: str) -> None:
+    """Floats must be finite and in [0, 1]; the message describes the whole ``array``."""
+    if not np.isfinite(values).all() or values.min() < 0 or values.max() > 1:
+        raise ValueError(
+            f"{what} holds floats outside [0, 1] (min {np.nanmin(array):.3g}, "
+            f"max {np.nanmax(array):.3g}); it is not an RGB image."
+        )
 
 
 #: PIL modes that convert to RGB directly; the others go through :func:`as_uint8_rgb`.

@@ -45,6 +45,8 @@ METHODS = (
     "linear-knn",
     "linear-snr",
     "mlp-none",
+    "mlp-mixup",
+    "mlp-knn",
     "mlp-snr",
 )
 HEAD_FIT = {"epochs": 200, "plan_kwargs": {"patience": 20}}
@@ -205,7 +207,9 @@ def main() -> None:
     parser.add_argument("--held-out", nargs="+", default=list(SECTIONS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--genes", nargs="+", default=["top250"], choices=("top250", "hvg785"))
+    parser.add_argument(
+        "--genes", nargs="+", default=["top250", "moran64"], choices=("top250", "hvg785", "moran64")
+    )
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--summarise", action="store_true", help="only rewrite the summary")

@@ -92,6 +92,10 @@ def genes_for(adata, held_out: str, gene_set: str, data_dir: Path) -> list[str]:
     mean = np.asarray(x.mean(axis=0)).ravel()
     if gene_set == "top250":
         return list(adata.var_names[np.argsort(-mean, kind="stable")[:250]])
+    if gene_set == "moran64":  # spatially variable genes, scored on the training sections only
+        training = adata[train].copy()
+        stmix.pp.select_genes(training, 64, method="moran", library_key="library_id")
+        return list(training.var_names[training.var["stmix_selected"].to_numpy()])
     listed = np.load(data_dir / "her2st" / "her_hvg_cut_1000.npy", allow_pickle=True)
     return [str(g) for g in listed if g in adata.var_names]
 
@@ -228,7 +232,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument(
-        "--genes", nargs="+", default=["top250", "hvg785"], choices=("top250", "hvg785")
+        "--genes", nargs="+", default=["top250", "hvg785"], choices=("top250", "hvg785", "moran64")
     )
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--summarise", action="store_true", help="only rewrite the summary")

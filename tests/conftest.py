@@ -35,6 +35,22 @@ def pytest_configure(config):
         )
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under mutation testing (``benchmarks/mutation.py``), run the fastest tests first.
+
+    mutmut runs the tests that reach a mutant with ``-x``: the first failure kills it, so the
+    order decides the cost. Its own stats record each test's duration.
+    """
+    if not os.environ.get("MUTANT_UNDER_TEST"):
+        return
+    import json
+
+    stats = REPO / "mutmut-stats.json"  # REPO is mutmut's copy of the project, mutants/
+    if stats.is_file():
+        durations = json.loads(stats.read_text()).get("duration_by_test", {})
+        items.sort(key=lambda item: durations.get(item.nodeid, float("inf")))
+
+
 def snapshot(adata: ad.AnnData) -> dict:
     """Everything a failed call must leave as it was."""
     return {

@@ -226,7 +226,7 @@ def neighbors(
 
 def _knn(points: np.ndarray, k: int) -> np.ndarray:
     """The ``k`` nearest other rows of each row (exact KD-tree), as an (n, k) index array."""
-    _, index = cKDTree(points).query(points, k=k + 1)
+    _, index = cKDTree(points).query(points, k=k + 1, workers=-1)  # exact; every core
     return _drop_self(index, k)
 
 

@@ -1,0 +1,145 @@
+"""Mutation testing of the numerical core: do the tests notice when the code is broken?
+
+    pip install -e ".[test,mutation]"
+    STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py                # everything
+    STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py "stmix.nn.loss*"  # some modules
+    python benchmarks/mutation.py --report                                      # table only
+
+mutmut (configured in ``pyproject.toml`` under ``[tool.mutmut]``: the modules of ``nn/``, the
+neighbours and kernel, completion and the training code, and the tests that exercise them) copies
+the package into ``mutants/``, makes one small change at a time (an operator, a constant, a
+dropped argument...) and runs the tests that reach the changed function, stopping at the first
+failure. A mutant the tests do not notice *survived*. Error messages and log lines are not
+mutated (``do_not_mutate_patterns``): ``benchmarks/robustness.py`` checks their wording.
+
+Results accumulate in ``mutants/`` (a later run only tests what changed);
+``benchmarks/results/mutation.md`` gets the score per module and every survivor, with the reason
+when it is an equivalent mutant (one no test could tell from the original: ``EQUIVALENT`` below).
+Slow: hours for the whole set on 2 cores; not part of CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MUTMUT = [sys.executable, "-m", "mutmut"]
+
+#: Survivors that no test can kill, because the mutant behaves exactly as the original.
+EQUIVALENT: dict[str, str] = {}
+
+
+def statuses() -> dict[str, str]:
+    """Every mutant mutmut has tried, with its status (killed, survived, timeout, ...)."""
+    out = subprocess.run(
+        [*MUTMUT, "results", "--all", "true"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    found = {}
+    for line in out.splitlines():
+        match = re.match(r"\s*(\S+__mutmut_\d+): (.+)$", line)
+        if match:
+            found[match.group(1)] = match.group(2).strip()
+    return found
+
+
+def module_of(name: str) -> str:
+    """``stmix.nn.loss.x_foo__mutmut_3``, ``stmix.tl._plan.xǁPlanǁstep__mutmut_1`` -> the module."""
+    return name.split(".x", 1)[0]
+
+
+def diff(name: str) -> str:
+    shown = subprocess.run([*MUTMUT, "show", name], cwd=ROOT, capture_output=True, text=True)
+    lines = [
+        line
+        for line in shown.stdout.splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    return "<br>".join(f"`{line.strip()}`" for line in lines[:4]) or "(no diff)"
+
+
+def report(seconds: float | None, command: str) -> str:
+    found = statuses()
+    by_module: dict[str, Counter] = {}
+    for name, status in found.items():
+        by_module.setdefault(module_of(name), Counter())[status] += 1
+    lines = [
+        "# Mutation testing",
+        "",
+        f"Command: `{command}`  ",
+        f"Machine: {platform.node()} ({platform.machine()}, {os.cpu_count()} cores, CPU)  ",
+        f"Mutants tried: {len(found)}"
+        + (f"; this run took {seconds / 60:.0f} min" if seconds else ""),
+        "",
+        "Score = killed / (killed + survived + timeout + suspicious); a timeout counts as not "
+        "killed. `no tests` are mutants in code that no selected test reaches.",
+        "",
+        "| module | killed | survived | equivalent | timeout | no tests | score |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    totals = Counter()
+    for module in sorted(by_module):
+        counts = by_module[module]
+        equivalent = sum(
+            1
+            for n, s in found.items()
+            if s == "survived" and n in EQUIVALENT and module_of(n) == module
+        )
+        counts["equivalent"] = equivalent
+        totals.update(counts)
+        lines.append(row(module, counts))
+    lines += [row("**all**", totals), ""]
+    survivors = sorted(n for n, s in found.items() if s in ("survived", "timeout", "suspicious"))
+    if survivors:
+        lines += [
+            "## Survivors",
+            "",
+            "| mutant | status | change | equivalent? |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name in survivors:
+            lines.append(
+                f"| `{name}` | {found[name]} | {diff(name)} | {EQUIVALENT.get(name, 'no')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def row(module: str, counts: Counter) -> str:
+    tried = counts["killed"] + counts["survived"] + counts["timeout"] + counts["suspicious"]
+    score = f"{counts['killed'] / tried:.1%}" if tried else "n/a"
+    return (
+        f"| {module} | {counts['killed']} | {counts['survived'] - counts['equivalent']} | "
+        f"{counts['equivalent']} | {counts['timeout']} | {counts['no tests']} | {score} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="mutant name patterns, e.g. 'stmix.nn.loss*'")
+    parser.add_argument("--children", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--report", action="store_true", help="only rewrite the table")
+    args = parser.parse_args()
+    os.environ.setdefault("STMIX_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    seconds = None
+    if not args.report:
+        started = time.perf_counter()
+        subprocess.run(
+            [*MUTMUT, "run", "--max-children", str(args.children), *args.names], cwd=ROOT
+        )
+        seconds = time.perf_counter() - started
+    command = "python benchmarks/mutation.py" + "".join(f' "{n}"' for n in args.names)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "mutation.md").write_text(report(seconds, command))
+    print(f"wrote {RESULTS / 'mutation.md'}")
+
+
+if __name__ == "__main__":
+    main()

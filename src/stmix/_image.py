@@ -92,11 +92,9 @@ def as_uint8_rgb(array: Any, what: str) -> np.ndarray:
             _check_unit(values, array, what)
         else:
             values /= divisor
-        alpha = None
-        if channels in (2, 4):  # grey + alpha, RGB + alpha
+        if channels in (2, 4):  # grey + alpha, RGB + alpha: flattened onto white
             alpha, values = values[:, :, -1:], values[:, :, :-1]
-        if alpha is not None:
-            values = values * alpha + (1.0 - alpha)  # onto white
+            values = values * alpha + (1.0 - alpha)
         values *= 255
         out[start : start + rows] = np.round(values, out=values)  # grey broadcasts to 3 channels
     return out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import anndata as ad
 import matplotlib.pyplot as plt
 import numpy as np
@@ -148,6 +151,30 @@ def test_genes_scored_per_section(two_sections):
     stmix.pp.select_genes(two_sections, 3, method="moran")
     assert two_sections.var["stmix_selected"].sum() == 3
     assert two_sections.uns["stmix_selected"]["params"]["library_key"] == "library_id"
+
+
+def test_a_gene_constant_in_every_section_gets_no_score_and_no_warning(two_sections):
+    import squidpy  # noqa: F401  (its import warnings are not ours)
+
+    x = np.array(two_sections.X, dtype=np.float32)
+    x[:, 0] = np.where(two_sections.obs["library_id"] == "A", 1.0, 2.0)  # varies only between
+    two_sections.X = x
+    squidpys = logging.getLogger("spatialdata._logging")  # where squidpy's graph INFO goes
+    level, records = squidpys.level, []
+    handler = logging.Handler()
+    handler.emit = records.append
+    squidpys.addHandler(handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # "Mean of empty slice"
+            stmix.pp.select_genes(two_sections, 3, method="moran")
+    finally:
+        squidpys.removeHandler(handler)
+    assert records == []  # not one "Creating graph ..." line per section
+    assert squidpys.level == level
+    score = two_sections.var["stmix_selected_score"].to_numpy()
+    assert np.isnan(score[0]) and not two_sections.var["stmix_selected"].iloc[0]
+    assert np.isfinite(score[1:]).all()
 
 
 def test_write_h5ad_with_several_sections(two_sections, tmp_path):

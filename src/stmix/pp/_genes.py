@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import anndata as ad
 import numpy as np
@@ -97,8 +99,7 @@ def select_genes(
         else:
             score[varies_here] = _dispersion(here[:, varies_here])
         scores.append(score)
-    with np.errstate(invalid="ignore"):
-        score = np.nanmean(np.vstack(scores), axis=0) if len(scores) > 1 else scores[0]
+    score = _mean_of_scored(np.vstack(scores))
     score = np.where(varies & np.isfinite(score), score, np.nan)
     order = np.argsort(np.where(np.isnan(score), -np.inf, score))[::-1][:n]
     selected = np.zeros(adata.n_vars, dtype=bool)
@@ -116,14 +117,42 @@ def select_genes(
     return adata if copy else None
 
 
+def _mean_of_scored(scores: np.ndarray) -> np.ndarray:
+    """Per gene, the mean over the sections that scored it; NaN where none did."""
+    scored = np.isfinite(scores)
+    total = np.where(scored, scores, 0.0).sum(axis=0)
+    count = scored.sum(axis=0)
+    return np.divide(total, count, out=np.full(scores.shape[1], np.nan), where=count > 0)
+
+
+#: The logger squidpy's graph building reports through: one INFO line per call, so one per
+#: section here, which says nothing a user of ``select_genes`` needs.
+_SQUIDPY_LOGGER = "spatialdata._logging"
+
+
+@contextmanager
+def _quiet(name: str) -> Iterator[None]:
+    """The logger ``name`` at WARNING or above for the block, its level restored after."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _moran(x: np.ndarray, coords: np.ndarray, n_neighs: int) -> np.ndarray:
     import squidpy as sq
 
     work = ad.AnnData(x)
     work.obsm["spatial"] = coords
-    sq.gr.spatial_neighbors_knn(work, n_neighs=n_neighs)
     genes = list(work.var_names)
-    sq.gr.spatial_autocorr(work, mode="moran", genes=genes, n_perms=None, show_progress_bar=False)
+    with _quiet(_SQUIDPY_LOGGER):
+        sq.gr.spatial_neighbors_knn(work, n_neighs=n_neighs)
+        sq.gr.spatial_autocorr(
+            work, mode="moran", genes=genes, n_perms=None, show_progress_bar=False
+        )
     table = work.uns["moranI"]
     return table["I"].reindex(genes).to_numpy(dtype=np.float64)
 

@@ -89,12 +89,35 @@ def test_ridge_is_hests_pipeline_with_the_penalty_chosen_on_validation(embedded)
     train, test = split == "train", split == "test"
     k = min(256, int(train.sum()))
     scaler = StandardScaler().fit(x[train])
-    pca = PCA(k, svd_solver="full").fit(scaler.transform(x[train]))
-    reference = Ridge(alpha=record["params"]["alpha"]).fit(
-        pca.transform(scaler.transform(x[train])), embedded.X[train]
-    )
-    expected = reference.predict(pca.transform(scaler.transform(x[test])))
+    seen = scaler.transform(x[train])
+    pca = PCA(k, svd_solver="full").fit(seen)
+    reference = Ridge(alpha=record["params"]["alpha"]).fit(pca.transform(seen), embedded.X[train])
+    # HEST's pipeline, with new spots held to the range of the training spots (as stmix does)
+    held = np.clip(scaler.transform(x[test]), seen.min(axis=0), seen.max(axis=0))
+    expected = reference.predict(pca.transform(held))
     np.testing.assert_allclose(model.predict(x[test]), expected, atol=2e-4)
+
+
+@pytest.mark.parametrize("head", ["ridge", "linear"])
+def test_a_feature_the_training_spots_barely_show_cannot_blow_up_a_prediction(embedded, head):
+    # within one section, with a few dozen training spots, a feature can be ~constant on them
+    # (Lite0 on HER2ST C4: sd 2e-6 against a median 0.12) and large on a test spot
+    x = embedded.obsm["stmix_embedding"].copy()
+    split = embedded.obs["stmix_split"].to_numpy()
+    train, test = split == "train", split == "test"
+    rng = np.random.default_rng(0)
+    x[train, 0] = 1.0 + 1e-4 * rng.standard_normal(train.sum())
+    embedded.obsm["stmix_embedding"] = x
+    model = stmix.tl.fit(
+        embedded, use_rep="stmix_embedding", head=head, augment="none", **{**HEAD, "epochs": 20}
+    )
+    at_edge = x[test].copy()
+    at_edge[:, 0] = x[train, 0].max()
+    far = x[test].copy()
+    far[:, 0] = 50.0  # 500,000 training standard deviations away
+    np.testing.assert_allclose(model.predict(far), model.predict(at_edge), atol=1e-5)
+    spread = np.ptp(model.predict(x[train]), axis=0).max()
+    assert np.abs(model.predict(far) - model.predict(x[test])).max() <= spread
 
 
 def test_a_head_saves_loads_and_embeds_new_spots_itself(embedded, tmp_path):

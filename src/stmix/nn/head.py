@@ -12,10 +12,17 @@ class ExpressionHead(nn.Module):
     """Predict the expression of ``n_genes`` genes from an embedding.
 
     The embedding is standardised with ``center`` and ``scale`` (the training spots' mean and
-    standard deviation, stored as buffers), then mapped by a linear layer (``"linear"``, the
+    standard deviation, stored as buffers) and held within ``low`` and ``high`` (the range the
+    training spots span after standardising), then mapped by a linear layer (``"linear"``, the
     linear probe) or a one-hidden-layer MLP (``"mlp"``); ``offset`` is added to the output (the
     mean training expression for the delta target, else zeros). The last layer starts at zero,
     so the untrained head predicts ``offset`` (for the delta target: the training mean).
+
+    Why the range: with a few dozen training spots, a feature can be nearly constant on them
+    (a standard deviation of 1e-6 where the others have 0.1) and large on a new spot, which
+    standardising turns into tens of thousands of standard deviations, and the prediction with
+    it. A head cannot have learnt anything beyond the values it was trained on, so a new spot's
+    feature is clipped to them.
 
     Parameters
     ----------
@@ -31,6 +38,8 @@ class ExpressionHead(nn.Module):
         Dropout on the standardised embedding (and in the MLP).
     center, scale, offset
         (in_features,), (in_features,) and (n_genes,) tensors; default 0, 1 and 0.
+    low, high
+        (in_features,) bounds of the standardised embedding; default -inf and inf (no bound).
     """
 
     def __init__(
@@ -44,6 +53,8 @@ class ExpressionHead(nn.Module):
         center: Tensor | None = None,
         scale: Tensor | None = None,
         offset: Tensor | None = None,
+        low: Tensor | None = None,
+        high: Tensor | None = None,
     ):
         super().__init__()
         if kind not in HEADS:
@@ -73,6 +84,11 @@ class ExpressionHead(nn.Module):
         self.register_buffer("center", vector(center, in_features, 0.0))
         self.register_buffer("scale", vector(scale, in_features, 1.0))
         self.register_buffer("offset", vector(offset, n_genes, 0.0))
+        self.register_buffer("low", vector(low, in_features, -torch.inf))
+        self.register_buffer("high", vector(high, in_features, torch.inf))
+        if bool((self.low > self.high).any()):
+            raise ValueError("`low` must not exceed `high`.")
+        self.register_load_state_dict_pre_hook(_unbounded_if_missing)
 
     @property
     def out_features(self) -> int:
@@ -82,4 +98,12 @@ class ExpressionHead(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Expression (N, n_genes) of embeddings (N, in_features)."""
         z = (x.float() - self.center) / self.scale
+        z = torch.minimum(torch.maximum(z, self.low), self.high)
         return self.head(self.dropout(z)) + self.offset
+
+
+def _unbounded_if_missing(module, state_dict, prefix, *args) -> None:
+    """Heads saved before ``low`` / ``high`` existed load without bounds, as they predicted."""
+    for name, fill in (("low", -torch.inf), ("high", torch.inf)):
+        if prefix + name not in state_dict and prefix + "center" in state_dict:
+            state_dict[prefix + name] = torch.full_like(state_dict[prefix + "center"], fill)

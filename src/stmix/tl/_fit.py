@@ -129,7 +129,11 @@ def fit(
         ``"mlp"`` (one hidden layer of 256), or ``"ridge"``, the closed-form HEST-Benchmark
         probe (standardise, PCA to ``min(256, n_train)`` components, ridge) whose penalty is
         chosen on the validation spots from a grid (:data:`stmix.tl._ridge.PENALTIES` times the
-        components' mean eigenvalue; HEST's code fixes it instead, see the docs).
+        components' mean eigenvalue; HEST's code fixes it instead, see the docs). Every head
+        standardises the embedding with the training spots' mean and standard deviation and
+        holds a new spot's standardised features to the range the training spots span (a
+        feature nearly constant on a few dozen training spots would otherwise put a new spot
+        thousands of standard deviations out, and its prediction with it).
     preset
         ``"cpu"``, ``"paper"``, or a :class:`~stmix.tl.TrainingConfig`.
     backbone
@@ -272,14 +276,18 @@ def fit(
                 scale.size,
                 use_rep,
             )
+        center = train_inputs.mean(axis=0)
+        seen = (train_inputs - center) / scale.astype(np.float32)  # new spots are held to this
         network = ExpressionHead(
             train_inputs.shape[1],
             len(data.genes),
             kind=head,
             dropout=config.dropout,
-            center=torch.from_numpy(train_inputs.mean(axis=0)),
+            center=torch.from_numpy(center),
             scale=torch.from_numpy(scale.astype(np.float32)),
             offset=offset,
+            low=torch.from_numpy(seen.min(axis=0)),
+            high=torch.from_numpy(seen.max(axis=0)),
         )
     batch_norm = any(
         isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in network.modules()
@@ -544,6 +552,8 @@ def _fit_ridge(data, config, seed, layer) -> tuple[Imputer, _ClosedForm]:
         dropout=0.0,
         center=torch.from_numpy(fitted.center),
         scale=torch.from_numpy(fitted.scale),
+        low=torch.from_numpy(fitted.low),
+        high=torch.from_numpy(fitted.high),
     )
     with torch.no_grad():
         network.head.weight.copy_(torch.from_numpy(fitted.weight))

@@ -7,7 +7,11 @@ spots from a grid relative to the size of the principal components (``PENALTIES`
 mean eigenvalue), because it matters a lot: small penalties predict worse than the mean.
 
 Standardisation, projection and ridge are all linear, so the fitted probe is one affine map of
-the embedding, returned as the weights of a linear :class:`~stmix.nn.ExpressionHead`.
+the embedding, returned as the weights of a linear :class:`~stmix.nn.ExpressionHead`, whose
+standardised input is held to the range of the training spots (``low``, ``high``; HEST does not
+clip): with a few dozen training spots a feature nearly constant on them can be thousands of
+standard deviations away on a new spot. The validation spots that choose the penalty are
+clipped the same way.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ class RidgeFit:
 
     center: np.ndarray  # (d,) standardisation
     scale: np.ndarray  # (d,)
+    low: np.ndarray  # (d,) range of the standardised training embedding
+    high: np.ndarray  # (d,)
     weight: np.ndarray  # (genes, d) on the standardised embedding
     bias: np.ndarray  # (genes,)
     alpha: float  # the penalty chosen
@@ -57,12 +63,14 @@ def fit_ridge(
     scale = x_train.std(axis=0)
     scale[scale == 0] = 1.0
     z = (x_train - center) / scale
+    low, high = z.min(axis=0), z.max(axis=0)
     u, s, vt = np.linalg.svd(z, full_matrices=False)
     k = int(min(n_components, len(s)))
     u, s, components = u[:, :k], s[:k], vt[:k]
     y_mean = y_train.mean(axis=0)
     uy = u.T @ (y_train - y_mean)  # (k, genes)
-    z_val = ((x_val.astype(np.float64) - center) / scale) @ components.T  # scores (n_val, k)
+    z_val = np.clip((x_val.astype(np.float64) - center) / scale, low, high)
+    z_val = z_val @ components.T  # scores (n_val, k)
     eigen = float(np.mean(s**2))
     history, best = [], None
     for relative in penalties:
@@ -76,6 +84,8 @@ def fit_ridge(
     return RidgeFit(
         center=center.astype(np.float32),
         scale=scale.astype(np.float32),
+        low=low.astype(np.float32),
+        high=high.astype(np.float32),
         weight=(components.T @ beta).T.astype(np.float32),
         bias=y_mean.astype(np.float32),
         alpha=alpha,

@@ -14,22 +14,32 @@ Rows are appended to ``benchmarks/results/augment_<config>.csv`` as they finish,
 interrupted run resumes where it stopped; ``augment_<config>.md`` summarises them: mean ± sd per
 section and method, and SNR-ST-Mix against each baseline (sections won, paired Wilcoxon
 signed-rank test over sections × seeds).
+
+Frozen-encoder rows (``ridge``, ``linear-*``, ``mlp-*``; as ``benchmarks/probe.py`` but within
+the section): Lite0 with its packaged ImageNet weights embeds every spot's 224 px patch once per
+section (``tl.embed``), then the HEST ridge probe (its penalty chosen on the validation spots) or a
+head with ``none`` / ``mixup`` / ``knn`` / ``snr`` (200 epochs, patience 20) trains on the same
+30/20/50 split as the fine-tuned rows, so every row of a section × seed is paired.
+``--genes moran64``: the 64 genes of highest Moran's I, scored on the training and validation spots
+of each split only (never the test spots); run for the ``mean`` and frozen-encoder rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scanpy as sc
-import torch
 from scipy import stats
 
 import stmix
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sections import machine_name, paired_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -45,8 +55,24 @@ CONFIGS: dict[str, dict] = {
         "preset": "cpu",
         "size": 32,
         "fit": {"backbone": "test_efficientnet", "pretrained": False, "epochs": 2},
+        "embed": {"backbone": "test_efficientnet", "pretrained": False, "size": 32},
+        "head": {"epochs": 2},
     },
 }
+#: The frozen encoder of the probe rows (its packaged ImageNet weights), and the heads' budget.
+EMBED = {"backbone": "tf_efficientnet_lite0", "size": 224}
+HEAD_FIT = {"epochs": 200, "plan_kwargs": {"patience": 20}}
+PROBES = (
+    "ridge",
+    "linear-none",
+    "linear-mixup",
+    "linear-knn",
+    "linear-snr",
+    "mlp-none",
+    "mlp-mixup",
+    "mlp-knn",
+    "mlp-snr",
+)
 
 
 #: Methods: ``augment=`` values, plus SNR-ST-Mix variants the paper leaves open.
@@ -81,8 +107,12 @@ COLUMNS = [
 ]
 
 
-def prepare(section: str, genes: str, size: int, data_dir: Path):
-    """A section after the reference's preprocessing, with patches and the genes to predict."""
+def prepare(section: str, genes: str, size: int, data_dir: Path, embed: dict | None = None):
+    """A section after the reference's preprocessing, with patches and the genes to predict.
+
+    ``genes="moran64"`` keeps every gene: the selection depends on the split (:func:`moran64`).
+    ``embed``: also the frozen encoder's embedding of every spot (``obsm["stmix_embedding"]``).
+    """
     adata = stmix.datasets.her2st(section, root=data_dir / "her2st")
     sc.pp.filter_cells(adata, min_genes=1)
     sc.pp.filter_genes(adata, min_cells=1)
@@ -91,18 +121,43 @@ def prepare(section: str, genes: str, size: int, data_dir: Path):
     if genes == "top250":
         stmix.pp.select_genes(adata, 250, method="mean")
         selected = adata.var_names[adata.var["stmix_selected"].to_numpy()]
-    else:
+    elif genes == "hvg785":
         listed = np.load(data_dir / "her2st" / "her_hvg_cut_1000.npy", allow_pickle=True)
         selected = [g for g in listed if g in adata.var_names]
+    else:
+        selected = adata.var_names
     adata = adata[:, selected].copy()
     adata.X = adata.X.toarray()
+    if embed is not None:
+        embed = dict(embed)
+        stmix.pp.patches(adata, size=embed.pop("size"), key_added="probe_patches", progress=False)
+        stmix.tl.embed(adata, patches_key="probe_patches", progress=False, **embed)
+        del adata.obsm["probe_patches"]
     stmix.pp.patches(adata, size=size, progress=False)
     return adata
 
 
+def moran64(adata, seed: int):
+    """The 64 genes of highest Moran's I on the split's training and validation spots."""
+    split = stmix.pp.split(adata, train=0.3, val=0.2, seed=seed, copy=True)
+    seen = split[(split.obs["stmix_split"] != "test").to_numpy()].copy()
+    stmix.pp.select_genes(seen, 64, method="moran")
+    return adata[:, seen.var["stmix_selected"].to_numpy()].copy()
+
+
 def run_one(adata, method: str, seed: int, config: dict) -> dict:
     """One row: ``method`` trained and tested on the split of ``seed`` (stmix.tl.compare)."""
-    spec = VARIANTS.get(method, {"augment": method})
+    if method in PROBES:
+        head, _, augment = method.partition("-")
+        budget = {} if head == "ridge" else config.get("head", HEAD_FIT)
+        spec = {
+            "augment": augment or "none",
+            "fit": {"use_rep": "stmix_embedding", "head": head, **budget},
+        }
+        fit_kwargs = {"preset": config["preset"]}
+    else:
+        spec = VARIANTS.get(method, {"augment": method})
+        fit_kwargs = {"preset": config["preset"], **config["fit"]}
     frame = stmix.tl.compare(
         adata,
         {method: spec},
@@ -110,8 +165,7 @@ def run_one(adata, method: str, seed: int, config: dict) -> dict:
         train=0.3,
         val=0.2,
         neighbors_kwargs={"n_neighbors": 10},
-        preset=config["preset"],
-        **config["fit"],
+        **fit_kwargs,
     )
     return frame.iloc[0].drop(["method", "seed"]).to_dict()
 
@@ -127,7 +181,9 @@ def summarise(frame: pd.DataFrame, config: str, command: str) -> str:
         f"{frame['seed'].nunique()} seeds × {frame['method'].nunique()} methods)",
         "",
     ]
-    order = [m for m in ("mean", *BASELINES, "snr", *VARIANTS) if m in set(frame["method"])]
+    order = [
+        m for m in ("mean", *BASELINES, "snr", *VARIANTS, *PROBES) if m in set(frame["method"])
+    ]
     for metric, better in (("mse", "lower"), ("pcc", "higher")):
         lines += [f"## Test {metric.upper()} ({better} is better), mean ± sd over seeds", ""]
         sections = sorted(frame["section"].unique())
@@ -189,6 +245,18 @@ def summarise(frame: pd.DataFrame, config: str, command: str) -> str:
                 cells += [won, f"{np.median(diff):+.4f}", f"{p:.3g}"]
             lines.append(f"| {other} | " + " | ".join(cells) + f" | {len(both)} |")
         lines.append("")
+    # the frozen-encoder rows: every method against the ridge probe and the fine-tuned `none`;
+    # each head's mixing against the same head without (SNR-ST-Mix in embedding space)
+    probes = frame.rename(columns={"section": "held_out"})
+    for base_name, methods in (
+        ("ridge", order),
+        ("none", order),
+        ("linear-none", [m for m in order if m.startswith("linear-")]),
+        ("mlp-none", [m for m in order if m.startswith("mlp-")]),
+    ):
+        if base_name in set(frame["method"]) and set(PROBES) & set(frame["method"]):
+            lines += [f"## Against `{base_name}`", ""]
+            lines += paired_table(probes, methods, base_name, unit="section")
     return "\n".join(lines)
 
 
@@ -196,9 +264,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="cpu", choices=sorted(CONFIGS))
     parser.add_argument("--sections", nargs="+", default=["C2", "C3", "C4", "C5", "C6"])
-    parser.add_argument("--methods", nargs="+", default=["mean", *BASELINES, "snr", *VARIANTS])
+    parser.add_argument(
+        "--methods", nargs="+", default=["mean", *BASELINES, "snr", *VARIANTS, *PROBES]
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--genes", default="top250", choices=("top250", "hvg785"))
+    parser.add_argument("--genes", default="top250", choices=("top250", "hvg785", "moran64"))
     parser.add_argument("--weights", default=None, help="local backbone weights file")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--summarise", action="store_true", help="only rewrite the summary")
@@ -229,10 +299,7 @@ def main() -> None:
         )
     )
     done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=COLUMNS)
-    machine = (
-        f"{platform.node()} ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, {'CUDA' if torch.cuda.is_available() else 'CPU'})"
-    )
+    machine = machine_name()
 
     if not args.summarise:
         for section in args.sections:
@@ -247,14 +314,18 @@ def main() -> None:
                     if key.any():
                         continue
                     if adata is None:
-                        adata = prepare(section, args.genes, config["size"], data_dir)
-                    row = run_one(adata, method, seed, config)
+                        embed = (
+                            config.get("embed", EMBED) if set(PROBES) & set(args.methods) else None
+                        )
+                        adata = prepare(section, args.genes, config["size"], data_dir, embed)
+                    run = moran64(adata, seed) if args.genes == "moran64" else adata
+                    row = run_one(run, method, seed, config)
                     row.update(
                         config=name,
                         section=section,
                         method=method,
                         seed=seed,
-                        n_genes=adata.n_vars,
+                        n_genes=run.n_vars,
                         machine=machine,
                         n_test=int(adata.n_obs - int(adata.n_obs * 0.3) - int(adata.n_obs * 0.2)),
                     )

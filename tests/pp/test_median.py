@@ -90,7 +90,9 @@ def test_the_mask_can_be_a_layer_dense_or_sparse(sparse):
     mask = np.zeros((9, 1), dtype=bool)
     mask[[2, 4], 0] = True
     adata.layers["gone"] = sp.csr_matrix(mask) if sparse else mask.astype(np.uint8)
-    np.testing.assert_array_equal(_median.missing_mask(adata, adata.X, "gone"), mask)
+    found = _median.missing_mask(adata, adata.X, "gone")
+    assert found.dtype == bool
+    np.testing.assert_array_equal(found, mask)
     np.testing.assert_array_equal(_median.missing_mask(adata, adata.X, None), adata.X == 0)
     with pytest.raises(KeyError, match="does not exist"):
         _median.missing_mask(adata, adata.X, "nope")

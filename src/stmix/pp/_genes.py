@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import anndata as ad
 import numpy as np
 
 from stmix import _anndata, _owner, _validate
 from stmix._keys import SELECTED, SPATIAL
+from stmix._loggers import held_back
 
 logger = logging.getLogger(__name__)
 
@@ -130,25 +129,13 @@ def _mean_of_scored(scores: np.ndarray) -> np.ndarray:
 _SQUIDPY_LOGGER = "spatialdata._logging"
 
 
-@contextmanager
-def _quiet(name: str) -> Iterator[None]:
-    """The logger ``name`` at WARNING or above for the block, its level restored after."""
-    log = logging.getLogger(name)
-    level = log.level
-    log.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        log.setLevel(level)
-
-
 def _moran(x: np.ndarray, coords: np.ndarray, n_neighs: int) -> np.ndarray:
     import squidpy as sq
 
     work = ad.AnnData(x)
     work.obsm["spatial"] = coords
     genes = list(work.var_names)
-    with _quiet(_SQUIDPY_LOGGER):
+    with held_back(_SQUIDPY_LOGGER):
         sq.gr.spatial_neighbors_knn(work, n_neighs=n_neighs)
         sq.gr.spatial_autocorr(
             work, mode="moran", genes=genes, n_perms=None, show_progress_bar=False

@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import warnings
 from collections.abc import Iterator
+
+from stmix._loggers import held_back
 
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Lightning's banners and the warnings that do not apply to stmix's training, off."""
     names = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
-    loggers = [logging.getLogger(name) for name in names]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(max(log.level, logging.WARNING))
-    try:
-        with warnings.catch_warnings():
-            # the data sit on the device and batches are index tensors: workers would only cost
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-            warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists.*")
-            # raised inside Lightning by newer torch versions; nothing a user can act on
-            warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-            warnings.filterwarnings("ignore", message=".*distributed.nn.functional.all_gather.*")
-            yield
-    finally:
-        for log, level in zip(loggers, levels, strict=True):
-            log.setLevel(level)
+    with held_back(*names), warnings.catch_warnings():
+        # the data sit on the device and batches are index tensors: workers would only cost
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists.*")
+        # raised inside Lightning by newer torch versions; nothing a user can act on
+        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+        warnings.filterwarnings("ignore", message=".*distributed.nn.functional.all_gather.*")
+        yield

@@ -266,6 +266,7 @@ def fit(
         # a feature constant over the training spots says nothing: an infinite scale mutes it
         # (it may still vary on new spots, where a scale of 1 would let it through unlearnt)
         scale = np.where(spread > 1e-6 * max(float(spread.max()), 1e-30), spread, np.inf)
+        scale = scale.astype(np.float32)
         constant = int(np.isinf(scale).sum())
         if constant > scale.size / 2:
             logger.warning(
@@ -277,14 +278,14 @@ def fit(
                 use_rep,
             )
         center = train_inputs.mean(axis=0)
-        seen = (train_inputs - center) / scale.astype(np.float32)  # new spots are held to this
+        seen = (train_inputs - center) / scale  # new spots are held to this range
         network = ExpressionHead(
             train_inputs.shape[1],
             len(data.genes),
             kind=head,
             dropout=config.dropout,
             center=torch.from_numpy(center),
-            scale=torch.from_numpy(scale.astype(np.float32)),
+            scale=torch.from_numpy(scale),
             offset=offset,
             low=torch.from_numpy(seen.min(axis=0)),
             high=torch.from_numpy(seen.max(axis=0)),

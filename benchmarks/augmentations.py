@@ -39,6 +39,7 @@ from scipy import stats
 import stmix
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe import HEAD_FIT, PROBES, head_comparisons
 from sections import machine_name, paired_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -59,20 +60,8 @@ CONFIGS: dict[str, dict] = {
         "head": {"epochs": 2},
     },
 }
-#: The frozen encoder of the probe rows (its packaged ImageNet weights), and the heads' budget.
+#: The frozen encoder of the probe rows (its packaged ImageNet weights).
 EMBED = {"backbone": "tf_efficientnet_lite0", "size": 224}
-HEAD_FIT = {"epochs": 200, "plan_kwargs": {"patience": 20}}
-PROBES = (
-    "ridge",
-    "linear-none",
-    "linear-mixup",
-    "linear-knn",
-    "linear-snr",
-    "mlp-none",
-    "mlp-mixup",
-    "mlp-knn",
-    "mlp-snr",
-)
 
 
 #: Methods: ``augment=`` values, plus SNR-ST-Mix variants the paper leaves open.
@@ -245,15 +234,11 @@ def summarise(frame: pd.DataFrame, config: str, command: str) -> str:
                 cells += [won, f"{np.median(diff):+.4f}", f"{p:.3g}"]
             lines.append(f"| {other} | " + " | ".join(cells) + f" | {len(both)} |")
         lines.append("")
-    # the frozen-encoder rows: every method against the ridge probe and the fine-tuned `none`;
-    # each head's mixing against the same head without (SNR-ST-Mix in embedding space)
+    # the frozen-encoder rows, also against the fine-tuned `none`
     probes = frame.rename(columns={"section": "held_out"})
-    for base_name, methods in (
-        ("ridge", order),
-        ("none", order),
-        ("linear-none", [m for m in order if m.startswith("linear-")]),
-        ("mlp-none", [m for m in order if m.startswith("mlp-")]),
-    ):
+    comparisons = head_comparisons(order)
+    comparisons.insert(1, ("none", order))
+    for base_name, methods in comparisons:
         if base_name in set(frame["method"]) and set(PROBES) & set(frame["method"]):
             lines += [f"## Against `{base_name}`", ""]
             lines += paired_table(probes, methods, base_name, unit="section")

@@ -36,8 +36,9 @@ from sections import SECTIONS, genes_for, load, machine_name, metric_table, pair
 import stmix
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = (
-    "mean",
+#: The frozen-encoder methods (here and in ``benchmarks/augmentations.py``): the HEST ridge
+#: probe, and each head with each vector augmentation, trained with ``HEAD_FIT``.
+PROBES = (
     "ridge",
     "linear-none",
     "linear-mixup",
@@ -49,6 +50,19 @@ METHODS = (
     "mlp-snr",
 )
 HEAD_FIT = {"epochs": 200, "plan_kwargs": {"patience": 20}}
+METHODS = ("mean", *PROBES)
+
+
+def head_comparisons(methods) -> list[tuple[str, list[str]]]:
+    """The paired tables of the frozen-encoder rows: every method against the ridge probe, and
+    each head's mixing against the same head without (SNR-ST-Mix in embedding space)."""
+    return [
+        ("ridge", list(methods)),
+        ("linear-none", [m for m in methods if m.startswith("linear-")]),
+        ("mlp-none", [m for m in methods if m.startswith("mlp-")]),
+    ]
+
+
 COLUMNS = [
     "genes",
     "held_out",
@@ -188,11 +202,7 @@ def summarise(frame: pd.DataFrame, command: str) -> str:
         lines += [f"## Genes: {gene_set} ({int(part['n_genes'].median())} genes)", ""]
         for metric in ("pcc", "pcc_heg", "mse"):
             lines += metric_table(part, methods, metric, seconds=True)
-        for base_name, against in (
-            ("ridge", methods),
-            ("linear-none", [m for m in methods if m.startswith("linear-")]),
-            ("mlp-none", [m for m in methods if m.startswith("mlp-")]),
-        ):
+        for base_name, against in head_comparisons(methods):
             if base_name in set(part["method"]):
                 lines += paired_table(part, against, base_name)
     return "\n".join(lines)

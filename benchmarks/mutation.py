@@ -193,6 +193,10 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="forget the ledger's verdicts")
     args = parser.parse_args()
     os.environ.setdefault("STMIX_DATA_DIR", str(ROOT.parent / "shared" / "data"))
+    # One thread per child: torch's default (a thread per core) in each of --children processes
+    # oversubscribes the cores; measured on 2 cores, two runs of the learning tests side by side
+    # took 246 s with the default and 21 s with one thread each.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     seconds = None
     if not args.report:
         started = time.perf_counter()

@@ -137,11 +137,11 @@ def report(seconds: float | None, command: str, *, fresh: bool = False) -> str:
         f"{sum(s != 'not checked' for s in found.values())}"
         + (f"; this run took {seconds / 60:.0f} min" if seconds else ""),
         "",
-        "Score = killed / (killed + survived + timeout + suspicious - equivalent): an "
+        "Score = killed / (killed + survived + timeout + suspicious + no tests - equivalent): an "
         "equivalent mutant (listed below with the reason) behaves as the original, so no test "
-        "can kill it; a timeout counts as not killed. `no tests` are mutants in code that no "
-        "selected test reaches; `not run` are mutants this and earlier runs did not try (a run "
-        "over some modules only).",
+        "can kill it; a timeout counts as not killed, and so does a mutant in code that no "
+        "selected test reaches (`no tests`). `not run` are mutants this and earlier runs did "
+        "not try (a run over some modules only).",
         "",
         "| module | killed | survived | timeout | equivalent (of those two) | no tests | not run "
         "| score |",
@@ -159,7 +159,9 @@ def report(seconds: float | None, command: str, *, fresh: bool = False) -> str:
         totals.update(counts)
         lines.append(row(module, counts))
     lines += [row("**all**", totals), ""]
-    survivors = sorted(n for n, s in found.items() if s in ("survived", "timeout", "suspicious"))
+    survivors = sorted(
+        n for n, s in found.items() if s in ("survived", "timeout", "suspicious", "no tests")
+    )
     if survivors:
         lines += [
             "## Survivors",
@@ -175,7 +177,7 @@ def report(seconds: float | None, command: str, *, fresh: bool = False) -> str:
 
 
 def row(module: str, counts: Counter) -> str:
-    tried = counts["killed"] + counts["survived"] + counts["timeout"] + counts["suspicious"]
+    tried = sum(counts[s] for s in ("killed", "survived", "timeout", "suspicious", "no tests"))
     killable = tried - counts["equivalent"]
     score = f"{counts['killed'] / killable:.1%}" if killable else "n/a"
     return (

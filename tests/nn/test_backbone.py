@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import re
+import socket
 import time
+from types import SimpleNamespace
 
 import pytest
 import timm
@@ -51,3 +54,83 @@ def test_model_normalises_with_the_backbone_statistics():
     torch.testing.assert_close(model(x), expected)
     with pytest.raises(ValueError, match="offset"):
         ExpressionPredictor(3, "test_efficientnet", offset=torch.zeros(4))
+
+
+@pytest.fixture
+def probe(monkeypatch):
+    """Weights not cached, network calls recorded; ``probe.accept`` says whether they connect."""
+    calls = []
+
+    class Connection:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def create_connection(address, timeout=None):
+        calls.append((address, timeout))
+        if not probe_state["accept"]:
+            raise OSError("connection refused")
+        return Connection()
+
+    probe_state = {"accept": False}
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    monkeypatch.setattr(backbone_module, "_cached_file", lambda cfg: None)
+    # a download would be timm's: record it instead of reaching the network
+    monkeypatch.setattr(backbone_module, "_create", lambda name, **kw: ("built", kw))
+    return SimpleNamespace(calls=calls, state=probe_state)
+
+
+def test_the_weights_host_is_probed_once_on_443_with_the_timeout(probe):
+    with pytest.raises(RuntimeError, match=r"huggingface\.co cannot be reached"):
+        create_backbone("resnet18", pretrained=True)
+    assert probe.calls == [(("huggingface.co", 443), backbone_module.PROBE_TIMEOUT)]
+    probe.state["accept"] = True
+    model, source = create_backbone("resnet18", pretrained=True)
+    assert source == "huggingface.co download"
+    assert model[1]["pretrained"] is True
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "host"),
+    [("https://hub.example.org", "hub.example.org"), ("not a url", "huggingface.co")],
+)
+def test_the_probe_follows_hf_endpoint(probe, monkeypatch, endpoint, host):
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    with pytest.raises(RuntimeError, match=rf"{re.escape(host)} cannot be reached"):
+        create_backbone("resnet18", pretrained=True)
+    with pytest.raises(RuntimeError, match="not in the local hub cache"):
+        create_backbone("hf-hub:org/not-cached", pretrained=True)
+    assert [address for address, _ in probe.calls] == [(host, 443)] * 2
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [("https://download.example.org/w.pth", "download.example.org"), ("w.pth", "w.pth")],
+)
+def test_weights_by_url_probe_their_own_host(probe, monkeypatch, url, host):
+    cfg = SimpleNamespace(hf_hub_id=None, url=url, file=None)
+    monkeypatch.setattr(timm.models, "get_pretrained_cfg", lambda name: cfg)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.org")  # not used for a URL
+    with pytest.raises(RuntimeError, match=rf"{re.escape(host)} cannot be reached"):
+        create_backbone("resnet18", pretrained=True)
+    assert probe.calls == [((host, 443), backbone_module.PROBE_TIMEOUT)]
+
+
+@pytest.mark.parametrize("value", ["1", "true", "TRUE", "yes", "Yes"])
+def test_hf_hub_offline_skips_the_probe(probe, monkeypatch, value):
+    probe.state["accept"] = True  # the network is there, but the user said offline
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    with pytest.raises(RuntimeError, match="cannot be reached"):
+        create_backbone("resnet18", pretrained=True)
+    assert probe.calls == []
+
+
+def test_hf_hub_offline_zero_is_online(probe, monkeypatch):
+    probe.state["accept"] = True
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert create_backbone("resnet18", pretrained=True)[1] == "huggingface.co download"
+    assert len(probe.calls) == 1

@@ -162,3 +162,20 @@ def test_gated_and_unknown_models_in_words(cached_model, monkeypatch):
     monkeypatch.setattr(hub, "config", raising(RepositoryNotFoundError))
     with pytest.raises(ValueError, match="There is no model 'org/typo'"):
         hub.create("hf-hub:org/typo", pretrained=True, img_size=None, kwargs={}, online=True)
+
+
+def test_a_config_not_cached_is_downloaded_at_the_named_revision(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    calls = []
+
+    def download(repo_id, filename, *, revision=None, cache_dir=None):
+        calls.append((repo_id, filename, revision, cache_dir))
+        path = tmp_path / filename
+        path.write_text('{"architecture": "test_efficientnet"}')
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert hub.config("hf-hub:org/encoder@v2", None) == {"architecture": "test_efficientnet"}
+    assert calls == [("org/encoder", "config.json", "v2", tmp_path / "cache")]

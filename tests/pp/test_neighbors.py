@@ -10,6 +10,7 @@ from scipy import sparse
 from scipy.spatial.distance import cdist
 
 import stmix
+from stmix import _distance
 from stmix.pp import _neighbors
 from tests.conftest import assert_unchanged, snapshot
 
@@ -119,10 +120,22 @@ def test_precomputed_squidpy_graph(c2_log, caplog):
     assert adata.uns["stmix_neighbors"]["params"]["method"] == "obsp['spatial_connectivities']"
 
 
-def test_expression_candidates_are_exact_in_small_blocks(c2_log, monkeypatch):
+@pytest.mark.parametrize("rows", [1, 7])
+def test_expression_candidates_are_exact_in_small_blocks(c2_log, monkeypatch, rows):
     whole = stmix.pp.neighbors(c2_log, 5, basis="expression", copy=True)
-    monkeypatch.setattr(_neighbors, "KNN_BLOCK_ELEMENTS", 300)  # a couple of rows per block
+    n_train = int((c2_log.obs["stmix_split"] == "train").sum())
+    # a block of `rows` rows holds at most KNN_BLOCK_ELEMENTS distances
+    monkeypatch.setattr(_neighbors, "KNN_BLOCK_ELEMENTS", rows * n_train + n_train - 1)
+    blocks, original = [], _distance.blocks
+
+    def recorded(y, *, chunk):
+        for start, d in original(y, chunk=chunk):
+            blocks.append(len(d))
+            yield start, d
+
+    monkeypatch.setattr(_distance, "blocks", recorded)
     blocked = stmix.pp.neighbors(c2_log, 5, basis="expression", copy=True)
+    assert blocks[:-1] == [rows] * (len(blocks) - 1) and sum(blocks) == n_train
     assert blocked.uns["stmix_neighbors"]["params"]["method"] == "exact"
     a, b = whole.obsp["stmix_connectivities"], blocked.obsp["stmix_connectivities"]
     assert (a != b).nnz == 0
@@ -133,6 +146,25 @@ def test_expression_candidates_are_exact_in_small_blocks(c2_log, monkeypatch):
     for row, spot in enumerate(train):
         expected = set(train[np.argsort(d[row], kind="stable")[:5]])
         assert set(a[spot].indices) == expected
+
+
+def test_expression_candidates_can_be_every_other_training_spot(c2_log):
+    n_train = int((c2_log.obs["stmix_split"] == "train").sum())
+    stmix.pp.neighbors(c2_log, n_train - 1, basis="expression")
+    conn = c2_log.obsp["stmix_connectivities"]
+    train = np.flatnonzero(c2_log.obs["stmix_split"] == "train")
+    for spot in train[:: max(1, n_train // 10)]:
+        assert set(conn[spot].indices) == set(train) - {spot}
+
+
+def test_one_expression_candidate_is_the_nearest(c2_log):
+    stmix.pp.neighbors(c2_log, 1, basis="expression")
+    train = np.flatnonzero(c2_log.obs["stmix_split"] == "train")
+    y = c2_log.X[train].toarray().astype(np.float64)
+    d = cdist(y, y)
+    np.fill_diagonal(d, np.inf)
+    conn = c2_log.obsp["stmix_connectivities"][train][:, train]
+    np.testing.assert_array_equal(conn.indices, d.argmin(axis=1))
 
 
 def test_write_h5ad_round_trip(c2_log, tmp_path):

@@ -240,20 +240,19 @@ def _drop_self(index: np.ndarray, k: int) -> np.ndarray:
 
 
 def _expression_knn(y: np.ndarray, k: int) -> tuple[np.ndarray, str]:
-    """Exact ``k`` nearest other rows in expression space, block by block.
+    """Exact ``k`` nearest other rows in expression space, block by block (``len(y) > k``).
 
     Exact rather than approximate (pynndescent): deterministic, and without the half-minute
     of numba compilation an approximate index costs on first use, which is longer than the exact
-    search for any section-sized set of training spots.
+    search for any section-sized set of training spots. Each row's neighbours come in no
+    particular order: they become a set of candidates in ``.obsp``.
     """
-    n = len(y)
-    index = np.empty((n, k), dtype=np.int64)
-    for start, d in _distance.blocks(y, chunk=max(1, KNN_BLOCK_ELEMENTS // max(n, 1))):
-        d[np.arange(len(d)), np.arange(start, start + len(d))] = np.inf
-        part = np.argpartition(d, k - 1, axis=1)[:, :k]
-        order = np.argsort(np.take_along_axis(d, part, axis=1), axis=1, kind="stable")
-        index[start : start + len(d)] = np.take_along_axis(part, order, axis=1)
-    return index, "exact"
+    chunk = max(1, KNN_BLOCK_ELEMENTS // len(y))
+    found = []
+    for start, d in _distance.blocks(y, chunk=chunk):
+        d[np.arange(len(d)), np.arange(start, start + len(d))] = np.inf  # not itself
+        found.append(np.argpartition(d, k - 1, axis=1)[:, :k])
+    return np.concatenate(found), "exact"
 
 
 def _to_csr(knn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import re
 import socket
 import time
@@ -31,6 +32,18 @@ def test_weights_from_the_local_cache_load_without_network(monkeypatch, tmp_path
     monkeypatch.setattr(backbone_module, "_reachable", lambda host: pytest.fail("no probe"))
     model, source = create_backbone("resnet18", pretrained=True)
     assert source == "cached model.safetensors"
+    torch.testing.assert_close(model.conv1.weight, saved.conv1.weight)
+
+
+def test_weights_the_pretrained_cfg_names_as_a_file_load_from_it(monkeypatch, tmp_path):
+    saved = timm.create_model("resnet18")
+    path = tmp_path / "w.safetensors"
+    save_file(saved.state_dict(), str(path))
+    cfg = dataclasses.replace(timm.models.get_pretrained_cfg("resnet18"), file=str(path))
+    monkeypatch.setattr(timm.models, "get_pretrained_cfg", lambda name: cfg)
+    monkeypatch.setattr(backbone_module, "_reachable", lambda host: pytest.fail("no probe"))
+    model, source = create_backbone("resnet18", pretrained=True)
+    assert source == "cached w.safetensors"
     torch.testing.assert_close(model.conv1.weight, saved.conv1.weight)
 
 
@@ -88,6 +101,9 @@ def test_the_weights_host_is_probed_once_on_443_with_the_timeout(probe):
     with pytest.raises(RuntimeError, match=r"huggingface\.co cannot be reached"):
         create_backbone("resnet18", pretrained=True)
     assert probe.calls == [(("huggingface.co", 443), backbone_module.PROBE_TIMEOUT)]
+    with pytest.raises(RuntimeError, match="not in the local hub cache"):
+        create_backbone("hf-hub:org/not-cached", pretrained=True)
+    assert probe.calls[1] == (("huggingface.co", 443), backbone_module.PROBE_TIMEOUT)
     probe.state["accept"] = True
     model, source = create_backbone("resnet18", pretrained=True)
     assert source == "huggingface.co download"

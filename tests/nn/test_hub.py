@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 
@@ -31,6 +32,17 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
+def _cache(tmp_path, model, repo_name: str):
+    """Save ``model`` in the hub cache layout under ``tmp_path`` as ``stmix-test/<repo_name>``."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / f"models--stmix-test--{repo_name}"
+    snapshot = repo / "snapshots" / revision
+    save_for_hf(model, str(snapshot), safe_serialization=True)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot
+
+
 @pytest.fixture
 def cached_model(tmp_path, monkeypatch):
     """A small timm model saved in the hub cache layout, HF_HOME pointing there, offline."""
@@ -42,12 +54,7 @@ def cached_model(tmp_path, monkeypatch):
         "std": STD,
         "input_size": (3, 48, 48),
     }
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--stmix-test--tiny-encoder"
-    snapshot = repo / "snapshots" / revision
-    save_for_hf(model, str(snapshot), safe_serialization=True)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(revision)
+    snapshot = _cache(tmp_path, model, "tiny-encoder")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -125,7 +132,9 @@ def test_a_truncated_cached_file_is_named(cached_model, no_network):
     weights = snapshot / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:64])
     with pytest.raises(
-        ValueError, match=r"cached weights of 'hf-hub:stmix-test/tiny-encoder' in .*cut short"
+        ValueError,
+        match=rf"cached weights of 'hf-hub:stmix-test/tiny-encoder' in {re.escape(str(snapshot))} "
+        r"cannot be read.*cut short",
     ):
         create_backbone(NAME, pretrained=True)
 
@@ -179,3 +188,79 @@ def test_a_config_not_cached_is_downloaded_at_the_named_revision(monkeypatch, tm
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     assert hub.config("hf-hub:org/encoder@v2", None) == {"architecture": "test_efficientnet"}
     assert calls == [("org/encoder", "config.json", "v2", tmp_path / "cache")]
+
+
+def test_hub_names_split_into_repo_and_revision():
+    assert hub.split("hf-hub:org/encoder") == ("org/encoder", None)
+    assert hub.split("hf-hub:org/encoder@v2") == ("org/encoder", "v2")
+    for bad in ("hf-hub:org/", "hf-hub:/encoder", "hf-hub:encoder", "hf-hub:a/b/c"):
+        with pytest.raises(ValueError, match="not a hub name"):
+            hub.split(bad)
+
+
+def test_the_cached_snapshot_is_the_named_revisions_with_weights(cached_model):
+    _, snapshot = cached_model
+    assert hub.cached_snapshot(NAME) == snapshot
+    assert hub.cached_snapshot(f"{NAME}@{snapshot.name}") == snapshot
+    assert hub.cached_snapshot(f"{NAME}@{'f' * 40}") is None  # another revision: not cached
+    (snapshot / "model.safetensors").unlink()
+    assert hub.cached_snapshot(NAME) is None  # a config without weights is not a model
+
+
+def test_a_cached_model_without_weights_and_its_classifier_removed(cached_model, no_network):
+    model, snapshot = cached_model
+    random, source = create_backbone(NAME, pretrained=False)
+    assert source == "random initialisation"
+    assert random.pretrained_cfg["hf_hub_id"] == "stmix-test/tiny-encoder"
+    assert tuple(random.pretrained_cfg["mean"]) == MEAN  # from the cached config.json
+    x = torch.rand(2, 3, 48, 48)
+    assert not torch.allclose(random.eval()(x), model(x))
+    # a published model with a classifier: stmix builds the encoder without it
+    torch.manual_seed(3)
+    classifier = timm.create_model("test_efficientnet", pretrained=False, num_classes=3).eval()
+    _cache(snapshot.parents[3], classifier, "with-classifier")
+    encoder, _ = create_backbone("hf-hub:stmix-test/with-classifier", pretrained=True)
+    assert encoder.eval()(x).shape == (2, classifier.num_features)
+    torch.testing.assert_close(
+        encoder(x), classifier.forward_head(classifier.forward_features(x), pre_logits=True)
+    )
+
+
+def test_a_fixed_size_hub_model_is_built_for_the_patch_size(tmp_path, monkeypatch, no_network):
+    vit = timm.create_model("test_vit", pretrained=False, num_classes=0)
+    assert vit.pretrained_cfg.get("fixed_input_size")
+    _cache(tmp_path, vit, "fixed-size")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    model, _ = create_backbone("hf-hub:stmix-test/fixed-size", pretrained=True, img_size=64)
+    assert model(torch.rand(1, 3, 64, 64)).shape == (1, vit.num_features)
+
+
+def test_a_model_not_cached_is_downloaded_through_timm_by_its_name(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    asked = []
+
+    def config(name, snapshot):
+        asked.append((name, snapshot))
+        return {"architecture": "test_efficientnet", "pretrained_cfg": {"mean": MEAN}}
+
+    create = timm.create_model
+
+    def create_model(source, **kwargs):
+        asked.append((source, kwargs))
+        return create("test_efficientnet", **{**kwargs, "pretrained": False})
+
+    monkeypatch.setattr(hub, "config", config)
+    monkeypatch.setattr(timm, "create_model", create_model)
+    model, source = hub.create(
+        "hf-hub:org/encoder", pretrained=True, img_size=None, kwargs={}, online=True
+    )
+    assert source == "huggingface.co download org/encoder"
+    assert asked == [
+        ("hf-hub:org/encoder", None),
+        ("hf-hub:org/encoder", {"pretrained": True, "num_classes": 0}),
+    ]
+    assert (
+        model.pretrained_cfg["mean"] == MEAN and model.pretrained_cfg["hf_hub_id"] == "org/encoder"
+    )

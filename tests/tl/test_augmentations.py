@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
+import stmix
 from stmix.nn import CandidateSampler, DenseSampler, Plain, UniformSampler
 from stmix.tl import _augmentations
 
@@ -90,3 +91,14 @@ def test_dense_methods_refuse_huge_training_sets(prepared, monkeypatch):
     monkeypatch.setattr(_augmentations, "DENSE_LIMIT", 10)
     with pytest.raises(ValueError, match="n × n"):
         _build(prepared, "cmixup")
+
+
+def test_reference_edges_of_a_spot_far_from_all_others_are_zero(prepared):
+    train = np.flatnonzero(prepared.obs["stmix_split"] == "train")
+    prepared.X[train[0]] += 1e3  # its kernel with every other spot underflows to 0
+    stmix.pp.neighbors(prepared, 5)
+    aug, _, _ = _build(prepared, "snr", edge_weight="reference")
+    edge = aug.sampler.edge.numpy()
+    assert np.isfinite(edge).all()
+    np.testing.assert_array_equal(edge[0], 0.0)  # 0 / 0 is taken as 0
+    assert (edge[1:].sum(axis=1) > 0).all()  # the others keep their weights

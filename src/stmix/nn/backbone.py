@@ -138,20 +138,20 @@ def _cached_file(cfg) -> Path | None:
 
 
 def _hub_host() -> str:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    return urllib.parse.urlparse(endpoint).hostname or "huggingface.co"
+    """The hub's host: ``HF_ENDPOINT``'s when it names one, else huggingface.co."""
+    return urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "")).hostname or "huggingface.co"
 
 
 def _weights_host(cfg) -> str:
+    """Where timm would download the weights of ``cfg`` from."""
     if cfg.hf_hub_id:
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-        return urllib.parse.urlparse(endpoint).hostname or "huggingface.co"
+        return _hub_host()
     return urllib.parse.urlparse(cfg.url).hostname or cfg.url
 
 
 def _reachable(host: str) -> bool:
     """Whether a TCP connection to ``host:443`` opens within :data:`PROBE_TIMEOUT` seconds."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
         return False
     try:
         with socket.create_connection((host, 443), timeout=PROBE_TIMEOUT):

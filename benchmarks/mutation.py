@@ -94,6 +94,9 @@ EQUIVALENT: dict[str, str] = {
         "`missing.to(None)` leaves the flags bool; `torch.cat` promotes them to the values' "
         "float dtype, as `.to(values.dtype)` does"
     ),
+    "stmix.tl._complete.x__stack_tokens__mutmut_12": (
+        "padding marked -2 instead of -1: padding is read as any negative index"
+    ),
     "stmix.tl._imputer_plan.xǁ_Pairsǁ__getitem____mutmut_13": (
         "`SeedSequence.generate_state(2)[0]` is `generate_state(1)[0]`: the words come from one "
         "stream"

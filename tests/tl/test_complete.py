@@ -56,7 +56,9 @@ def test_transformer_is_seeded_and_records_its_history(c3_128, tmp_path):
     a = stmix.tl.complete(adata, epochs=3, seed=2, progress=False, copy=True)
     b = stmix.tl.complete(adata, epochs=3, seed=2, progress=False, copy=True)
     np.testing.assert_array_equal(a.layers["stmix_completed"], b.layers["stmix_completed"])
-    assert len(a.uns["stmix_completed"]["history"]["val_mse"]) == 4  # epoch 0 and 3 epochs
+    history = a.uns["stmix_completed"]["history"]
+    np.testing.assert_array_equal(history["epoch"], [0, 1, 2, 3])  # epoch 0: before training
+    assert len(history["val_mse"]) == 4 and np.isfinite(history["val_mse"]).all()
     assert "stmix_completed" not in adata.layers
     np.testing.assert_array_equal(a.layers["stmix_completed_missing"], adata.X == 0)
     a.write_h5ad(tmp_path / "c.h5ad")
@@ -216,3 +218,14 @@ def test_a_training_step_hides_mask_prob_of_centre_and_neighbour_entries():
     observed = ~missing
     assert centre[observed].mean() == pytest.approx(share, abs=0.02)
     assert neighbours[observed[index]].mean() == pytest.approx(share, abs=0.02)
+
+
+def test_sections_with_fewer_tokens_are_padded():
+    from stmix.tl._complete import _stack_tokens
+
+    a = (np.array([0, 2]), np.array([[2, -1], [0, -1]]), np.array([[1, 0], [1, 0]]))
+    b = (np.array([1, 3]), np.array([[3, 3, 3], [1, 1, 1]]), np.array([[1, 1, 2], [1, 1, 2]]))
+    index, ring = _stack_tokens([a, b], 4)
+    np.testing.assert_array_equal(index, [[2, -1, -1], [3, 3, 3], [0, -1, -1], [1, 1, 1]])
+    np.testing.assert_array_equal(ring, [[1, 0, 0], [1, 1, 2], [1, 0, 0], [1, 1, 2]])
+    assert index.dtype == np.int64 and ring.dtype == np.int64

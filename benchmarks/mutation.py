@@ -167,6 +167,7 @@ def ledger(*, fresh: bool = False) -> dict[str, str]:
             name, status = line.split(",")
             kept[name] = status
     current = statuses()
+    kept = {name: status for name, status in kept.items() if name in current}  # code changed
     for name, status in current.items():
         if status != "not checked":
             kept[name] = status

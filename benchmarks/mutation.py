@@ -14,17 +14,18 @@ mutated (``do_not_mutate_patterns``): ``benchmarks/robustness.py`` checks their 
 
 Results accumulate in ``mutants/`` (a later run only tests what changed), and every verdict in
 ``benchmarks/results/mutation_status.csv``, which outlives mutmut forgetting them all when its
-configuration changes (adding a test file to its selection does that). Between runs tests are
-only added, so a killed mutant stays killed; ``--fresh`` starts the ledger over, for when the
-mutated code itself changed. ``benchmarks/results/mutation.md`` gets the score per module and
-every survivor, with the reason when it is an equivalent mutant (one no test could tell from the
-original: ``EQUIVALENT`` below).
+configuration changes (adding a test file to its selection does that). A verdict is kept with
+the hash of its function's code and stands while that code is unchanged (tests are only added
+between runs, so a killed mutant stays killed); ``--fresh`` starts the ledger over.
+``benchmarks/results/mutation.md`` gets the score per module and every survivor, with the reason
+when it is an equivalent mutant (one no test could tell from the original: ``EQUIVALENT`` below).
 Slow: hours for the whole set on 2 cores; not part of CI.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -159,20 +160,49 @@ def statuses() -> dict[str, str]:
     return found
 
 
+def function_hashes() -> dict[str, str]:
+    """The hash mutmut keeps of each mutated function: ``module.function`` -> hash."""
+    src = ROOT / "mutants" / "src"
+    found = {}
+    for meta in src.rglob("*.py.meta"):
+        module = ".".join(meta.relative_to(src).with_suffix("").with_suffix("").parts)
+        module = module.removesuffix(".__init__")
+        for function, digest in json.loads(meta.read_text())["hash_by_function_name"].items():
+            found[f"{module}.{function}"] = digest
+    return found
+
+
 def ledger(*, fresh: bool = False) -> dict[str, str]:
-    """mutmut's current verdicts over the ledger's earlier ones (and the ledger updated)."""
+    """mutmut's current verdicts over the ledger's earlier ones (and the ledger updated).
+
+    Each verdict is kept with the hash of its function's code: an earlier verdict stands only
+    while that code is unchanged (a changed function's mutants are other mutants).
+    """
+    hashes = function_hashes()
     kept: dict[str, str] = {}
     if LEDGER.is_file() and not fresh:
         for line in LEDGER.read_text().splitlines()[1:]:
-            name, status = line.split(",")
-            kept[name] = status
+            name, status, digest = line.split(",")
+            if digest == hashes.get(function_of(name)):
+                kept[name] = status
     current = statuses()
-    kept = {name: status for name, status in kept.items() if name in current}  # code changed
     for name, status in current.items():
         if status != "not checked":
             kept[name] = status
-    LEDGER.write_text("mutant,status\n" + "".join(f"{n},{s}\n" for n, s in sorted(kept.items())))
+    LEDGER.write_text(
+        "mutant,status,function_hash\n"
+        + "".join(
+            f"{n},{s},{hashes.get(function_of(n), '')}\n"
+            for n, s in sorted(kept.items())
+            if s != "not checked"
+        )
+    )
     return {**current, **kept}
+
+
+def function_of(name: str) -> str:
+    """``stmix.nn.loss.x_foo__mutmut_3`` -> ``stmix.nn.loss.x_foo``."""
+    return name.rsplit("__mutmut_", 1)[0]
 
 
 def module_of(name: str) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import socket
@@ -72,29 +73,21 @@ def test_model_normalises_with_the_backbone_statistics():
 @pytest.fixture
 def probe(monkeypatch):
     """Weights not cached, network calls recorded; ``probe.accept`` says whether they connect."""
-    calls = []
-
-    class Connection:
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
+    probe = SimpleNamespace(calls=[], accept=False)
 
     def create_connection(address, timeout=None):
-        calls.append((address, timeout))
-        if not probe_state["accept"]:
+        probe.calls.append((address, timeout))
+        if not probe.accept:
             raise OSError("connection refused")
-        return Connection()
+        return contextlib.nullcontext()
 
-    probe_state = {"accept": False}
     monkeypatch.setattr(socket, "create_connection", create_connection)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
     monkeypatch.setattr(backbone_module, "_cached_file", lambda cfg: None)
     # a download would be timm's: record it instead of reaching the network
     monkeypatch.setattr(backbone_module, "_create", lambda name, **kw: ("built", kw))
-    return SimpleNamespace(calls=calls, state=probe_state)
+    return probe
 
 
 def test_the_weights_host_is_probed_once_on_443_with_the_timeout(probe):
@@ -104,7 +97,7 @@ def test_the_weights_host_is_probed_once_on_443_with_the_timeout(probe):
     with pytest.raises(RuntimeError, match="not in the local hub cache"):
         create_backbone("hf-hub:org/not-cached", pretrained=True)
     assert probe.calls[1] == (("huggingface.co", 443), backbone_module.PROBE_TIMEOUT)
-    probe.state["accept"] = True
+    probe.accept = True
     model, source = create_backbone("resnet18", pretrained=True)
     assert source == "huggingface.co download"
     assert model[1]["pretrained"] is True
@@ -138,7 +131,7 @@ def test_weights_by_url_probe_their_own_host(probe, monkeypatch, url, host):
 
 @pytest.mark.parametrize("value", ["1", "true", "TRUE", "yes", "Yes"])
 def test_hf_hub_offline_skips_the_probe(probe, monkeypatch, value):
-    probe.state["accept"] = True  # the network is there, but the user said offline
+    probe.accept = True  # the network is there, but the user said offline
     monkeypatch.setenv("HF_HUB_OFFLINE", value)
     with pytest.raises(RuntimeError, match="cannot be reached"):
         create_backbone("resnet18", pretrained=True)
@@ -146,7 +139,7 @@ def test_hf_hub_offline_skips_the_probe(probe, monkeypatch, value):
 
 
 def test_hf_hub_offline_zero_is_online(probe, monkeypatch):
-    probe.state["accept"] = True
+    probe.accept = True
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     assert create_backbone("resnet18", pretrained=True)[1] == "huggingface.co download"
     assert len(probe.calls) == 1

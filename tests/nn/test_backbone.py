@@ -143,3 +143,37 @@ def test_hf_hub_offline_zero_is_online(probe, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     assert create_backbone("resnet18", pretrained=True)[1] == "huggingface.co download"
     assert len(probe.calls) == 1
+
+
+@pytest.mark.parametrize(
+    "filename", ["open_clip_model.safetensors", "model.safetensors", "pytorch_model.bin"]
+)
+def test_weights_in_the_hub_cache_are_found(monkeypatch, tmp_path, filename):
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--stmix-test--tiny"
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    (repo / "snapshots" / revision / filename).write_bytes(b"weights")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    cfg = dataclasses.replace(
+        timm.models.get_pretrained_cfg("resnet18"), hf_hub_id="stmix-test/tiny@main", file=None
+    )
+    assert backbone_module._cached_file(cfg) == repo / "snapshots" / revision / filename
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
+    assert backbone_module._cached_file(cfg) is None
+
+
+def test_weights_torch_hub_downloaded_are_found(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cfg = dataclasses.replace(
+        timm.models.get_pretrained_cfg("resnet18"),
+        hf_hub_id=None,
+        file=None,
+        url="https://example.org/weights/resnet18-x.pth?download=1",
+    )
+    assert backbone_module._cached_file(cfg) is None
+    local = tmp_path / "hub" / "checkpoints" / "resnet18-x.pth"
+    local.parent.mkdir(parents=True)
+    local.write_bytes(b"weights")
+    assert backbone_module._cached_file(cfg) == local

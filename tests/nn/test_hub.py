@@ -264,3 +264,16 @@ def test_a_model_not_cached_is_downloaded_through_timm_by_its_name(monkeypatch, 
     assert (
         model.pretrained_cfg["mean"] == MEAN and model.pretrained_cfg["hf_hub_id"] == "org/encoder"
     )
+
+
+def test_the_cache_follows_the_environment(monkeypatch, tmp_path):
+    for name in ("HF_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert hub.cache_dir() == tmp_path / "home" / ".cache" / "huggingface" / "hub"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hub.cache_dir() == tmp_path / "xdg" / "huggingface" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert hub.cache_dir() == tmp_path / "hf" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert hub.cache_dir() == tmp_path / "cache"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -165,9 +167,19 @@ def test_recalibration_by_hand():
     # the ridge shrinks the slope: 10 / (5 + 4e-3), centred sums of m = 0..3 and y = 1..7
     scale, shift = _completion.recalibration(truth, median, np.ones((4, 1), bool))
     assert scale[0] == pytest.approx(10 / 5.004) and shift[0] == pytest.approx(4 - 1.5 * 10 / 5.004)
-    # fewer than three entries: left as it is
+    # fewer than three entries: left as it is; three are enough
     scale, shift = _completion.recalibration(truth, median, np.eye(4, 1, dtype=bool))
     assert (scale[0], shift[0]) == (1.0, 0.0)
+    three = np.array([[True], [True], [True], [False]])
+    scale, shift = _completion.recalibration(truth, median, three, ridge=0.0)
+    assert scale[0] == pytest.approx(2.0) and shift[0] == pytest.approx(1.0)
+    # a gene left as it is does not stop the next one from being fitted
+    both = np.hstack([np.eye(4, 1, dtype=bool), np.ones((4, 1), bool)])
+    scale, shift = _completion.recalibration(
+        np.hstack([truth, truth]), np.hstack([median, median]), both, ridge=0.0
+    )
+    np.testing.assert_allclose(scale, [1.0, 2.0])
+    np.testing.assert_allclose(shift, [0.0, 1.0], atol=1e-6)
 
 
 def test_validation_entries_are_a_tenth_of_the_observed():
@@ -229,3 +241,84 @@ def test_sections_with_fewer_tokens_are_padded():
     np.testing.assert_array_equal(index, [[2, -1, -1], [3, 3, 3], [0, -1, -1], [1, 1, 1]])
     np.testing.assert_array_equal(ring, [[1, 0, 0], [1, 1, 2], [1, 0, 0], [1, 1, 2]])
     assert index.dtype == np.int64 and ring.dtype == np.int64
+
+
+def _hand_plan(mask_prob: float = 0.3) -> _completion.CompletionPlan:
+    """Three spots, two genes: spot 1's gene 0 missing (a stale 7 stored), spot 0's gene 1 held
+    out for validation; spot 1 has one neighbour and a padding slot, the others two."""
+    x = np.array([[1.0, 2.0], [7.0, 4.0], [5.0, 6.0]])  # float64: the plan makes it float32
+    missing = np.array([[False, False], [True, False], [False, False]])
+    median = np.array([[10.0, 20.0], [30.0, 40.0], [50.0, 60.0]])
+    validation = np.array([[False, True], [False, False], [False, False]])
+    index = np.array([[1, 2], [0, -1], [0, 1]])
+    ring = np.array([[1, 2], [1, 0], [1, 1]])
+    model = NeighbourhoodTransformer(2, 2, d_model=8, n_heads=2, n_layers=1)
+    return _completion.CompletionPlan(
+        model, x, missing, median, validation, index, ring, mask_prob=mask_prob,
+        batch_size=3, lr=1e-3, min_lr=0.0, weight_decay=0.0,
+    )  # fmt: skip
+
+
+def test_the_model_inputs_by_hand():
+    plan = _hand_plan()
+    hidden = torch.tensor([[False, True], [True, False]])
+    values, flags, rings, padding, baseline = plan.inputs(torch.tensor([0, 1]), hidden)
+    # centre 0 shows its own gene 0 and the median for hidden gene 1; its neighbour spot 1's
+    # missing gene 0 shows 0, not the stored 7; centre 1 shows the median for its hidden gene 0;
+    # its padding slot is all zero
+    expected_values = [[[1, 20], [0, 4], [5, 6]], [[30, 4], [1, 2], [0, 0]]]
+    torch.testing.assert_close(values, torch.tensor(expected_values, dtype=torch.float32))
+    expected_flags = [[[0, 1], [1, 0], [0, 0]], [[1, 0], [0, 0], [0, 0]]]
+    np.testing.assert_array_equal(flags.numpy(), np.array(expected_flags, bool))
+    np.testing.assert_array_equal(rings.numpy(), [[0, 1, 2], [0, 1, 0]])
+    np.testing.assert_array_equal(padding.numpy(), [[False, False, False], [False, False, True]])
+    np.testing.assert_array_equal(baseline.numpy(), [[10, 20], [30, 40]])
+
+
+def test_prediction_hides_the_missing_and_the_validation_entries():
+    plan = _hand_plan()
+    seen = {}
+    plan.model.register_forward_pre_hook(lambda module, args: seen.update(flags=args[1]))
+    plan.predict(torch.arange(3))
+    np.testing.assert_array_equal(
+        seen["flags"][:, 0].numpy(), [[False, True], [True, False], [False, False]]
+    )
+
+
+def test_training_never_targets_validation_entries():
+    plan = _hand_plan(mask_prob=1.0)  # every trainable entry hidden
+    seen = {}
+    plan.model.register_forward_pre_hook(lambda module, args: seen.update(flags=args[1]))
+    plan.losses(torch.arange(3))
+    # all hidden but spot 0's gene 1 (validation); spot 1's gene 0 is flagged as missing
+    np.testing.assert_array_equal(
+        seen["flags"][:, 0].numpy(), [[True, False], [True, True], [True, True]]
+    )
+
+
+def test_the_validation_score_without_validation_entries_is_nan():
+    plan = _hand_plan()
+    plan.tables["validation"][:] = False
+    assert np.isnan(plan.score(torch.zeros(3, 2))["mse"])
+
+
+def test_one_epoch_trains_and_the_bar_says_complete(c3_128, capsys):
+    adata = c3_128[:, :16].copy()
+    stmix.tl.complete(adata, epochs=1, seed=2, progress=True)
+    np.testing.assert_array_equal(adata.uns["stmix_completed"]["history"]["epoch"], [0, 1])
+    bar = capsys.readouterr().err
+    assert re.search(r"(^|\r)complete: 100%.* 1/1 ", bar), bar
+    stmix.tl.complete(adata, epochs=1, seed=2, progress=False)
+    assert "complete" not in capsys.readouterr().err
+
+
+def test_the_trainer_gets_the_accelerator_and_devices(c3_128, monkeypatch):
+    calls = []
+    run = _completion._trainer.run
+    monkeypatch.setattr(
+        _completion._trainer, "run", lambda plan, **kw: calls.append(kw) or run(plan, **kw)
+    )
+    stmix.tl.complete(
+        c3_128[:, :8].copy(), epochs=1, accelerator="cpu", devices="auto", progress=False
+    )
+    assert calls[0]["accelerator"] == "cpu" and calls[0]["devices"] == "auto"

@@ -144,6 +144,42 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (30, 33, 40, 43)
     },
+    **{
+        f"stmix.nn.backbone.x__hub_host__mutmut_{n}": (
+            "an unset HF_ENDPOINT read as None: `urlparse(None).hostname` is None, as for ''"
+        )
+        for n in (4, 6)
+    },
+    "stmix.nn.completion.xǁNeighbourhoodTransformerǁ__init____mutmut_39": (
+        "`enable_nested_tensor=None`: torch only tests it for truth, as False"
+    ),
+    "stmix.tl._complete.x__stack_tokens__mutmut_7": (
+        "`np.full(..., -1)` without a dtype is int64 already (numpy 2's default integer)"
+    ),
+    "stmix.tl._completion.xǁCompletionPlanǁscore__mutmut_11": (
+        "the mean over no entries is NaN anyway"
+    ),
+    "stmix.tl._completion.xǁCompletionPlanǁscore__mutmut_15": "`float('NAN')` is NaN",
+    **{
+        f"stmix.tl._completion.xǁCompletionPlanǁ__init____mutmut_{n}": (
+            "`torch.as_tensor` without the dtype: the arrays are bool (missing, validation, "
+            "trainable) or int64 (index and ring, from `_stack_tokens`), the dtype it names"
+        )
+        for n in (20, 22, 32, 34, 38, 40, 47, 49, 53, 55)
+    },
+    **{
+        f"stmix.tl._completion.x_complete_with_transformer__mutmut_{n}": (
+            "a default the only caller, `tl.complete`, always overrides"
+        )
+        for n in (1, 2, 3)
+    },
+    "stmix.tl._completion.x_complete_with_transformer__mutmut_88": (
+        "`astype(None)` is float64; `tl.complete` writes the layer as float32 either way"
+    ),
+    **{
+        f"stmix.tl._completion.x_recalibration__mutmut_{n}": "`astype(None)` is float64"
+        for n in (13, 14)
+    },
 }
 
 

@@ -176,6 +176,13 @@ EQUIVALENT: dict[str, str] = {
     "stmix.tl._completion.x_complete_with_transformer__mutmut_88": (
         "`astype(None)` is float64; `tl.complete` writes the layer as float32 either way"
     ),
+    "stmix.tl._completion.x_recalibration__mutmut_19": (
+        "`mc @ (y + y.mean())` equals `mc @ (y - y.mean())`: the centred `mc` sums to 0 "
+        "(up to rounding)"
+    ),
+    "stmix.tl._completion.x_validation_entries__mutmut_18": (
+        "`choice(replace=None)`: numpy tests it for truth, as False"
+    ),
     **{
         f"stmix.tl._completion.x_recalibration__mutmut_{n}": "`astype(None)` is float64"
         for n in (13, 14)

@@ -164,6 +164,7 @@ def test_recalibration_by_hand():
     truth = 2 * median + 1  # y = 2 m + 1
     scale, shift = _completion.recalibration(truth, median, np.ones((4, 1), bool), ridge=0.0)
     assert scale[0] == pytest.approx(2.0) and shift[0] == pytest.approx(1.0)
+    assert scale.dtype == shift.dtype == np.float32  # as the model's parameters
     # the ridge shrinks the slope: 10 / (5 + 4e-3), centred sums of m = 0..3 and y = 1..7
     scale, shift = _completion.recalibration(truth, median, np.ones((4, 1), bool))
     assert scale[0] == pytest.approx(10 / 5.004) and shift[0] == pytest.approx(4 - 1.5 * 10 / 5.004)
@@ -189,6 +190,9 @@ def test_validation_entries_are_a_tenth_of_the_observed():
     assert not (chosen & ~observed).any()
     np.testing.assert_array_equal(chosen, _completion.validation_entries(observed, 0))
     assert not np.array_equal(chosen, _completion.validation_entries(observed, 1))
+    # a tenth of 14 rounds to 1, of 4 to 0: at least one either way
+    for n in (14, 4):
+        assert _completion.validation_entries(np.arange(20) < n, 0).sum() == 1
 
 
 def test_pp_complete_still_works_and_says_where_it_moved(c3_128):

@@ -115,3 +115,34 @@ def test_history_and_best_epoch_travel_in_the_state_dict():
     assert other.history == plan.history and other.history[0] is not plan.history[0]
     assert (other.best_epoch, other.best_score) == (1, 0.5)
     torch.testing.assert_close(other.model.weight, plan.model.weight)
+
+
+def _plan(fingerprint: dict | None = None):
+    from stmix.tl._plan import TrainingPlan
+
+    settings = {"n_train": 4, "n_val": 2, "batch_size": 2, "lr": 1e-3, "min_lr": 0.0}
+    return TrainingPlan(
+        torch.nn.Linear(2, 1), weight_decay=0.0, fingerprint=fingerprint, **settings
+    )
+
+
+def test_a_checkpoint_carries_the_best_weights_so_far():
+    plan = _plan({"augment": "snr"})
+    plan.start_from(0.5)  # the best weights: the untrained model's
+    best = plan.model.weight.detach().clone()
+    checkpoint = {}
+    plan.on_save_checkpoint(checkpoint)
+    resumed = _plan({"augment": "snr"})
+    with torch.no_grad():
+        resumed.model.weight.fill_(9.0)  # trained on since, say
+    resumed.on_load_checkpoint(checkpoint)
+    resumed.on_fit_end()  # leaves the network with the best weights
+    torch.testing.assert_close(resumed.model.weight, best)
+
+
+@pytest.mark.parametrize("saved", [{}, {"fingerprint": {}}, {"fingerprint": {"seed": 0}}])
+def test_a_checkpoint_that_does_not_say_the_same_run_is_refused(saved):
+    """A key missing on either side is a difference, not a match."""
+    plan = _plan({"augment": "snr"})
+    with pytest.raises(ValueError, match="another training run: its 'augment' is None"):
+        plan.on_load_checkpoint({"stmix": saved})

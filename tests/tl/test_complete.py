@@ -326,3 +326,37 @@ def test_the_trainer_gets_the_accelerator_and_devices(c3_128, monkeypatch):
         c3_128[:, :8].copy(), epochs=1, accelerator="cpu", devices="auto", progress=False
     )
     assert calls[0]["accelerator"] == "cpu" and calls[0]["devices"] == "auto"
+
+
+def test_the_defaults_are_the_benchmarked_configuration():
+    """benchmarks/results/completion.md's transformer ran with these defaults: changing one
+    changes what that table says about ``tl.complete()``."""
+    import inspect
+
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(stmix.tl.complete).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    assert defaults == {
+        "method": "transformer",
+        "layer": None,
+        "missing": None,
+        "key_added": "stmix_completed",
+        "n_rings": 2,
+        "mask_prob": 0.3,
+        "grid": "auto",
+        "epochs": 100,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "d_model": 64,
+        "n_heads": 4,
+        "n_layers": 2,
+        "seed": 0,
+        "accelerator": "auto",
+        "devices": 1,
+        "progress": True,
+        "spatial_key": "spatial",
+        "library_key": None,
+        "copy": False,
+    }

@@ -3,6 +3,7 @@
     pip install -e ".[test,mutation]"
     STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py                # everything
     STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py "stmix.nn.loss*"  # some modules
+    STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py --untried --retry  # the rest
     python benchmarks/mutation.py --report                                      # table only
 
 mutmut (configured in ``pyproject.toml`` under ``[tool.mutmut]``: the modules of ``nn/``, the
@@ -333,20 +334,40 @@ def main() -> None:
     parser.add_argument("--children", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--report", action="store_true", help="only rewrite the table")
     parser.add_argument("--fresh", action="store_true", help="forget the ledger's verdicts")
+    parser.add_argument(
+        "--untried", action="store_true", help="also every mutant the ledger has no verdict for"
+    )
+    parser.add_argument(
+        "--retry",
+        action="store_true",
+        help="also every mutant the ledger has not seen killed (equivalent ones aside)",
+    )
     args = parser.parse_args()
+    names = list(args.names)
+    if args.untried or args.retry:
+        verdicts = ledger(fresh=args.fresh)
+        names += [
+            name
+            for name, status in sorted(verdicts.items())
+            if (args.untried and status == "not checked")
+            or (args.retry and status not in ("killed", "not checked") and name not in EQUIVALENT)
+        ]
+        if not names:
+            print("Nothing to run: every mutant has a verdict.")
     os.environ.setdefault("STMIX_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     # One thread per child: torch's default (a thread per core) in each of --children processes
     # oversubscribes the cores; measured on 2 cores, two runs of the learning tests side by side
     # took 246 s with the default and 21 s with one thread each.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     seconds = None
-    if not args.report:
+    if not args.report and (names or not (args.untried or args.retry)):
         started = time.perf_counter()
-        subprocess.run(
-            [*MUTMUT, "run", "--max-children", str(args.children), *args.names], cwd=ROOT
-        )
+        subprocess.run([*MUTMUT, "run", "--max-children", str(args.children), *names], cwd=ROOT)
         seconds = time.perf_counter() - started
-    command = "python benchmarks/mutation.py" + "".join(f' "{n}"' for n in args.names)
+    flags = [f for f in ("--untried", "--retry") if getattr(args, f[2:])]
+    command = "python benchmarks/mutation.py" + "".join(
+        f" {f}" for f in flags + [f'"{n}"' for n in args.names]
+    )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "mutation.md").write_text(report(seconds, command, fresh=args.fresh))
     print(f"wrote {RESULTS / 'mutation.md'}")

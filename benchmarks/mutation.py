@@ -154,6 +154,17 @@ EQUIVALENT: dict[str, str] = {
     "stmix.nn.completion.xǁNeighbourhoodTransformerǁ__init____mutmut_39": (
         "`enable_nested_tensor=None`: torch only tests it for truth, as False"
     ),
+    **{
+        f"stmix.tl._complete.x_complete__mutmut_{n}": (
+            "the expression read without asking for float32: `expression`'s default is "
+            "float32 (126); as stored (123), a median is the same float32 number, recalibration "
+            "computes in float64 and the transformer's tables are float32 either way"
+        )
+        for n in (123, 126)
+    },
+    "stmix.tl._complete.x_complete__mutmut_197": (
+        "padding marked -2 instead of -1: the plan treats every negative index as padding"
+    ),
     "stmix.tl._complete.x__stack_tokens__mutmut_7": (
         "`np.full(..., -1)` without a dtype is int64 already (numpy 2's default integer)"
     ),

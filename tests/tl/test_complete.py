@@ -368,3 +368,76 @@ def test_the_defaults_are_the_benchmarked_configuration():
         "library_key": None,
         "copy": False,
     }
+
+
+@pytest.fixture(scope="module")
+def two_sections(c3_128):
+    """C3 twice on the same grid: section B's spots hold other spots' expression."""
+    a = c3_128[:, :12].copy()
+    b = a.copy()
+    b.X = b.X[np.random.default_rng(0).permutation(b.n_obs)]
+    a.obs["slide"], b.obs["slide"] = "A", "B"
+    both = ad.concat([a, b], index_unique="-", keys=["A", "B"])
+    both.uns["spatial"] = {"A": a.uns["spatial"]["C3"], "B": b.uns["spatial"]["C3"]}
+    return a, b, both
+
+
+def test_each_section_is_completed_from_its_own_spots(two_sections):
+    a, b, both = two_sections
+    stmix.tl.complete(both, "median", library_key="slide")
+    for section, alone in (("A", a), ("B", b)):
+        stmix.tl.complete(alone, "median")
+        spots = (both.obs["slide"] == section).to_numpy()
+        np.testing.assert_array_equal(
+            both.layers["stmix_completed"][spots], alone.layers["stmix_completed"]
+        )
+
+
+def test_the_transformer_reads_neighbours_of_the_same_section(two_sections, monkeypatch):
+    from stmix.tl import _complete
+
+    _, _, both = two_sections
+    seen = {}
+    real = _complete.complete_with_transformer
+    monkeypatch.setattr(
+        _complete,
+        "complete_with_transformer",
+        lambda *args, **kw: seen.update(index=args[3], ring=args[4]) or real(*args, **kw),
+    )
+    stmix.tl.complete(both, epochs=0, library_key="slide", progress=False)
+    index, ring = seen["index"], seen["ring"]
+    section = both.obs["slide"].to_numpy()
+    spot, slot = np.nonzero(index >= 0)
+    assert (section[index[spot, slot]] == section[spot]).all()
+    assert (index[index < 0] == -1).all() and (index[ring == 0] == -1).all()
+    # ring 1 of a grid is symmetric: i reads j exactly when j reads i (spot 0 included)
+    pairs = {(i, index[i, s]) for i, s in zip(spot, slot, strict=True) if ring[i, s] == 1}
+    assert pairs and all((j, i) in pairs for i, j in pairs)
+    assert any(0 in (i, j) for i, j in pairs)
+
+
+def test_a_layer_is_completed_and_x_left_alone(c3_128):
+    adata = c3_128[:, :12].copy()
+    adata.layers["doubled"] = 2 * adata.X
+    x = adata.X.copy()
+    stmix.tl.complete(adata, "median", layer="doubled")
+    observed = adata.layers["doubled"] != 0
+    np.testing.assert_array_equal(adata.layers["stmix_completed"][observed], 2 * x[observed])
+    np.testing.assert_array_equal(adata.X, x)
+
+
+def test_knn_neighbours_come_from_the_named_coordinates(c3_128):
+    adata = c3_128[:, :12].copy()
+    reference = stmix.tl.complete(adata, "median", grid="knn", copy=True)
+    adata.obsm["xy"] = adata.obsm.pop("spatial")
+    stmix.tl.complete(adata, "median", grid="knn", spatial_key="xy")
+    np.testing.assert_array_equal(
+        adata.layers["stmix_completed"], reference.layers["stmix_completed"]
+    )
+
+
+def test_a_gene_never_observed_is_named(c3_128):
+    adata = c3_128[:, :12].copy()
+    adata.X[:, 5] = 0
+    with pytest.raises(ValueError, match=f"Gene '{adata.var_names[5]}' is missing in every spot"):
+        stmix.tl.complete(adata, "median")

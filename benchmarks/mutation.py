@@ -162,6 +162,7 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (123, 126)
     },
+    "stmix.tl._complete.x_complete__mutmut_266": ("one grid joined with '+' is that grid's name"),
     "stmix.tl._complete.x_complete__mutmut_197": (
         "padding marked -2 instead of -1: the plan treats every negative index as padding"
     ),

@@ -441,3 +441,39 @@ def test_a_gene_never_observed_is_named(c3_128):
     adata.X[:, 5] = 0
     with pytest.raises(ValueError, match=f"Gene '{adata.var_names[5]}' is missing in every spot"):
         stmix.tl.complete(adata, "median")
+
+
+def test_the_record_says_how_the_layer_was_made(c3_128):
+    a = c3_128[:, :12].copy()
+    even = ((a.obs["array_row"] + a.obs["array_col"]) % 2 == 0).to_numpy()
+    b = a[even].copy()  # one parity of the ST array: a Visium-like hexagonal layout
+    a.obs["slide"], b.obs["slide"] = "A", "B"
+    both = ad.concat([a, b], index_unique="-")
+    both.uns["spatial"] = {"A": {}, "B": {}}
+    stmix.tl.complete(both, "median", library_key="slide")
+    missing = both.X == 0
+    assert both.layers["stmix_completed"].dtype == np.float32
+    params = dict(both.uns["stmix_completed"]["params"])
+    params.pop("writer", None)
+    assert params == {
+        "method": "median",
+        "n_rings": 2,
+        "grid": "hexagonal+square",
+        "n_missing": int(missing.sum()),
+        "share_missing": pytest.approx(float(missing.mean())),
+        "library_key": "slide",
+    }
+    a.layers["same"] = a.X.copy()
+    stmix.tl.complete(a, layer="same", n_rings=1, epochs=1, d_model=16, n_heads=2, n_layers=1,
+                      mask_prob=0.2, seed=3, progress=False)  # fmt: skip
+    params = a.uns["stmix_completed"]["params"]
+    assert params["grid"] == "square" and params["layer"] == "same" and params["n_rings"] == 1
+    transformer = {k: params[k] for k in ("mask_prob", "epochs", "d_model", "n_heads", "n_layers")}
+    assert transformer == {
+        "mask_prob": 0.2,
+        "epochs": 1,
+        "d_model": 16,
+        "n_heads": 2,
+        "n_layers": 1,
+    }
+    assert params["seed"] == 3 and "library_key" not in params

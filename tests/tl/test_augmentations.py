@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -102,3 +104,16 @@ def test_reference_edges_of_a_spot_far_from_all_others_are_zero(prepared):
     assert np.isfinite(edge).all()
     np.testing.assert_array_equal(edge[0], 0.0)  # 0 / 0 is taken as 0
     assert (edge[1:].sum(axis=1) > 0).all()  # the others keep their weights
+
+
+def test_reference_edges_of_unreachable_pairs_are_exactly_zero():
+    rng = np.random.default_rng(0)
+    y = rng.random((20, 5))
+    y[0] += 1e3  # spot 0: its kernel with every other spot underflows to 0
+    rows = np.repeat(np.arange(20), 3)
+    cols = (rows + np.tile([1, 2, 3], 20)) % 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy warns when a result is left uninitialised
+        edges = _augmentations._reference_edges(y, rows, cols, [np.arange(20)], [1.0], "gaussian")
+    np.testing.assert_array_equal(edges[rows == 0], 0.0)
+    assert (edges[(rows != 0) & (cols != 0)] > 0).all()

@@ -477,3 +477,31 @@ def test_the_record_says_how_the_layer_was_made(c3_128):
         "n_layers": 1,
     }
     assert params["seed"] == 3 and "library_key" not in params
+
+
+def test_the_settings_reach_the_model_and_the_plan(c3_128, monkeypatch):
+    built = {}
+
+    def spy(name, cls):
+        def record(*args, **kwargs):
+            built[name] = kwargs
+            return cls(*args, **kwargs)
+
+        monkeypatch.setattr(_completion, name, record)
+
+    spy("NeighbourhoodTransformer", _completion.NeighbourhoodTransformer)
+    spy("CompletionPlan", _completion.CompletionPlan)
+    adata = c3_128[:, :8].copy()
+    stmix.tl.complete(adata, epochs=2, batch_size=32, lr=2e-3, d_model=16, n_heads=2,
+                      n_layers=1, mask_prob=0.2, seed=4, progress=False)  # fmt: skip
+    assert built["NeighbourhoodTransformer"] == {"d_model": 16, "n_heads": 2, "n_layers": 1}
+    assert built["CompletionPlan"] == {
+        "mask_prob": 0.2,
+        "batch_size": 32,
+        "lr": 2e-3,
+        "min_lr": 0.0,
+        "weight_decay": 1e-4,
+        "seed": 4,
+    }
+    lr = adata.uns["stmix_completed"]["history"]["lr"]
+    assert lr[1] == pytest.approx(1e-3) and lr[2] == pytest.approx(0.0)  # cosine down to 0

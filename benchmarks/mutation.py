@@ -190,8 +190,11 @@ EQUIVALENT: dict[str, str] = {
             "a random draw on device None, the CPU: the only device the tests run on (a GPU "
             "run would tell)"
         )
-        for n in (3, 9, 13, 26, 28, 37, 39, 45, 47)
+        for n in (3, 9, 13, 26, 28, 37, 39, 45, 47, 57, 59)
     },
+    "stmix.nn.geometric.x_flip_rotate_crop__mutmut_105": (
+        "`grid_sample` without `mode`: its default is bilinear"
+    ),
     "stmix.nn.geometric.x_flip_rotate_crop__mutmut_29": (
         "`rand <= 0.5` differs from `rand < 0.5` only when a float32 draw is 0.5 exactly"
     ),

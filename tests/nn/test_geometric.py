@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -16,7 +18,9 @@ def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
 def test_flips_and_rotations_permute_pixels():
     torch.manual_seed(0)
     x = torch.rand(16, 3, 12, 12)
-    out = flip_rotate_crop(x, scale=(1.0, 1.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch's notice about a default align_corners
+        out = flip_rotate_crop(x, scale=(1.0, 1.0))
     for i in range(16):
         torch.testing.assert_close(out[i].flatten().sort().values, x[i].flatten().sort().values)
     assert not torch.allclose(out, x)  # some sample was transformed
@@ -72,3 +76,10 @@ def test_crops_zoom_in():
     # a quarter-area crop of a half-bright image is often all one colour, never all of both
     assert out.shape == x.shape
     assert ((out.mean(dim=(1, 2, 3)) - 0.5).abs() > 0.05).any()
+
+
+def test_images_keep_their_dtype():
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 8, 8, dtype=torch.float64)
+    out = flip_rotate_crop(x)
+    assert out.dtype == torch.float64 and out.shape == x.shape

@@ -192,6 +192,9 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (3, 9, 13, 26, 28, 37, 39, 45, 47, 57, 59)
     },
+    "stmix.nn.mixing.x_cutmix__mutmut_21": (
+        "`y0 = cy - cut h / 2` never exceeds `cy < height`: the upper clamp never binds"
+    ),
     "stmix.nn.geometric.x_flip_rotate_crop__mutmut_105": (
         "`grid_sample` without `mode`: its default is bilinear"
     ),

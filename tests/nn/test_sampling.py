@@ -90,3 +90,13 @@ def test_batch_of_1024_on_the_cpu_is_fast(reference_sampler):
         sampler(anchors)
         timings.append(time.perf_counter() - start)
     assert np.median(timings) < 5e-3  # loose bound for a loaded CI machine
+
+
+def test_a_dense_sampler_moved_keeps_its_probabilities_and_edges():
+    probs = torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.0, 0.5], [0.0, 1.0, 0.0]])
+    edge = torch.tensor([[0.0, 7.0, 0.0], [3.0, 0.0, 4.0], [0.0, 9.0, 0.0]])
+    moved = DenseSampler(probs, edge).to("cpu")
+    torch.testing.assert_close(moved.probs, probs)
+    torch.testing.assert_close(moved.edge, edge)
+    partners, weights = moved(torch.tensor([0, 2]))
+    assert partners.tolist() == [1, 1] and weights.tolist() == [7.0, 9.0]

@@ -248,7 +248,13 @@ EQUIVALENT: dict[str, str] = {
         f"stmix.nn.sampling.xǁDenseSamplerǁto__mutmut_{n}": (
             "a move to device None, the CPU: the only device the tests run on"
         )
-        for n in (5,)
+        for n in (5, 6)
+    },
+    **{
+        f"stmix.tl._augmentations.x__block_kernel__mutmut_{n}": (
+            "`zip(strict=...)` over one bandwidth per section, built together"
+        )
+        for n in (5, 8, 9)
     },
     "stmix.pp._neighbors.x__row_softmax__mutmut_22": (
         "`bincount` without `minlength` is shorter only by trailing rows without entries, which "

@@ -100,3 +100,9 @@ def test_a_dense_sampler_moved_keeps_its_probabilities_and_edges():
     torch.testing.assert_close(moved.edge, edge)
     partners, weights = moved(torch.tensor([0, 2]))
     assert partners.tolist() == [1, 1] and weights.tolist() == [7.0, 9.0]
+
+
+@pytest.mark.parametrize("shape", [(3, 4), (3,), (2, 2, 2)])
+def test_a_dense_sampler_needs_a_square_matrix(shape):
+    with pytest.raises(ValueError, match="square"):
+        DenseSampler(torch.rand(*shape))

@@ -117,3 +117,23 @@ def test_reference_edges_of_unreachable_pairs_are_exactly_zero():
         edges = _augmentations._reference_edges(y, rows, cols, [np.arange(20)], [1.0], "gaussian")
     np.testing.assert_array_equal(edges[rows == 0], 0.0)
     assert (edges[(rows != 0) & (cols != 0)] > 0).all()
+
+
+def test_cmixup_probabilities_stay_within_sections_and_a_lone_spot_mixes_with_itself():
+    from stmix.pp import _kernel
+
+    rng = np.random.default_rng(0)
+    y = rng.random((6, 4))
+    blocks = [np.array([0, 2, 4]), np.array([5]), np.array([1, 3])]
+    out = _augmentations._block_kernel(y, blocks, [0.5, 1.0, 0.7], "gaussian")
+    expected = np.zeros((6, 6))
+    expected[np.ix_(blocks[0], blocks[0])] = _kernel.dense(y[blocks[0]], 0.5, "gaussian")
+    expected[5, 5] = 1.0
+    expected[np.ix_(blocks[2], blocks[2])] = _kernel.dense(y[blocks[2]], 0.7, "gaussian")
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_the_dense_limit_is_inclusive():
+    _augmentations._check_dense(_augmentations.DENSE_LIMIT, "cmixup")
+    with pytest.raises(ValueError, match="20,001 training spots"):
+        _augmentations._check_dense(_augmentations.DENSE_LIMIT + 1, "cmixup")

@@ -41,6 +41,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 LEDGER = RESULTS / "mutation_status.csv"
 MUTMUT = [sys.executable, "-m", "mutmut"]
 
+#: Why a mutant that moves work to device None (the CPU) survives.
+ON_CPU = "on device None, the CPU: the only device the tests run on (a GPU run would tell)"
+#: Why ``rand <= p`` for ``rand < p`` survives.
+RAND_LE = "`rand <= p` differs from `rand < p` only when a float draw equals p exactly"
+#: Why a dtype left out of an integer array survives.
+INT64 = "without a dtype is int64 already (numpy 2's default integer)"
+
 #: Survivors that no test can kill, because the mutant behaves exactly as the original.
 EQUIVALENT: dict[str, str] = {
     "stmix.pp._median.x_adaptive_median__mutmut_2": "`astype(None)` is float64, as the original",
@@ -57,10 +64,7 @@ EQUIVALENT: dict[str, str] = {
         "one pass past the widest ring sees the same spots as the widest, which found nothing"
     ),
     **{
-        f"stmix.nn.mixing.x_cutmix__mutmut_{n}": (
-            "the box's device: None is the CPU, the only device the tests run on (a GPU run "
-            "would tell)"
-        )
+        f"stmix.nn.mixing.x_cutmix__mutmut_{n}": f"the box drawn {ON_CPU}"
         for n in (2, 10, 12, 16, 18)
     },
     **{
@@ -80,18 +84,14 @@ EQUIVALENT: dict[str, str] = {
         "`todo[...] = None` stores False in a bool array"
     ),
     **{
-        name: "the device of a tensor: None is the CPU, the only device the tests run on (a GPU "
-        "run would tell)"
+        name: f"the tensor made {ON_CPU}"
         for name in (
             "stmix.tl._completion.xǁCompletionPlanǁon_fit_start__mutmut_2",
             "stmix.tl._completion.xǁCompletionPlanǁlosses__mutmut_5",
             "stmix.tl._completion.xǁCompletionPlanǁlosses__mutmut_8",
         )
     },
-    "stmix.tl._completion.xǁCompletionPlanǁlosses__mutmut_12": (
-        "`rand <= p` differs from `rand < p` only when a uniform draw equals p exactly "
-        "(probability about 1e-7 per entry)"
-    ),
+    "stmix.tl._completion.xǁCompletionPlanǁlosses__mutmut_12": RAND_LE,
     "stmix.nn.completion.xǁNeighbourhoodTransformerǁforward__mutmut_7": (
         "`missing.to(None)` leaves the flags bool; `torch.cat` promotes them to the values' "
         "float dtype, as `.to(values.dtype)` does"
@@ -169,27 +169,19 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (5, 6)
     },
-    "stmix.tl._complete.x__stack_tokens__mutmut_10": (
-        "`np.full(..., -1)` without a dtype is int64 already (numpy 2's default integer)"
-    ),
     **{
         f"stmix.tl._completion.xǁCompletionPlanǁinputs__mutmut_{n}": (
-            "the random hiding drawn on device None, the CPU: the only device the tests run on"
+            f"the random hiding drawn {ON_CPU}"
         )
         for n in (39, 41)
     },
-    "stmix.tl._completion.xǁCompletionPlanǁinputs__mutmut_42": (
-        "`rand <= p` differs from `rand < p` only when a float32 draw equals p exactly"
-    ),
+    "stmix.tl._completion.xǁCompletionPlanǁinputs__mutmut_42": RAND_LE,
     "stmix.tl._completion.x_complete_with_transformer__mutmut_68": (
         "`epochs >= 0`: Lightning runs no epoch for epochs=0 and the plan records epoch 0 as "
         "the else branch does"
     ),
     **{
-        f"stmix.nn.geometric.x_flip_rotate_crop__mutmut_{n}": (
-            "a random draw on device None, the CPU: the only device the tests run on (a GPU "
-            "run would tell)"
-        )
+        f"stmix.nn.geometric.x_flip_rotate_crop__mutmut_{n}": f"the random draw made {ON_CPU}"
         for n in (3, 9, 13, 26, 28, 37, 39, 45, 47, 57, 59)
     },
     **{
@@ -214,9 +206,7 @@ EQUIVALENT: dict[str, str] = {
         for n in (63, 76, 77)
     },
     **{
-        f"stmix.nn.mixing.x_cutmix__mutmut_{n}": (
-            "the pixel grid built on device None, the CPU: the only device the tests run on"
-        )
+        f"stmix.nn.mixing.x_cutmix__mutmut_{n}": f"the pixel grid built {ON_CPU}"
         for n in (67, 69, 80, 82)
     },
     **{
@@ -232,9 +222,7 @@ EQUIVALENT: dict[str, str] = {
         for n in (95, 97)
     },
     **{
-        f"stmix.pp._neighbors.x__to_csr__mutmut_{n}": (
-            "`np.arange` of Python ints is int64 already (numpy 2's default integer)"
-        )
+        f"stmix.pp._neighbors.x__to_csr__mutmut_{n}": f"`np.arange` of Python ints {INT64}"
         for n in (5, 9)
     },
     "stmix.pp._neighbors.x__to_csr__mutmut_17": (
@@ -245,9 +233,7 @@ EQUIVALENT: dict[str, str] = {
         "exactly `n_neighbors`"
     ),
     **{
-        f"stmix.nn.sampling.xǁDenseSamplerǁto__mutmut_{n}": (
-            "a move to device None, the CPU: the only device the tests run on"
-        )
+        f"stmix.nn.sampling.xǁDenseSamplerǁto__mutmut_{n}": f"the matrices moved {ON_CPU}"
         for n in (5, 6)
     },
     **{
@@ -263,9 +249,7 @@ EQUIVALENT: dict[str, str] = {
     "stmix.nn.geometric.x_flip_rotate_crop__mutmut_105": (
         "`grid_sample` without `mode`: its default is bilinear"
     ),
-    "stmix.nn.geometric.x_flip_rotate_crop__mutmut_29": (
-        "`rand <= 0.5` differs from `rand < 0.5` only when a float32 draw is 0.5 exactly"
-    ),
+    "stmix.nn.geometric.x_flip_rotate_crop__mutmut_29": RAND_LE,
     "stmix.nn.geometric.x_flip_rotate_crop__mutmut_10": (
         "`torch.randint(4, ...)` draws from 0 to 3, as `randint(0, 4, ...)`"
     ),
@@ -276,9 +260,10 @@ EQUIVALENT: dict[str, str] = {
     "stmix.tl._complete.x_complete__mutmut_197": (
         "padding marked -2 instead of -1: the plan treats every negative index as padding"
     ),
-    "stmix.tl._complete.x__stack_tokens__mutmut_7": (
-        "`np.full(..., -1)` without a dtype is int64 already (numpy 2's default integer)"
-    ),
+    **{
+        f"stmix.tl._complete.x__stack_tokens__mutmut_{n}": f"`np.full(..., -1)` {INT64}"
+        for n in (7, 10)
+    },
     "stmix.tl._completion.xǁCompletionPlanǁscore__mutmut_11": (
         "the mean over no entries is NaN anyway"
     ),

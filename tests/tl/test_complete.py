@@ -211,6 +211,17 @@ def test_pp_complete_still_works_and_says_where_it_moved(c3_128):
     assert "stmix_completed" in adata.layers
 
 
+def _flags_seen(plan, step, batch) -> np.ndarray:
+    """The missing flags (spots, tokens, genes) the plan's model is given in ``step(batch)``."""
+    seen = {}
+    hook = plan.model.register_forward_pre_hook(
+        lambda module, args: seen.update(flags=args[1].numpy())
+    )
+    step(batch)
+    hook.remove()
+    return seen["flags"]
+
+
 def test_a_training_step_hides_mask_prob_of_centre_and_neighbour_entries():
     rng = np.random.default_rng(0)
     n, genes, k, share = 200, 30, 6, 0.3
@@ -233,11 +244,9 @@ def test_a_training_step_hides_mask_prob_of_centre_and_neighbour_entries():
         min_lr=0.0,
         weight_decay=0.0,
     )
-    seen = {}
-    model.register_forward_pre_hook(lambda module, args: seen.update(flags=args[1].numpy()))
     torch.manual_seed(0)
-    plan.losses(torch.arange(n))
-    centre, neighbours = seen["flags"][:, 0], seen["flags"][:, 1:]
+    flags = _flags_seen(plan, plan.losses, torch.arange(n))
+    centre, neighbours = flags[:, 0], flags[:, 1:]
     assert centre[missing].all() and neighbours[missing[index]].all()  # truly missing: flagged
     observed = ~missing
     assert centre[observed].mean() == pytest.approx(share, abs=0.02)
@@ -289,22 +298,18 @@ def test_the_model_inputs_by_hand():
 
 def test_prediction_hides_the_missing_and_the_validation_entries():
     plan = _hand_plan()
-    seen = {}
-    plan.model.register_forward_pre_hook(lambda module, args: seen.update(flags=args[1]))
-    plan.predict(torch.arange(3))
     np.testing.assert_array_equal(
-        seen["flags"][:, 0].numpy(), [[False, True], [True, False], [False, False]]
+        _flags_seen(plan, plan.predict, torch.arange(3))[:, 0],
+        [[False, True], [True, False], [False, False]],
     )
 
 
 def test_training_never_targets_validation_entries():
     plan = _hand_plan(mask_prob=1.0)  # every trainable entry hidden
-    seen = {}
-    plan.model.register_forward_pre_hook(lambda module, args: seen.update(flags=args[1]))
-    plan.losses(torch.arange(3))
     # all hidden but spot 0's gene 1 (validation); spot 1's gene 0 is flagged as missing
     np.testing.assert_array_equal(
-        seen["flags"][:, 0].numpy(), [[True, False], [True, True], [True, True]]
+        _flags_seen(plan, plan.losses, torch.arange(3))[:, 0],
+        [[True, False], [True, True], [True, True]],
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -62,6 +63,12 @@ def snapshot(adata: ad.AnnData) -> dict:
         "uns": sorted(adata.uns),
         "X": adata.X.copy(),
     }
+
+
+def defaults(function) -> dict:
+    """The default of each parameter of ``function`` that has one."""
+    parameters = inspect.signature(function).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 def assert_unchanged(adata: ad.AnnData, before: dict) -> None:

@@ -13,7 +13,7 @@ from scipy.spatial.distance import cdist
 import stmix
 from stmix import _distance
 from stmix.pp import _neighbors
-from tests.conftest import assert_unchanged, snapshot
+from tests.conftest import assert_unchanged, defaults, snapshot
 
 
 @pytest.fixture
@@ -301,14 +301,7 @@ def test_partners_never_cross_sections_on_real_data(data_dir):
 
 def test_the_defaults_are_the_papers():
     """k = 10 spatial neighbours, the Gaussian kernel of eq. 5, the sampled bandwidth's seed 0."""
-    import inspect
-
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(stmix.pp.neighbors).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    assert defaults == {
+    assert defaults(stmix.pp.neighbors) == {
         "n_neighbors": 10,
         "basis": "spatial",
         "kernel": "gaussian",

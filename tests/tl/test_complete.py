@@ -14,7 +14,7 @@ import stmix
 from stmix.nn import NeighbourhoodTransformer
 from stmix.pp import _median, _rings
 from stmix.tl import _completion
-from tests.conftest import assert_unchanged, snapshot
+from tests.conftest import assert_unchanged, defaults, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -344,14 +344,7 @@ def test_the_trainer_gets_the_accelerator_and_devices(c3_128, monkeypatch):
 def test_the_defaults_are_the_benchmarked_configuration():
     """benchmarks/results/completion.md's transformer ran with these defaults: changing one
     changes what that table says about ``tl.complete()``."""
-    import inspect
-
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(stmix.tl.complete).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    assert defaults == {
+    assert defaults(stmix.tl.complete) == {
         "method": "transformer",
         "layer": None,
         "missing": None,
@@ -376,7 +369,7 @@ def test_the_defaults_are_the_benchmarked_configuration():
 
 
 @pytest.fixture(scope="module")
-def two_sections(c3_128):
+def c3_twice(c3_128):
     """C3 twice on the same grid: section B's spots hold other spots' expression."""
     a = c3_128[:, :12].copy()
     b = a.copy()
@@ -387,8 +380,8 @@ def two_sections(c3_128):
     return a, b, both
 
 
-def test_each_section_is_completed_from_its_own_spots(two_sections):
-    a, b, both = two_sections
+def test_each_section_is_completed_from_its_own_spots(c3_twice):
+    a, b, both = c3_twice
     assert stmix.tl.complete(both, "median", library_key="slide") is None  # written in place
     for section, alone in (("A", a), ("B", b)):
         stmix.tl.complete(alone, "median")
@@ -398,10 +391,10 @@ def test_each_section_is_completed_from_its_own_spots(two_sections):
         )
 
 
-def test_the_transformer_reads_neighbours_of_the_same_section(two_sections, monkeypatch):
+def test_the_transformer_reads_neighbours_of_the_same_section(c3_twice, monkeypatch):
     from stmix.tl import _complete
 
-    _, _, both = two_sections
+    _, _, both = c3_twice
     seen = {}
     real = _complete.complete_with_transformer
     monkeypatch.setattr(

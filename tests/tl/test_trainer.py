@@ -104,13 +104,10 @@ def test_no_validation_spots_keeps_the_last_epoch(synthetic, caplog):
 
 
 def test_history_and_best_epoch_travel_in_the_state_dict():
-    from stmix.tl._plan import TrainingPlan
-
-    settings = {"n_train": 4, "n_val": 2, "batch_size": 2, "lr": 1e-3, "min_lr": 0.0}
-    plan = TrainingPlan(torch.nn.Linear(2, 1), weight_decay=0.0, **settings)
+    plan = _plan()
     plan.history = [{"epoch": 1, "val_mse": 0.5}, {"epoch": 2, "val_mse": 0.7}]
     plan.best_epoch, plan.best_score = 1, 0.5
-    other = TrainingPlan(torch.nn.Linear(2, 1), weight_decay=0.0, **settings)
+    other = _plan()
     other.load_state_dict(plan.state_dict())
     assert other.history == plan.history and other.history[0] is not plan.history[0]
     assert (other.best_epoch, other.best_score) == (1, 0.5)

@@ -4,6 +4,7 @@
     STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py                # everything
     STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py "stmix.nn.loss*"  # some modules
     STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py --untried --retry  # the rest
+    STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py --untried "stmix.nn.loss*"  # some
     python benchmarks/mutation.py --report                                      # table only
 
 mutmut (configured in ``pyproject.toml`` under ``[tool.mutmut]``: the modules of ``nn/``, the
@@ -26,6 +27,7 @@ Slow: hours for the whole set on 2 cores; not part of CI.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import platform
@@ -437,7 +439,11 @@ def row(module: str, counts: Counter) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="mutant name patterns, e.g. 'stmix.nn.loss*'")
+    parser.add_argument(
+        "names",
+        nargs="*",
+        help="mutant name patterns, e.g. 'stmix.nn.loss*' (with --untried or --retry: of those)",
+    )
     parser.add_argument("--children", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--report", action="store_true", help="only rewrite the table")
     parser.add_argument("--fresh", action="store_true", help="forget the ledger's verdicts")
@@ -452,12 +458,18 @@ def main() -> None:
     args = parser.parse_args()
     names = list(args.names)
     if args.untried or args.retry:
+        # With --untried or --retry, the patterns given narrow the selection (mutmut reruns every
+        # mutant it is named, killed ones too, so a bare pattern would repeat settled verdicts).
         verdicts = ledger(fresh=args.fresh)
-        names += [
+        verdicts.update(dict.fromkeys(set(EQUIVALENT) & set(verdicts), "equivalent"))
+        names = [
             name
             for name, status in sorted(verdicts.items())
-            if (args.untried and status == "not checked")
-            or (args.retry and status not in ("killed", "not checked") and name not in EQUIVALENT)
+            if (
+                (args.untried and status == "not checked")
+                or (args.retry and status not in ("killed", "not checked", "equivalent"))
+            )
+            and (not args.names or any(fnmatch.fnmatch(name, p) for p in args.names))
         ]
         if not names:
             print("Nothing to run: every mutant has a verdict.")

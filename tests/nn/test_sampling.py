@@ -106,3 +106,93 @@ def test_a_dense_sampler_moved_keeps_its_probabilities_and_edges():
 def test_a_dense_sampler_needs_a_square_matrix(shape):
     with pytest.raises(ValueError, match="square"):
         DenseSampler(torch.rand(*shape))
+
+
+def test_a_candidate_sampler_checks_its_tables():
+    with pytest.raises(ValueError, match="one shape"):
+        CandidateSampler(torch.zeros(3, 2, dtype=torch.long), torch.full((3, 3), 1 / 3))
+    with pytest.raises(ValueError, match="one shape"):
+        CandidateSampler(torch.zeros(3, dtype=torch.long), torch.ones(3))
+    sampler = CandidateSampler(torch.tensor([[1], [0]], dtype=torch.int32), torch.ones(2, 1))
+    assert sampler.candidates.dtype == torch.long and sampler.probs.dtype == torch.float32
+    assert sampler.edge is sampler.probs  # the edge weight defaults to the probability
+    partners, weights = sampler(torch.tensor([0, 1]))
+    assert partners.dtype == torch.long and partners.tolist() == [1, 0]
+    assert weights.tolist() == [1.0, 1.0]
+
+
+def test_csr_rows_with_their_own_edge_weights():
+    """Probabilities and edge weights are separate tables; rows of unequal length are padded."""
+    # anchor 0: candidates 1 (p 0.25), 2 (p 0.75); anchor 1: 0 (p 1); anchor 2: none
+    indptr, indices = np.array([0, 2, 3, 3]), np.array([1, 2, 0])
+    sampler = CandidateSampler.from_csr(
+        indptr, indices, np.array([0.25, 0.75, 1.0]), edge=np.array([5.0, 6.0, 7.0])
+    )
+    assert sampler.candidates.shape == (3, 2)
+    torch.testing.assert_close(sampler.probs, torch.tensor([[0.25, 0.75], [1.0, 0.0], [1, 0.0]]))
+    torch.testing.assert_close(sampler.edge, torch.tensor([[5.0, 6.0], [7.0, 0.0], [0.0, 0.0]]))
+    assert sampler.candidates.tolist() == [[1, 2], [0, 1], [2, 2]]  # padding: the anchor itself
+    torch.manual_seed(0)
+    partners, weights = sampler(torch.tensor([0] * 4000 + [1, 2]))
+    assert abs((partners[:4000] == 2).float().mean().item() - 0.75) < 0.03
+    assert torch.equal(weights[:4000], torch.where(partners[:4000] == 1, 5.0, 6.0))
+    assert partners[4000:].tolist() == [0, 2] and weights[4000:].tolist() == [7.0, 0.0]
+
+
+def test_uniform_csr_weights_are_one_over_the_degree():
+    sampler = CandidateSampler.from_csr(np.array([0, 3, 4, 4]), np.array([1, 2, 0, 1]))
+    torch.testing.assert_close(sampler.probs, torch.tensor([[1 / 3] * 3, [1, 0, 0], [1, 0, 0]]))
+    torch.testing.assert_close(sampler.edge, torch.tensor([[1 / 3] * 3, [1, 0, 0], [0, 0, 0.0]]))
+    alone = CandidateSampler.from_csr(np.array([0, 0, 0]), np.array([], dtype=int))
+    assert alone.candidates.tolist() == [[0], [1]] and alone.probs.tolist() == [[1.0], [1.0]]
+    assert alone(torch.tensor([0, 1]))[1].tolist() == [0.0, 0.0]
+
+
+def test_a_candidate_sampler_moved_keeps_its_tables():
+    sampler = CandidateSampler.from_csr(
+        np.array([0, 2, 3, 3]), np.array([1, 2, 0]), np.array([0.5, 0.5, 1.0]), edge=np.ones(3)
+    )
+    moved = sampler.to("cpu")
+    for name in ("candidates", "probs", "edge"):
+        assert torch.equal(getattr(moved, name), getattr(sampler, name))
+
+
+def test_a_dense_sampler_checks_its_edges():
+    with pytest.raises(ValueError, match="shape of probs"):
+        DenseSampler(torch.full((3, 3), 0.5), edge=torch.ones(3, 2))
+    sampler = DenseSampler(torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64))
+    assert sampler.probs.dtype == torch.float32 and sampler.edge is sampler.probs
+
+
+def test_uniform_partners_stay_in_their_group():
+    """Groups of 1, 2, 3 and 5 spots, interleaved: a partner is any other spot of the group."""
+    groups = torch.tensor([3, 0, 1, 2, 3, 1, 2, 3, 2, 3, 3])
+    sampler = UniformSampler(11, groups)
+    torch.manual_seed(0)
+    anchors = torch.arange(11).repeat(3000)
+    partners, weights = sampler(anchors)
+    assert torch.equal(groups[partners], groups[anchors])
+    alone = anchors == 1
+    assert (partners[alone] == 1).all() and (weights[alone] == 0).all()  # paired with itself
+    assert (partners[~alone] != anchors[~alone]).all()
+    pair = anchors == 2
+    assert (partners[pair] == 5).all() and (weights[pair] == 1.0).all()
+    size = torch.bincount(groups)[groups[anchors]]
+    torch.testing.assert_close(weights[~alone], 1.0 / (size[~alone] - 1).float())
+    for anchor, others in ((3, [6, 8]), (0, [4, 7, 9, 10])):
+        counts = torch.bincount(partners[anchors == anchor], minlength=11)[others].float()
+        assert (counts / counts.sum() - 1 / len(others)).abs().max() < 0.06, counts
+
+
+def test_uniform_groups_are_checked_and_moved():
+    with pytest.raises(ValueError, match="at least two"):
+        UniformSampler(1)
+    with pytest.raises(ValueError, match=r"shape \(4,\)"):
+        UniformSampler(4, torch.zeros(3, dtype=torch.long))
+    sampler = UniformSampler(4, np.array([0, 0, 1, 1]))
+    moved = sampler.to("cpu")
+    assert moved.n == 4 and isinstance(moved, UniformSampler)
+    for name in ("members", "rank", "start", "size"):
+        assert torch.equal(getattr(moved, name), getattr(sampler, name))
+    partners, weights = moved(torch.tensor([0, 1, 2, 3]))
+    assert partners.tolist() == [1, 0, 3, 2] and weights.tolist() == [1.0] * 4

@@ -11,6 +11,7 @@ from scipy.spatial.distance import cdist
 
 import stmix
 from stmix.nn import CandidateSampler, DenseSampler, Plain, UniformSampler
+from stmix.nn.constants import LOSS_WEIGHTS
 from stmix.tl import _augmentations
 
 
@@ -137,3 +138,194 @@ def test_the_dense_limit_is_inclusive():
     _augmentations._check_dense(_augmentations.DENSE_LIMIT, "cmixup")
     with pytest.raises(ValueError, match="20,001 training spots"):
         _augmentations._check_dense(_augmentations.DENSE_LIMIT + 1, "cmixup")
+
+
+def _sections(two_sections):
+    """The training spots of the two synthetic sections, their expression and section labels."""
+    train = np.flatnonzero(two_sections.obs["stmix_split"] == "train")
+    labels = two_sections.obs["library_id"].to_numpy()[train]
+    return train, np.asarray(two_sections.X[train]), labels
+
+
+def _build_sections(adata, method, edge_weight="paper", **kwargs):
+    train, y, labels = _sections(adata)
+    return _augmentations.build(
+        adata,
+        method,
+        train,
+        y,
+        **{"alpha": 1.0, "loss_weights": None, "neighbors_key": "stmix", **kwargs},
+        edge_weight=edge_weight,
+        groups=labels,
+    )
+
+
+def _section_kernel(y, labels, sigmas, normalise=True):
+    """Gaussian kernel within each section (zero across and on the diagonal), by hand."""
+    d = cdist(y.astype(float), y.astype(float))
+    sigma = np.array([sigmas[label] for label in labels])[:, None]
+    k = np.exp(-(d**2) / (2 * sigma**2)) * (labels[:, None] == labels[None, :])
+    np.fill_diagonal(k, 0.0)
+    return k / k.sum(axis=1, keepdims=True) if normalise else k
+
+
+@pytest.mark.parametrize("edge_weight", ["paper", "reference"])
+@pytest.mark.parametrize("method", ["snr", "knn", "cmixup", "mixup", "cutmix"])
+def test_every_method_draws_partners_within_the_anchor_section(two_sections, method, edge_weight):
+    train, _, labels = _sections(two_sections)
+    aug = _build_sections(two_sections, method, edge_weight)
+    torch.manual_seed(0)
+    anchors = torch.arange(len(train)).repeat(30)
+    partners, weights = aug.sampler(anchors)
+    assert (labels[partners.numpy()] == labels[anchors.numpy()]).all()
+    assert (partners != anchors).all() and (weights > 0).all()
+    for label in ("A", "B"):  # every spot of a section can be drawn, from all its anchors
+        if method in ("cmixup", "mixup", "cutmix"):
+            drawn = np.unique(partners.numpy()[labels[anchors.numpy()] == label])
+            assert len(drawn) >= 0.9 * (labels == label).sum()
+
+
+def test_cmixup_uses_each_section_bandwidth(two_sections):
+    _, y, labels = _sections(two_sections)
+    sigmas = two_sections.uns["stmix_neighbors"]["params"]["sigma_by_library"]
+    assert sigmas["A"] != sigmas["B"]
+    aug = _build_sections(two_sections, "cmixup")
+    np.testing.assert_allclose(
+        aug.sampler.probs.numpy(), _section_kernel(y, labels, sigmas), atol=1e-6
+    )
+    torch.testing.assert_close(aug.sampler.edge, aug.sampler.probs)
+
+
+def test_reference_edges_normalise_within_each_section(two_sections):
+    train, y, labels = _sections(two_sections)
+    sigmas = two_sections.uns["stmix_neighbors"]["params"]["sigma_by_library"]
+    expected = _section_kernel(y, labels, sigmas)
+    snr = _build_sections(two_sections, "snr", "reference").sampler
+    rows = np.repeat(np.arange(len(train))[:, None], snr.candidates.shape[1], axis=1)
+    np.testing.assert_allclose(snr.edge.numpy(), expected[rows, snr.candidates.numpy()], rtol=1e-5)
+    mixup = _build_sections(two_sections, "mixup", "reference").sampler
+    assert isinstance(mixup, DenseSampler)
+    np.testing.assert_allclose(mixup.edge.numpy(), expected, rtol=1e-5, atol=1e-12)
+    same = labels[:, None] == labels[None, :]
+    size = np.array([(labels == label).sum() for label in labels])[:, None]
+    uniform = np.where(same, 1.0 / (size - 1), 0.0)
+    np.fill_diagonal(uniform, 0.0)
+    np.testing.assert_allclose(mixup.probs.numpy(), uniform, rtol=1e-6)
+
+
+def test_uniform_mixing_of_sections_passes_the_section_of_each_spot(two_sections):
+    train, _, labels = _sections(two_sections)
+    sampler = _build_sections(two_sections, "mixup").sampler
+    assert isinstance(sampler, UniformSampler) and sampler.n == len(train)
+    size = np.array([(labels == label).sum() for label in labels])
+    np.testing.assert_array_equal(sampler.size.numpy(), size)
+
+
+def test_a_spot_alone_in_its_section_mixes_with_itself():
+    """Uniform mixing with reference edges: a pair swaps; a lone spot's partner is itself."""
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    adata = ad.AnnData(rng.random((5, 3)))
+    groups = np.array(["A", "C", "B", "A", "C"])  # A and C: pairs; B: one spot
+    aug = _augmentations.build(
+        adata,
+        "mixup",
+        np.arange(5),
+        adata.X,
+        alpha=1.0,
+        loss_weights=None,
+        edge_weight="reference",
+        neighbors_key="stmix",
+        groups=groups,
+    )
+    probs = aug.sampler.probs.numpy()
+    np.testing.assert_array_equal(probs[2], [0, 0, 1, 0, 0])
+    np.testing.assert_array_equal(probs[[0, 3, 1, 4]][:, [3, 0, 4, 1]], np.eye(4))
+    assert aug.sampler(torch.tensor([2, 2]))[0].tolist() == [2, 2]
+
+
+def test_settings_reach_the_mixer(two_sections):
+    aug = _build_sections(two_sections, "cutmix", alpha=0.3, loss_weights={"edge": 0.5})
+    assert aug.alpha == 0.3 and aug.boxes and aug.loss_weights["edge"] == 0.5
+    assert aug.loss_weights["consistency"] == LOSS_WEIGHTS["consistency"]  # the others: defaults
+    for method in ("snr", "knn", "cmixup", "mixup"):
+        assert not _build_sections(two_sections, method).boxes
+
+
+def test_build_refuses_unknown_methods_and_a_single_spot(two_sections):
+    with pytest.raises(ValueError, match=r"one of \[.*'snr'.*\], not 'manifold'"):
+        _build_sections(two_sections, "manifold")
+    with pytest.raises(ValueError, match="only 1"):
+        _augmentations.build(
+            two_sections,
+            "mixup",
+            np.array([0]),
+            np.asarray(two_sections.X[:1]),
+            alpha=1.0,
+            loss_weights=None,
+            edge_weight="paper",
+            neighbors_key="stmix",
+        )
+
+
+@pytest.mark.parametrize(
+    ("params", "blocks", "expected"),
+    [
+        ({"sigma_by_library": {"A": 0.3, "B": 0.7}, "sigma": 9.0}, "AB", [0.3, 0.7]),
+        ({"sigma": 0.4}, "A", [0.4]),
+        ({"sigma": 0.4}, "AB", ["estimated", "estimated"]),  # one bandwidth, two sections
+        ({}, "A", ["estimated"]),
+        (None, "AB", ["estimated", "estimated"]),
+        ({}, "Ab", ["estimated", 1.0]),  # b: a lone spot
+        ({"sigma_by_library": {"0": 0.3, "1": 0.7}}, [0, 1], [0.3, 0.7]),  # keys written as str
+    ],
+)
+def test_kernel_bandwidths_per_section(params, blocks, expected):
+    import anndata as ad
+
+    from stmix.pp import _kernel
+
+    rng = np.random.default_rng(1)
+    y = rng.random((9, 4)).astype(np.float32)
+    adata = ad.AnnData(y)
+    if params is not None:
+        adata.uns["x_neighbors"] = {"params": {**params, "kernel": "reference"}}
+    index = {"A": np.arange(5), "B": np.arange(5, 9), "b": np.array([8]), 0: np.arange(5)}
+    index[1] = index["B"]
+    chosen = [index[b] for b in blocks]
+    kernel, sigmas = _augmentations._kernel_params(adata, y, "x", chosen, list(blocks))
+    assert kernel == ("gaussian" if params is None else "reference")
+    for sigma, want, block in zip(sigmas, expected, chosen, strict=True):
+        if want == "estimated":
+            want = _kernel.bandwidth(y[block].astype(np.float64))
+        assert sigma == pytest.approx(want, rel=1e-12)
+
+
+def test_check_neighbors(two_sections):
+    train, _, labels = _sections(two_sections)
+    for method in ("none", "basic", "mixup", "cutmix", "cmixup"):  # no graph needed
+        _augmentations.check_neighbors(two_sections, method, train, "absent")
+    for method in ("snr", "knn"):
+        with pytest.raises(KeyError, match=r"obsp\['absent_weights'\], which is missing"):
+            _augmentations.check_neighbors(two_sections, method, train, "absent")
+        _augmentations.check_neighbors(two_sections, method, train, "stmix", labels)
+    with pytest.raises(ValueError, match="split changed"):  # a training spot left out
+        _augmentations.check_neighbors(two_sections, "snr", train[1:], "stmix")
+    weights = two_sections.obsp["stmix_weights"].tolil()
+    other = np.setdiff1d(np.arange(two_sections.n_obs), train)[0]
+    weights[other, train[0]] = 0.5  # a spot outside the split with a partner
+    two_sections.obsp["stmix_weights"] = weights.tocsr()
+    with pytest.raises(ValueError, match="split changed"):
+        _augmentations.check_neighbors(two_sections, "knn", train, "stmix")
+
+
+def test_check_neighbors_counts_the_pairs_across_sections(two_sections):
+    train, _, labels = _sections(two_sections)
+    weights = two_sections.obsp["stmix_weights"].tolil()
+    a, b = train[labels == "A"], train[labels == "B"]
+    weights[a[0], b[0]] = weights[a[1], b[1]] = weights[b[2], a[2]] = 0.1
+    two_sections.obsp["stmix_weights"] = weights.tocsr()
+    with pytest.raises(ValueError, match="pairs 3 spots with spots of another section"):
+        _augmentations.check_neighbors(two_sections, "snr", train, "stmix", labels)
+    _augmentations.check_neighbors(two_sections, "snr", train, "stmix")  # one section: fine

@@ -61,3 +61,22 @@ def test_draws_do_not_depend_on_the_number_of_workers(synthetic, tmp_path):
     stmix.tl.fit(synthetic, augment="snr", **settings, workers=2)
     two = synthetic.uns["stmix"]["history"]["train_total"]
     np.testing.assert_allclose(none, two, rtol=1e-5)
+
+
+def test_reading_keeps_workers_across_epochs_when_there_are_any():
+    """Workers start once (persistent) and read dask arrays synchronously; none: no set-up."""
+    from types import SimpleNamespace
+
+    from stmix.tl._batches import synchronous_dask
+    from stmix.tl._imputer_plan import ImputerPlan
+
+    for workers in (1, 4):
+        reading = ImputerPlan.reading(SimpleNamespace(workers=workers))
+        assert reading == {
+            "num_workers": workers,
+            "worker_init_fn": synchronous_dask,
+            "persistent_workers": True,
+        }
+    reading = ImputerPlan.reading(SimpleNamespace(workers=0))
+    assert reading == {"num_workers": 0, "worker_init_fn": None, "persistent_workers": False}
+    torch.utils.data.DataLoader(range(4), **reading)  # persistent workers need workers

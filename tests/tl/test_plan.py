@@ -1,0 +1,249 @@
+"""The training plan every run shares, on a plan whose every number can be worked out by hand.
+
+``Scripted`` fits a linear layer to fixed data and records each step's batch, loss and random
+draw, the weights at each validation and what it was asked to score; its validation scores can
+follow a script. The records are then checked against the history, the best epoch, the
+optimiser, the schedule and the step seeds the plan claims.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+
+from stmix.tl import _trainer
+from stmix.tl._plan import TrainingPlan, _step_seed
+
+SETTINGS = {"lr": 1e-2, "min_lr": 1e-3, "weight_decay": 0.0}
+
+
+class Scripted(TrainingPlan):
+    """Linear regression on fixed data; validation scores follow ``script`` when given."""
+
+    def __init__(self, script=None, *, n_train=10, n_val=6, batch_size=4, skip=None, **settings):
+        torch.manual_seed(0)
+        super().__init__(
+            nn.Linear(3, 2),
+            n_train=n_train,
+            n_val=n_val,
+            batch_size=batch_size,
+            **{**SETTINGS, **settings},
+        )
+        g = torch.Generator().manual_seed(1)
+        self.x, self.y = torch.randn(n_train, 3, generator=g), torch.randn(n_train, 2, generator=g)
+        self.xv, self.yv = torch.randn(n_val, 3, generator=g), torch.randn(n_val, 2, generator=g)
+        self.script, self.skip = script, skip
+        self.batches, self.step_losses, self.draws, self.states, self.scored = [], [], [], [], []
+
+    def losses(self, batch):
+        self.batches.append((self.current_epoch, batch.clone()))
+        self.draws.append(torch.rand(()).item())
+        if self.skip is not None and self.skip in batch.tolist():
+            return None
+        mse = F.mse_loss(self.model(self.x[batch]), self.y[batch])
+        self.step_losses.append((self.current_epoch, mse.item()))
+        return {"total": mse, "half": mse / 2}
+
+    def extras(self, batch):
+        return {"index": batch}
+
+    def predict(self, batch):
+        return self.model(self.xv[batch])
+
+    def score(self, pred):
+        self.scored.append(pred.detach().clone())
+        self.states.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        mse = float(((pred - self.yv) ** 2).mean())
+        value = self.script[len(self.states) - 1] if self.script else mse
+        return {"mse": value, "mae": 1.0}
+
+
+def _run(plan, epochs=4, **kwargs):
+    kwargs = {"patience": None, "accelerator": "cpu", "progress": False, **kwargs}
+    return _trainer.run(plan, epochs=epochs, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def scripted():
+    """Four epochs of 10 items in batches of 4 (3 steps each); scores 0.5, 0.3, 0.3, 0.4."""
+    plan = Scripted([0.5, 0.3, 0.3, 0.4], betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1, seed=3)
+    plan.ran = _run(plan)
+    return plan
+
+
+def test_each_epoch_is_recorded(scripted):
+    history = scripted.history
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+    for epoch, row in enumerate(history):
+        losses = [loss for e, loss in scripted.step_losses if e == epoch]
+        assert len(losses) == 3
+        assert row["train_total"] == pytest.approx(np.mean(losses), rel=1e-6)
+        assert row["train_half"] == pytest.approx(np.mean(losses) / 2, rel=1e-6)
+        assert row["val_mse"] == [0.5, 0.3, 0.3, 0.4][epoch] and row["val_mae"] == 1.0
+        assert 0 < row["seconds"] < 60
+    assert list(history[0]) == [
+        "epoch",
+        "train_total",
+        "train_half",
+        "val_mse",
+        "val_mae",
+        "lr",
+        "seconds",
+    ]
+    assert scripted.close_epoch() is history[-1] and len(history) == 4  # recorded once
+
+
+def test_the_best_epoch_is_the_first_strictly_lowest_and_its_weights_are_kept(scripted):
+    assert (scripted.best_epoch, scripted.best_score) == (2, 0.3)  # epoch 3 ties: not better
+    for key, value in scripted.model.state_dict().items():
+        torch.testing.assert_close(value, scripted.states[1][key], rtol=0, atol=0)
+    assert not torch.equal(scripted.states[1]["weight"], scripted.states[3]["weight"])
+
+
+def test_validation_scores_every_item_in_order(scripted):
+    assert len(scripted.scored) == 4
+    with torch.no_grad():
+        expected = (
+            scripted.states[3]["weight"] @ scripted.xv.T + scripted.states[3]["bias"][:, None]
+        )
+    torch.testing.assert_close(scripted.scored[3], expected.T)
+
+
+def test_adamw_gets_every_setting_and_the_schedule_anneals_per_step(scripted):
+    optimiser = scripted.trainer.optimizers[0]
+    assert isinstance(optimiser, torch.optim.AdamW)
+    group = optimiser.param_groups[0]
+    assert group["betas"] == (0.8, 0.95) and group["eps"] == 1e-6
+    assert group["weight_decay"] == 0.1 and group["initial_lr"] == 1e-2
+    assert {id(p) for p in group["params"]} == {id(p) for p in scripted.model.parameters()}
+    config = scripted.trainer.lr_scheduler_configs[0]
+    assert config.interval == "step"
+    assert config.scheduler.T_max == 12 and config.scheduler.eta_min == 1e-3  # 4 epochs × 3 steps
+    lr = [1e-3 + (1e-2 - 1e-3) * (1 + math.cos(math.pi * 3 * e / 12)) / 2 for e in range(1, 5)]
+    assert [row["lr"] for row in scripted.history] == pytest.approx(lr, rel=1e-9)
+
+
+def test_batches_are_seeded_shuffles_of_all_items(scripted):
+    by_epoch = [[b for e, b in scripted.batches if e == epoch] for epoch in range(4)]
+    orders = [torch.cat(batches).tolist() for batches in by_epoch]
+    for batches, order in zip(by_epoch, orders, strict=True):
+        assert [len(b) for b in batches] == [4, 4, 2]
+        assert sorted(order) == list(range(10))
+    assert len({tuple(order) for order in orders}) == 4  # a new order every epoch
+    again = Scripted([0.5] * 2, seed=3)
+    _run(again, epochs=2)
+    assert [b.tolist() for _, b in again.batches] == [b.tolist() for _, b in scripted.batches[:6]]
+    other = Scripted([0.5] * 2, seed=4)
+    _run(other, epochs=2)
+    assert [b.tolist() for _, b in other.batches] != [b.tolist() for _, b in again.batches]
+
+
+def test_each_step_seeds_torch_from_seed_epoch_and_step(scripted):
+    steps = [(e, i) for e in range(4) for i in range(3)]
+    expected = []
+    for epoch, step in steps:
+        torch.manual_seed(_step_seed(3, epoch, step, 0))
+        expected.append(torch.rand(()).item())
+    assert scripted.draws == expected
+    assert len(set(expected)) == len(expected)
+    assert _step_seed(3, 0, 1, 0) != _step_seed(3, 0, 0, 1)  # the rank counts too
+
+
+def test_the_run_says_where_it_ran(scripted):
+    ran = scripted.ran
+    assert ran["accelerator"] == "cpu" and ran["devices"] == 1
+    assert ran["strategy"] == "SingleDeviceStrategy" and ran["precision"] == "32-true"
+    assert 0 < ran["seconds"] < 60
+
+
+@pytest.mark.parametrize(
+    ("n_train", "batch_size", "sizes"),
+    [(9, 4, [4, 4]), (10, 4, [4, 4, 2]), (3, 1, [1, 1, 1]), (5, 5, [5])],
+)
+def test_a_last_batch_of_one_item_is_dropped(n_train, batch_size, sizes):
+    plan = Scripted(n_train=n_train, batch_size=batch_size)
+    _run(plan, epochs=1)
+    assert [len(b) for _, b in plan.batches] == sizes
+    assert plan.trainer.lr_scheduler_configs[0].scheduler.T_max == len(sizes)
+
+
+def test_extras_reach_the_callbacks():
+    class Outputs(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.seen.append(outputs)
+
+    plan, outputs = Scripted(n_train=8), Outputs()
+    _run(plan, epochs=1, callbacks=[outputs])
+    assert [sorted(out) for out in outputs.seen] == [["index", "loss"]] * 2
+    assert [out["index"].tolist() for out in outputs.seen] == [b.tolist() for _, b in plan.batches]
+    assert [out["loss"].item() for out in outputs.seen] == [loss for _, loss in plan.step_losses]
+
+
+@pytest.mark.filterwarnings("ignore:`training_step` returned `None`")
+def test_a_skipped_step_is_left_out_of_the_epoch_means():
+    plan = Scripted(n_train=8, skip=0)
+    _run(plan, epochs=2)
+    for epoch, row in enumerate(plan.history):
+        losses = [loss for e, loss in plan.step_losses if e == epoch]
+        assert len(losses) == 1  # the batch with item 0 is skipped
+        assert row["train_total"] == pytest.approx(losses[0], rel=1e-6)
+
+
+def test_without_validation_the_last_epoch_is_kept():
+    plan = Scripted(n_val=0)
+    _run(plan, epochs=3)
+    assert plan.best_epoch == 3 and plan.best_score == -3.0 and plan.scored == []
+    assert all("val_mse" not in row for row in plan.history)
+    final = plan.model.weight.detach().clone()
+    plan.on_fit_end()
+    torch.testing.assert_close(plan.model.weight, final)
+
+
+def test_a_starting_score_keeps_the_untrained_weights_unless_an_epoch_beats_it():
+    plan = Scripted([0.3, 0.2, 0.2])
+    start = plan.model.weight.detach().clone()
+    plan.start_from(0.2)
+    plan.start_from(0.1)  # once only
+    _run(plan, epochs=3)
+    assert plan.history[0] == {"epoch": 0, "val_mse": 0.2}
+    assert [row["epoch"] for row in plan.history] == [0, 1, 2, 3]
+    assert (plan.best_epoch, plan.best_score) == (0, 0.2)
+    torch.testing.assert_close(plan.model.weight, start, rtol=0, atol=0)
+    better = Scripted([0.3, 0.1])
+    better.start_from(0.2)
+    _run(better, epochs=2)
+    assert better.best_epoch == 2
+    torch.testing.assert_close(better.model.weight, better.states[1]["weight"], rtol=0, atol=0)
+
+
+def test_patience_counts_epochs_without_a_better_score():
+    plan = Scripted([0.5, 0.4, 0.6, 0.7, 0.3, 0.2])
+    _run(plan, epochs=6, patience=2)
+    assert [row["epoch"] for row in plan.history] == [1, 2, 3, 4]
+    assert plan.best_epoch == 2
+
+
+@pytest.mark.parametrize(
+    ("terms", "named"),
+    [
+        ({"total": math.nan, "vicinal": math.nan, "edge": math.nan}, "vicinal"),  # loss order
+        ({"mse": 1.0, "total": math.inf}, "total"),
+    ],
+)
+def test_a_broken_loss_term_stops_training_and_is_named(terms, named):
+    class Broken(Scripted):
+        def losses(self, batch):
+            out = super().losses(batch)
+            return {k: out["total"] * 0 + v for k, v in terms.items()}
+
+    with pytest.raises(FloatingPointError, match=f"epoch 1: the '{named}' loss term"):
+        _run(Broken(), epochs=2)

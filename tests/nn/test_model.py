@@ -1,0 +1,82 @@
+"""The image-to-expression network: encoder features, dropout, a linear head and an offset."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stmix.nn import encoder as encoder_module
+from stmix.nn.model import ExpressionPredictor
+from tests.nn.test_encoder import CFG, Pixels
+
+
+@pytest.fixture
+def created(monkeypatch):
+    calls = []
+
+    def create(name, **kwargs):
+        calls.append((name, kwargs))
+        return Pixels(dict(CFG)), "fake weights"
+
+    monkeypatch.setattr(encoder_module, "create_backbone", create)
+    return calls
+
+
+def test_the_output_is_the_head_of_the_features_plus_the_offset(created):
+    offset = torch.tensor([1.0, -2.0])
+    model = ExpressionPredictor(2, "some_net", offset=offset).eval()
+    assert (model.head.in_features, model.head.out_features) == (48, 2)
+    torch.manual_seed(0)
+    torch.nn.init.normal_(model.head.weight)
+    x = torch.rand(3, 3, 4, 4)
+    mean = torch.tensor(CFG["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(CFG["std"]).view(1, 3, 1, 1)
+    expected = model.head(((x - mean) / std).flatten(1)) + offset
+    torch.testing.assert_close(model(x), expected)
+
+
+def test_dropout_acts_on_the_features_in_training(created):
+    model = ExpressionPredictor(1, "some_net", dropout=0.5)
+    assert model.dropout.p == 0.5 and ExpressionPredictor(1, "some_net").dropout.p == 0.2
+    with torch.no_grad():
+        model.head.weight.fill_(1.0)
+        model.head.bias.zero_()
+    x = torch.full((200, 3, 4, 4), 0.6)
+    torch.manual_seed(0)
+    train = model.train()(x)
+    assert len(set(train.squeeze(1).tolist())) > 5
+    torch.testing.assert_close(model.eval()(x), model(x[:1]).expand(200, 1))  # no dropout
+
+
+def test_the_offset_defaults_to_zeros_is_checked_and_copied(created):
+    assert ExpressionPredictor(3, "some_net").offset.tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match=r"offset must have shape \(3,\), not \(2,\)"):
+        ExpressionPredictor(3, "some_net", offset=torch.zeros(2))
+    offset = torch.tensor([1.0, 2.0, 3.0])
+    model = ExpressionPredictor(3, "some_net", offset=offset.double())
+    assert model.offset.dtype == torch.float32
+    same = torch.tensor([1.0, 2.0, 3.0])
+    kept = ExpressionPredictor(3, "some_net", offset=same)
+    same[0] = 9.0
+    assert kept.offset.tolist() == [1.0, 2.0, 3.0]
+    assert "offset" in dict(kept.named_buffers())
+
+
+def test_every_argument_reaches_the_encoder(created):
+    ExpressionPredictor(2, "some_net", pretrained=True, weights="w.pt", img_size=6)
+    ExpressionPredictor(2, backbone_kwargs={"drop_rate": 0.1})
+    assert created == [
+        (
+            "some_net",
+            {"pretrained": True, "weights": "w.pt", "img_size": 6, "backbone_kwargs": None},
+        ),
+        (
+            "tf_efficientnet_lite0",
+            {
+                "pretrained": False,
+                "weights": None,
+                "img_size": None,
+                "backbone_kwargs": {"drop_rate": 0.1},
+            },
+        ),
+    ]

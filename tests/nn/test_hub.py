@@ -283,3 +283,37 @@ def test_the_cache_follows_the_environment(monkeypatch, tmp_path):
     assert hub.cache_dir() == tmp_path / "hf" / "hub"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
     assert hub.cache_dir() == tmp_path / "cache"
+
+
+def test_creation_arguments_round_trip_through_json():
+    assert hub.resolve_kwargs(None) == {} and hub.record_kwargs(None) == {}
+    given = {
+        "act_layer": "gelu",  # a timm layer name, not a path: timm resolves it
+        "norm": "torch.nn.LayerNorm",  # not a *_layer argument: left as given
+        "mlp_layer": "torch.nn.Identity",
+        "flag": True,
+        "ratio": 2,
+        "drop": 0.1,
+        "none": None,
+        "size": (16, 16),
+    }
+    resolved = hub.resolve_kwargs(given)
+    assert resolved == {**given, "mlp_layer": torch.nn.Identity}
+    recorded = hub.record_kwargs(resolved)
+    assert recorded == {
+        **given,
+        "mlp_layer": "torch.nn.modules.linear.Identity",
+        "size": [16, 16],
+    }
+    json.dumps(recorded)
+    assert hub.resolve_kwargs(recorded)["mlp_layer"] is torch.nn.Identity
+    with pytest.raises(ValueError, match=r"backbone_kwargs\['norm_layer'\] = 'no_module\.X' names"):
+        hub.resolve_kwargs({"norm_layer": "no_module.X"})
+    for value in ({"a": 1}, [1, object()], object()):
+        with pytest.raises(ValueError, match=r"backbone_kwargs\['x'\] = .* use numbers, strings"):
+            hub.record_kwargs({"x": value})
+
+
+def test_hub_names_start_with_the_prefix():
+    assert hub.is_hub_name("hf-hub:org/model") and hub.is_hub_name("hf-hub:org/model@v1")
+    assert not hub.is_hub_name("resnet18") and not hub.is_hub_name("org/hf-hub:model")

@@ -55,3 +55,28 @@ def test_cutmix_boxes_are_squares_of_the_share_and_reach_every_border():
     for edge in (rows[:, 0], rows[:, -1], cols[:, 0], cols[:, -1]):
         assert edge.any()  # centres are uniform over the whole image
     torch.testing.assert_close(kept, 1 - box.float().mean(dim=(1, 2)))
+
+
+def test_mix_pixels_mixes_vectors_and_keeps_the_images_dtype():
+    a, b = torch.zeros(3, 4, dtype=torch.float64), torch.ones(3, 4, dtype=torch.float64)
+    lam = torch.tensor([1.0, 0.75, 0.0])
+    mixed, _ = mix_pixels(a, b, lam)
+    assert mixed.dtype == torch.float64
+    torch.testing.assert_close(mixed, (1 - lam)[:, None].expand(3, 4).double())
+    images = torch.zeros(2, 3, 2, 2, dtype=torch.bfloat16)
+    mixed, same = mix_pixels(images, images + 1, torch.tensor([0.5, 0.25], dtype=torch.float64))
+    assert mixed.dtype == torch.bfloat16 and same.dtype == torch.float64
+    assert mixed[:, 0, 0, 0].tolist() == [0.5, 0.75]
+
+
+@pytest.mark.parametrize("alpha", [-1.0, float("nan")])
+def test_alpha_must_be_positive(alpha):
+    with pytest.raises(ValueError, match=f"`alpha` must be positive, not {alpha}"):
+        sample_lambda(3, alpha, "cpu")
+
+
+@pytest.mark.parametrize("alpha", [0.2, 1.0, 5.0])
+def test_lambda_shape_and_device(alpha):
+    lam = sample_lambda(7, alpha, torch.device("cpu"))
+    assert lam.shape == (7,) and lam.dtype == torch.float32 and lam.device.type == "cpu"
+    assert len(set(lam.tolist())) == 7

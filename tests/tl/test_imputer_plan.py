@@ -1,0 +1,176 @@
+"""The image-to-expression plan: inputs held on the device or streamed from a store, alike.
+
+A head on fixed vectors (fast) is trained with the plan's two ways of reading: tensors indexed
+on the device, and :class:`~stmix.tl._batches.Rows` read by the DataLoader. What the step saw
+(anchors, partners, ratios) comes back through a callback.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from stmix import _metrics
+from stmix.nn import ExpressionHead, Mix, Plain, UniformSampler
+from stmix.tl import _trainer
+from stmix.tl._batches import Rows
+from stmix.tl._imputer_plan import ImputerPlan
+
+N_TRAIN, N_VAL, DIM, GENES = 12, 5, 4, 3
+
+
+class Seen(Callback):
+    """The outputs of every training step."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps.append((trainer.current_epoch, {k: v for k, v in outputs.items()}))
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = np.random.default_rng(0)
+    x = g.normal(size=(N_TRAIN + N_VAL, DIM)).astype(np.float32)
+    y = (x[:, :GENES] * 2 + 1).astype(np.float32)
+    return x, y
+
+
+def _plan(data, augmentation, streamed, epochs=3, n_train=N_TRAIN):
+    x, y = data
+    train, val = np.arange(n_train), np.arange(N_TRAIN, N_TRAIN + N_VAL)
+    if streamed:
+        inputs = Rows(x, train), Rows(x, val)
+    else:
+        inputs = torch.from_numpy(x[train]), torch.from_numpy(x[val])
+    torch.manual_seed(0)
+    plan = ImputerPlan(
+        ExpressionHead(DIM, GENES, dropout=0.0),
+        augmentation,
+        inputs[0],
+        torch.from_numpy(y[train]),
+        inputs[1],
+        torch.from_numpy(y[val]),
+        workers=0,
+        batch_size=4,
+        lr=1e-2,
+        min_lr=0.0,
+        weight_decay=0.0,
+        seed=7,
+    )
+    seen = Seen()
+    _trainer.run(
+        plan, epochs=epochs, patience=None, accelerator="cpu", progress=False, callbacks=[seen]
+    )
+    return plan, seen.steps
+
+
+def test_streamed_and_held_inputs_train_alike_without_mixing(data):
+    held, held_steps = _plan(data, Plain(), streamed=False)
+    streamed, streamed_steps = _plan(data, Plain(), streamed=True)
+    assert held.streaming is False and streamed.streaming is True
+    assert len(held.history) == 3
+    for a, b in zip(held.history, streamed.history, strict=True):
+        for key in ("train_total", "val_mse", "val_mae", "val_pcc", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-6), key
+    assert [sorted(out) for _, out in held_steps] == [["anchors", "loss"]] * 9
+    assert [out["anchors"].tolist() for _, out in held_steps] == [
+        out["anchors"].tolist() for _, out in streamed_steps
+    ]
+    x, y = data
+    with torch.no_grad():
+        pred = held.model(torch.from_numpy(x[N_TRAIN:])).numpy()
+    expected = _metrics.summary(_metrics.gene_metrics(y[N_TRAIN:], pred))
+    best = held.history[held.best_epoch - 1]
+    assert best["val_mse"] == pytest.approx(expected["mse"], rel=1e-5)
+    assert best["val_pcc"] == pytest.approx(expected["pcc"], rel=1e-5)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_mixing_steps_report_their_partners_and_ratios(data, streamed):
+    plan, steps = _plan(data, Mix(UniformSampler(N_TRAIN)), streamed=streamed, epochs=2)
+    assert len(steps) == 6
+    for _, out in steps:
+        assert sorted(out) == ["anchors", "lam", "loss", "partners"]
+        assert len(out["partners"]) == len(out["anchors"]) == len(out["lam"])
+        assert (out["partners"] != out["anchors"]).all()
+        assert ((out["lam"] >= 0) & (out["lam"] <= 1)).all()
+    assert plan.history[-1]["train_total"] < plan.history[0]["train_total"] * 10
+
+
+def test_streamed_partners_follow_seed_epoch_and_anchor(data):
+    """Drawn where the patches are read, so the number of workers does not change them."""
+    plan, steps = _plan(data, Mix(UniformSampler(N_TRAIN)), streamed=True, epochs=2)
+    sampler = plan.pair_sampler
+    assert isinstance(sampler, UniformSampler)
+    for epoch, out in steps:
+        for anchor, partner in zip(out["anchors"].tolist(), out["partners"].tolist(), strict=True):
+            seed = np.random.SeedSequence([7, epoch, anchor]).generate_state(1)[0]
+            torch.manual_seed(int(seed))
+            assert sampler(torch.tensor([anchor]))[0].item() == partner
+    held = ImputerPlan(
+        ExpressionHead(DIM, GENES),
+        Mix(UniformSampler(N_TRAIN)),
+        torch.zeros(N_TRAIN, DIM),
+        torch.zeros(N_TRAIN, GENES),
+        torch.zeros(N_VAL, DIM),
+        torch.zeros(N_VAL, GENES),
+        batch_size=4,
+        lr=1e-2,
+        min_lr=0.0,
+        weight_decay=0.0,
+    )
+    assert held.pair_sampler is None  # held inputs: partners drawn in the step, on the device
+
+
+def test_streamed_mixing_mixes_the_rows_read(data):
+    """The step mixes the anchor's and the partner's rows with the partner's targets."""
+    x, y = data
+    recorded = []
+
+    class Recording(Mix):
+        def make(self, x_i, x_j, y_i, y_j, edge_weight, partners=None):
+            recorded.append((x_i, x_j, y_i, y_j, edge_weight, partners))
+            return super().make(x_i, x_j, y_i, y_j, edge_weight, partners)
+
+        def to(self, device):
+            return self
+
+    _plan(data, Recording(UniformSampler(N_TRAIN)), streamed=True, epochs=1)
+    assert len(recorded) == 3
+    for x_i, x_j, y_i, y_j, edge, partners in recorded:
+        assert edge.dtype == torch.float32
+        torch.testing.assert_close(edge, torch.full_like(edge, 1 / (N_TRAIN - 1)))
+        torch.testing.assert_close(x_j, torch.from_numpy(x[partners.numpy()]))
+        torch.testing.assert_close(y_j, torch.from_numpy(y[partners.numpy()]))
+        anchors = [int(np.flatnonzero((x[:N_TRAIN] == row.numpy()).all(1))[0]) for row in x_i]
+        torch.testing.assert_close(y_i, torch.from_numpy(y[anchors]))
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_last_batch_of_one_item_is_dropped_either_way(data, streamed):
+    _, steps = _plan(data, Plain(), streamed=streamed, epochs=1, n_train=9)
+    assert [len(out["anchors"]) for _, out in steps] == [4, 4]
+
+
+def test_settings_reach_the_plan():
+    plan = ImputerPlan(
+        ExpressionHead(DIM, GENES),
+        Plain(),
+        torch.zeros(N_TRAIN, DIM),
+        torch.zeros(N_TRAIN, GENES),
+        torch.zeros(N_VAL, DIM),
+        torch.ones(N_VAL, GENES),
+        batch_size=4,
+        lr=1e-2,
+        min_lr=1e-3,
+        weight_decay=0.5,
+        seed=3,
+    )
+    assert (plan.n_train, plan.n_val, plan.batch_size, plan.seed) == (N_TRAIN, N_VAL, 4, 3)
+    assert plan.optimiser_settings["weight_decay"] == 0.5
+    assert plan.val_truth.dtype == np.float64 and (plan.val_truth == 1).all()
+    assert plan.workers >= 0

@@ -238,6 +238,41 @@ EQUIVALENT: dict[str, str] = {
         f"stmix.nn.sampling.xǁDenseSamplerǁto__mutmut_{n}": f"the matrices moved {ON_CPU}"
         for n in (5, 6)
     },
+    "stmix.nn.sampling.xǁUniformSamplerǁto__mutmut_18": f"the tables moved {ON_CPU}",
+    **{
+        f"stmix.nn.sampling.xǁUniformSamplerǁ__call____mutmut_{n}": f"the shifts drawn {ON_CPU}"
+        for n in (10, 12)
+    },
+    **{
+        f"stmix.nn.sampling.xǁUniformSamplerǁ__init____mutmut_{n}": (
+            "one group of float zeros: `.long()` on the next line makes them the same labels"
+        )
+        for n in (9, 11)
+    },
+    **{
+        f"stmix.nn.sampling.xǁUniformSamplerǁ__init____mutmut_{n}": (
+            "an unstable sort orders spots within a group differently; a uniform shift within "
+            "the group draws every other spot of it equally often either way"
+        )
+        for n in (19, 20)
+    },
+    "stmix.nn.sampling.xǁUniformSamplerǁ__init____mutmut_38": (
+        "`repeat_interleave(sizes)` is `repeat_interleave(arange(len(sizes)), sizes)`: torch's "
+        "one-argument form"
+    ),
+    "stmix.nn.sampling.xǁUniformSamplerǁ__call____mutmut_27": (
+        "the clamp at size - 1 binds only if float32 rounding of rand × (size - 1) reaches "
+        "size - 1, which needs a group of over 2^24 spots; at size + 1 it never binds"
+    ),
+    "stmix.nn.sampling.xǁUniformSamplerǁ__call____mutmut_32": (
+        "shifting back instead of forward: -shift mod size is uniform over 1 .. size - 1 too"
+    ),
+    **{
+        f"stmix.nn.sampling.xǁUniformSamplerǁ__call____mutmut_{n}": (
+            "int64 zeros in `torch.where` with float weights: the result is promoted to float"
+        )
+        for n in (50, 52)
+    },
     **{
         f"stmix.tl._augmentations.x__block_kernel__mutmut_{n}": (
             "`zip(strict=...)` over one bandwidth per section, built together"

@@ -187,6 +187,8 @@ def test_uniform_partners_stay_in_their_group():
 def test_uniform_groups_are_checked_and_moved():
     with pytest.raises(ValueError, match="at least two"):
         UniformSampler(1)
+    partners, weights = UniformSampler(2)(torch.tensor([0, 1, 1]))  # two spots: enough
+    assert partners.tolist() == [1, 0, 0] and weights.tolist() == [1.0] * 3
     with pytest.raises(ValueError, match=r"shape \(4,\)"):
         UniformSampler(4, torch.zeros(3, dtype=torch.long))
     sampler = UniformSampler(4, np.array([0, 0, 1, 1]))

@@ -4,6 +4,7 @@
     STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py                # everything
     STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py "stmix.nn.loss*"  # some modules
     STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py --untried --retry  # the rest
+    STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py --quick --untried  # unit tests only
     STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py --untried "stmix.nn.loss*"  # some
     python benchmarks/mutation.py --report                                      # table only
 
@@ -27,6 +28,7 @@ Slow: hours for the whole set on 2 cores; not part of CI.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
 import os
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +46,19 @@ RESULTS = ROOT / "benchmarks" / "results"
 LEDGER = RESULTS / "mutation_status.csv"
 MUTMUT = [sys.executable, "-m", "mutmut"]
 
+#: ``--quick``: the unit tests alone, without the learning tests that train on real or synthetic
+#: sections. A mutant used by the training loop costs minutes with the whole selection when it
+#: survives (every test that reaches it runs); with these, seconds. A kill here is a kill; a
+#: survivor here may still be killed by the whole selection (``--retry`` tries it there).
+QUICK_TESTS = [
+    "tests/nn",
+    "tests/pp/test_kernel.py",
+    "tests/pp/test_median.py",
+    "tests/pp/test_rings.py",
+    "tests/tl/test_augmentations.py",
+    "tests/tl/test_plan.py",
+    "tests/tl/test_imputer_plan.py",
+]
 #: Why a mutant that moves work to device None (the CPU) survives.
 ON_CPU = "on device None, the CPU: the only device the tests run on (a GPU run would tell)"
 #: Why ``rand <= p`` for ``rand < p`` survives.
@@ -472,6 +488,28 @@ def row(module: str, counts: Counter) -> str:
     )
 
 
+@contextlib.contextmanager
+def test_selection(tests: list[str] | None) -> Iterator[None]:
+    """mutmut's test selection in ``pyproject.toml`` replaced by ``tests`` for one run.
+
+    (mutmut reads it from there only; a changed selection makes mutmut start its cache over,
+    which the ledger outlives.)
+    """
+    if tests is None:
+        yield
+        return
+    path = ROOT / "pyproject.toml"
+    original = path.read_text()
+    pattern = re.compile(r"^pytest_add_cli_args_test_selection = \[.*?^\]", re.S | re.M)
+    assert pattern.search(original), "no test selection under [tool.mutmut]"
+    quick = "pytest_add_cli_args_test_selection = " + json.dumps(tests)
+    path.write_text(pattern.sub(lambda _: quick, original))
+    try:
+        yield
+    finally:
+        path.write_text(original)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -484,6 +522,11 @@ def main() -> None:
     parser.add_argument("--fresh", action="store_true", help="forget the ledger's verdicts")
     parser.add_argument(
         "--untried", action="store_true", help="also every mutant the ledger has no verdict for"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="only the unit tests (QUICK_TESTS): fast; survivors are worth a --retry",
     )
     parser.add_argument(
         "--retry",
@@ -516,9 +559,10 @@ def main() -> None:
     seconds = None
     if not args.report and (names or not (args.untried or args.retry)):
         started = time.perf_counter()
-        subprocess.run([*MUTMUT, "run", "--max-children", str(args.children), *names], cwd=ROOT)
+        with test_selection(QUICK_TESTS if args.quick else None):
+            subprocess.run([*MUTMUT, "run", "--max-children", str(args.children), *names], cwd=ROOT)
         seconds = time.perf_counter() - started
-    flags = [f for f in ("--untried", "--retry") if getattr(args, f[2:])]
+    flags = [f for f in ("--quick", "--untried", "--retry") if getattr(args, f[2:])]
     command = "python benchmarks/mutation.py" + "".join(
         f" {f}" for f in flags + [f'"{n}"' for n in args.names]
     )

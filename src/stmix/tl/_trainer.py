@@ -163,8 +163,11 @@ def _interrupt_raises(trainer: L.Trainer, checkpoint_dir) -> Iterator[None]:
     handler = signal.getsignal(signal.SIGINT) if main else None
     try:
         yield
-    except SystemExit:
-        if not trainer.interrupted:
+    except SystemExit as error:
+        # Lightning turns Ctrl+C into sys.exit(1) inside its `except KeyboardInterrupt`; any
+        # other exit (a callback's sys.exit) also leaves the trainer "interrupted", so the
+        # KeyboardInterrupt it was raised from is what tells them apart
+        if not (trainer.interrupted and isinstance(error.__context__, KeyboardInterrupt)):
             raise
         where = (
             f" The last completed epoch is saved in {Path(checkpoint_dir) / CHECKPOINT}; resume "

@@ -256,6 +256,23 @@ EQUIVALENT: dict[str, str] = {
     },
     "stmix.nn.sampling.xǁUniformSamplerǁto__mutmut_18": f"the tables moved {ON_CPU}",
     **{
+        f"stmix.nn.sampling.xǁCandidateSamplerǁto__mutmut_{n}": f"a table moved {ON_CPU}"
+        for n in (8, 9)
+    },
+    **{
+        f"stmix.nn.backbone.x__size_kwargs__mutmut_{n}": (
+            "`getattr`'s default is never used: timm's PretrainedCfg always has `fixed_input_size`"
+        )
+        for n in (9, 12, 15)
+    },
+    **{
+        f"stmix.tl._augmentations.x_build__mutmut_{n}": (
+            "float zeros as the one group label without `groups`: `dict.fromkeys` finds one "
+            "section either way, and the uniform sampler is then given no groups"
+        )
+        for n in (17, 19)
+    },
+    **{
         f"stmix.nn.sampling.xǁUniformSamplerǁ__call____mutmut_{n}": f"the shifts drawn {ON_CPU}"
         for n in (10, 12)
     },

@@ -49,8 +49,10 @@ def test_weights_the_pretrained_cfg_names_as_a_file_load_from_it(monkeypatch, tm
 
 
 def test_unknown_backbone_suggests_names():
-    with pytest.raises(ValueError, match=r"no backbone named 'resnet_9000'.*resnet"):
+    with pytest.raises(ValueError, match=r"no backbone named 'resnet_9000'.*resnet") as error:
         create_backbone("resnet_9000")
+    names = str(error.value).split("Similar names: ")[1].removesuffix(".").split(", ")
+    assert names == timm.list_models("resnet*")[:8]  # the first eight of the family
 
 
 def test_fixed_size_backbones_are_built_for_the_patch_size():

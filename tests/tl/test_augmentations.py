@@ -329,3 +329,43 @@ def test_check_neighbors_counts_the_pairs_across_sections(two_sections):
     with pytest.raises(ValueError, match="pairs 3 spots with spots of another section"):
         _augmentations.check_neighbors(two_sections, "snr", train, "stmix", labels)
     _augmentations.check_neighbors(two_sections, "snr", train, "stmix")  # one section: fine
+
+
+def test_the_dense_matrix_limit_applies_only_where_a_dense_matrix_is_built(prepared, monkeypatch):
+    monkeypatch.setattr(_augmentations, "DENSE_LIMIT", 10)
+    for method in ("mixup", "cutmix", "snr", "knn"):  # uniform or sparse: any size
+        _build(prepared, method)
+    _build(prepared, "snr", edge_weight="reference")
+    for method in ("mixup", "cutmix", "cmixup"):
+        with pytest.raises(ValueError, match=f"augment='{method}' with these edge weights"):
+            _build(prepared, method, edge_weight="reference")
+
+
+def test_two_training_spots_are_enough_to_mix():
+    import anndata as ad
+
+    adata = ad.AnnData(np.array([[0.0, 1.0], [1.0, 0.0], [5.0, 5.0]]))
+    aug = _augmentations.build(
+        adata,
+        "mixup",
+        np.array([0, 1]),
+        adata.X[:2],
+        alpha=1.0,
+        loss_weights=None,
+        edge_weight="paper",
+        neighbors_key="stmix",
+    )
+    assert aug.sampler(torch.tensor([0, 1]))[0].tolist() == [1, 0]
+
+
+def test_the_recorded_bandwidth_of_the_neighbors_key_is_used(prepared):
+    sigma = 1.7 * prepared.uns["stmix_neighbors"]["params"]["sigma"]  # not the data's own
+    prepared.uns["other_neighbors"] = {"params": {"sigma": sigma, "kernel": "gaussian"}}
+    train = np.flatnonzero(prepared.obs["stmix_split"] == "train")
+    y = np.asarray(prepared.X[train])
+    settings = {"alpha": 1.0, "loss_weights": None, "edge_weight": "paper"}
+    aug = _augmentations.build(prepared, "cmixup", train, y, neighbors_key="other", **settings)
+    d = cdist(y.astype(float), y.astype(float))
+    k = np.exp(-(d**2) / (2 * sigma**2))
+    np.fill_diagonal(k, 0.0)
+    np.testing.assert_allclose(aug.sampler.probs.numpy(), k / k.sum(1, keepdims=True), atol=1e-6)

@@ -357,3 +357,8 @@ def test_ctrl_c_raises_keyboard_interrupt_and_says_how_to_resume(tmp_path):
     with pytest.raises(SystemExit):  # an exit that is not Ctrl+C passes through
         _run(Scripted(), callbacks=[_Press(SystemExit(3))])
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_self_is_not_a_trainer_argument():
+    with pytest.raises(TypeError, match="Unexpected keyword argument 'self'"):
+        _trainer.check_trainer_kwargs({"self": None})

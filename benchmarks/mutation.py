@@ -265,6 +265,28 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (9, 12, 15)
     },
+    "stmix.nn.hub.x_record_kwargs__mutmut_19": (
+        "`getattr` without a default: every name `dir()` lists on timm.layers and torch.nn resolves"
+    ),
+    "stmix.nn.encoder.xǁEncoderǁembed__mutmut_32": "`rot90` by k = 0 returns the view as it is",
+    "stmix.nn.encoder.xǁEncoderǁembed__mutmut_39": (
+        "dims (+2, -1) of a 4-d batch are (-2, -1): the same two axes"
+    ),
+    "stmix.tl._augmentations.x_build__mutmut_159": (
+        "float64 section ids: UniformSampler takes `.long()` of them, the same ids"
+    ),
+    "stmix.tl._augmentations.x_build__mutmut_171": (
+        "without `groups` the section ids are all 0: one group, as `None` means"
+    ),
+    **{
+        f"stmix.tl._augmentations.x__kernel_params__mutmut_{n}": (
+            "`zip(strict=...)` over the section names and blocks, built together"
+        )
+        for n in (27, 30, 31)
+    },
+    "stmix.tl._augmentations.x__kernel_params__mutmut_51": (
+        "`astype(None)` is float64, as the original"
+    ),
     **{
         f"stmix.tl._augmentations.x_build__mutmut_{n}": (
             "float zeros as the one group label without `groups`: `dict.fromkeys` finds one "

@@ -101,6 +101,9 @@ def test_embed_resizes_and_averages_views(created):
     x = torch.rand(2, 3, 6, 6)
     torch.testing.assert_close(encoder.embed(x), encoder(x))
     torch.testing.assert_close(encoder.embed(x, size=6), encoder(x))  # already that size
+    wide = torch.rand(1, 3, 6, 3)  # not square: resized to size × size all the same
+    resized = F.interpolate(wide, size=(6, 6), mode="bilinear", antialias=True)
+    torch.testing.assert_close(encoder.embed(wide, size=6), encoder(resized))
     small = F.interpolate(x, size=(3, 3), mode="bilinear", antialias=True)
     torch.testing.assert_close(encoder.embed(x, size=3), encoder(small))
     two = (encoder(x) + encoder(torch.rot90(x, 1, (-2, -1)))) / 2

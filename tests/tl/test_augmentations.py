@@ -278,6 +278,7 @@ def test_build_refuses_unknown_methods_and_a_single_spot(two_sections):
         ({}, "A", ["estimated"]),
         (None, "AB", ["estimated", "estimated"]),
         ({}, "Ab", ["estimated", 1.0]),  # b: a lone spot
+        ({}, "Ap", ["estimated", "estimated"]),  # p: a pair of spots has a bandwidth
         ({"sigma_by_library": {"0": 0.3, "1": 0.7}}, [0, 1], [0.3, 0.7]),  # keys written as str
     ],
 )
@@ -292,6 +293,7 @@ def test_kernel_bandwidths_per_section(params, blocks, expected):
     if params is not None:
         adata.uns["x_neighbors"] = {"params": {**params, "kernel": "reference"}}
     index = {"A": np.arange(5), "B": np.arange(5, 9), "b": np.array([8]), 0: np.arange(5)}
+    index["p"] = np.array([6, 8])
     index[1] = index["B"]
     chosen = [index[b] for b in blocks]
     kernel, sigmas = _augmentations._kernel_params(adata, y, "x", chosen, list(blocks))

@@ -265,6 +265,22 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (9, 12, 15)
     },
+    **{
+        f"stmix.nn.mixing.x_sample_lambda__mutmut_{n}": f"the ratios drawn {ON_CPU}"
+        for n in (7, 9, 13, 16)
+    },
+    "stmix.nn.augment.xǁMixǁmake__mutmut_10": f"the ratios drawn {ON_CPU}",
+    "stmix.nn.augment.xǁMixǁto__mutmut_9": f"the sampler moved {ON_CPU}",
+    **{
+        f"stmix.tl._imputer_plan.xǁImputerPlanǁon_fit_start__mutmut_{n}": f"the data moved {ON_CPU}"
+        for n in (1, 3)
+    },
+    **{
+        f"stmix.nn.loss.x_pearson_loss__mutmut_{n}": (
+            "a (genes,) mean broadcasts over the batch as the (1, genes) one does"
+        )
+        for n in (7, 9, 15, 17)
+    },
     "stmix.nn.hub.x_record_kwargs__mutmut_19": (
         "`getattr` without a default: every name `dir()` lists on timm.layers and torch.nn resolves"
     ),

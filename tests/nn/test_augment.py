@@ -155,6 +155,7 @@ def test_moving_keeps_every_setting():
     assert isinstance(moved, Mix) and moved is not mix
     assert (moved.alpha, moved.boxes, moved.loss_weights) == (0.4, True, mix.loss_weights)
     assert isinstance(moved.sampler, UniformSampler) and moved.sampler.n == 10
+    assert Mix(UniformSampler(10)).alpha == 1.0  # the default: uniform ratios
 
 
 def test_patches_become_float_images_in_zero_to_one():

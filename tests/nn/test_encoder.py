@@ -65,6 +65,8 @@ def test_images_are_normalised_with_the_backbones_mean_and_std(created):
     std = torch.tensor(CFG["std"]).view(1, 3, 1, 1)
     torch.testing.assert_close(encoder(x), ((x - mean) / std).flatten(1))
     assert encoder(x.double()).dtype == torch.float64  # the buffers follow the input's dtype
+    assert encoder(x.bfloat16()).dtype == torch.bfloat16  # not promoted to float32
+    assert encoder.mean.shape == encoder.std.shape == (1, 3, 1, 1)  # as saved models hold them
     assert {name for name, _ in encoder.named_buffers()} == {"mean", "std"}
 
 

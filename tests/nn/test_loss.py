@@ -63,9 +63,11 @@ def test_pearson_loss_is_minus_mean_correlation():
         [torch.corrcoef(torch.stack([x[:, g], y[:, g]]))[0, 1] for g in range(5)]
     ).mean()
     assert pearson_loss(x, y).item() == pytest.approx(expected.item(), abs=1e-6)
-    # a constant gene contributes 0, not NaN
+    # a constant gene contributes 0, not NaN, also when the target is constant too
     x[:, 0] = 1.0
     assert torch.isfinite(pearson_loss(x, y))
+    y[:, 0] = 3.0
+    assert pearson_loss(x[:, :1], y[:, :1]).item() == 0.0
 
 
 def _random_batch(seed: int = 0, n: int = 12, genes: int = 6):
@@ -128,3 +130,10 @@ def test_weights_multiply_their_terms():
     expected = base["vicinal"] + 3.0 * base["consistency"]
     expected = expected + 0.25 * base["edge"] + 7.0 * base["correlation"]
     assert weighted["total"].item() == pytest.approx(expected.item())
+
+
+def test_float64_ratios_and_weights_keep_the_predictions_dtype():
+    (pred_mix, pred_i, pred_j), y_i, y_j, lam, w = _random_batch(5)
+    preds = [p.float() for p in (pred_mix, pred_i, pred_j)]
+    losses = snr_loss(*preds, y_i.float(), y_j.float(), lam, w)  # lam and w: float64
+    assert all(value.dtype == torch.float32 for value in losses.values())

@@ -281,6 +281,20 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (7, 9, 15, 17)
     },
+    **{
+        f"stmix.tl._imputer_plan.xǁImputerPlanǁon_fit_start__mutmut_{n}": f"the data moved {ON_CPU}"
+        for n in (5, 8, 10)
+    },
+    "stmix.tl._imputer_plan.xǁImputerPlanǁ__init____mutmut_12": (
+        "`astype(None)` is float64, as the original"
+    ),
+    **{
+        f"stmix.tl._imputer_plan.xǁImputerPlanǁval_dataloader__mutmut_{n}": (
+            "the validation order and batching: predictions are gathered, sorted by index and "
+            "deduplicated before they are scored, so any order or batch size scores the same"
+        )
+        for n in (4, 6, 7, 14, 16, 19)
+    },
     "stmix.nn.hub.x_record_kwargs__mutmut_19": (
         "`getattr` without a default: every name `dir()` lists on timm.layers and torch.nn resolves"
     ),

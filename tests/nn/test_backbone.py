@@ -184,14 +184,16 @@ def test_weights_torch_hub_downloaded_are_found(monkeypatch, tmp_path):
 @pytest.fixture
 def built(monkeypatch):
     """timm creation and weight loading recorded instead of run (``built.calls``)."""
-    built = SimpleNamespace(calls=[], loaded=[])
+    built = SimpleNamespace(calls=[], loaded=[], into=[])
     monkeypatch.setattr(
         backbone_module,
         "_create",
         lambda name, **kw: built.calls.append((name, kw)) or torch.nn.Linear(1, 1),
     )
     monkeypatch.setattr(
-        backbone_module, "load_weights", lambda model, path: built.loaded.append(str(path))
+        backbone_module,
+        "load_weights",
+        lambda model, path: built.loaded.append(str(path)) or built.into.append(model),
     )
     monkeypatch.setattr(backbone_module, "_reachable", lambda host: pytest.fail("no probe"))
     return built
@@ -201,9 +203,12 @@ def test_each_weights_source_builds_and_says_so(built, monkeypatch, tmp_path):
     _, source = create_backbone("resnet18")
     assert source == "random initialisation"
     assert built.calls[-1] == ("resnet18", {"pretrained": False})
-    _, source = create_backbone("resnet18", pretrained=True, weights=tmp_path / "w.safetensors")
+    model, source = create_backbone(
+        "resnet18", pretrained=True, weights=tmp_path / "w.safetensors", backbone_kwargs={"a": 1}
+    )
     assert source == "file w.safetensors" and built.loaded == [str(tmp_path / "w.safetensors")]
-    assert built.calls[-1] == ("resnet18", {"pretrained": False})  # never downloads then
+    assert built.into == [model]  # loaded into the model returned
+    assert built.calls[-1] == ("resnet18", {"pretrained": False, "a": 1})  # never downloads
     monkeypatch.setattr(backbone_module, "_cached_file", lambda cfg: tmp_path / "m.safetensors")
     _, source = create_backbone("resnet18", pretrained=True, backbone_kwargs={"drop_rate": 0.1})
     assert source == "cached m.safetensors"
@@ -265,8 +270,9 @@ def test_hub_backbones_are_created_by_the_hub_module(built, monkeypatch, tmp_pat
         "hf-hub:org/net",
         {"pretrained": True, "img_size": 32, "kwargs": {}, "online": True},
     )
-    _, source = create_backbone("hf-hub:org/net", pretrained=True, weights=tmp_path / "x.bin")
+    model, source = create_backbone("hf-hub:org/net", pretrained=True, weights=tmp_path / "x.bin")
     assert source == "file x.bin" and built.loaded == [str(tmp_path / "x.bin")]
+    assert built.into == [model]
     assert calls[-1][1]["pretrained"] is False  # the file's weights, not the hub's
     monkeypatch.setattr(backbone_module.hub, "cached_snapshot", lambda name: None)
     hosts = []

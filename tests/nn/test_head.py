@@ -45,6 +45,9 @@ def test_a_head_saved_before_the_bounds_loads_unbounded():
 def test_crossed_bounds_are_refused():
     with pytest.raises(ValueError, match="`low` must not exceed `high`"):
         ExpressionHead(2, 1, low=torch.tensor([0.0, 1.0]), high=torch.tensor([0.0, 0.0]))
+    # equal bounds: a feature constant over the training spots
+    same = ExpressionHead(2, 1, low=torch.tensor([0.0, 1.0]), high=torch.tensor([0.0, 2.0]))
+    assert same(torch.tensor([[5.0, 5.0]])).shape == (1, 1)
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])

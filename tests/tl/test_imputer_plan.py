@@ -7,6 +7,7 @@ on the device, and :class:`~stmix.tl._batches.Rows` read by the DataLoader. What
 
 from __future__ import annotations
 
+import lightning.pytorch as L
 import numpy as np
 import pytest
 import torch
@@ -15,7 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from stmix import _metrics
 from stmix.nn import ExpressionHead, Mix, Plain, UniformSampler
 from stmix.tl import _trainer
-from stmix.tl._batches import Rows
+from stmix.tl._batches import Rows, default_workers
 from stmix.tl._imputer_plan import ImputerPlan
 
 N_TRAIN, N_VAL, DIM, GENES = 12, 5, 4, 3
@@ -173,4 +174,23 @@ def test_settings_reach_the_plan():
     assert (plan.n_train, plan.n_val, plan.batch_size, plan.seed) == (N_TRAIN, N_VAL, 4, 3)
     assert plan.optimiser_settings["weight_decay"] == 0.5
     assert plan.val_truth.dtype == np.float64 and (plan.val_truth == 1).all()
-    assert plan.workers >= 0
+    assert plan.workers == default_workers()  # workers=None
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    for workers in (0, 2):
+        streamed = ImputerPlan(
+            ExpressionHead(DIM, GENES),
+            Plain(),
+            Rows(np.zeros((N_TRAIN, DIM)), np.arange(N_TRAIN)),
+            torch.zeros(N_TRAIN, GENES),
+            Rows(np.zeros((N_VAL, DIM)), np.arange(N_VAL)),
+            torch.zeros(N_VAL, GENES),
+            workers=workers,
+            batch_size=4,
+            lr=1e-2,
+            min_lr=0.0,
+            weight_decay=0.0,
+        )
+        streamed.trainer = trainer
+        assert streamed.workers == workers
+        assert streamed.train_dataloader().num_workers == workers
+        assert streamed.val_dataloader().num_workers == workers

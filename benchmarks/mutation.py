@@ -295,6 +295,37 @@ EQUIVALENT: dict[str, str] = {
         )
         for n in (4, 6, 7, 14, 16, 19)
     },
+    **{
+        f"stmix.tl._plan.xǁTrainingPlanǁteardown__mutmut_{n}": (
+            "the plan's own quieting matters in spawned processes, which end after teardown; in "
+            "the calling process `run`'s enclosing `quiet()` restores the same state on exit "
+            "(warnings filters and Lightning's loggers checked equal after a run)"
+        )
+        for n in (1, 2, 6, 7, 8, 9, 10)
+    },
+    **{
+        f"stmix.tl._plan.xǁTrainingPlanǁval_dataloader__mutmut_{n}": (
+            "the validation order, batching and sharding: predictions are gathered, sorted by "
+            "index and deduplicated before they are scored (one process seeing every item "
+            "scores the same)"
+        )
+        for n in (1, 3, 6, 9, 11, 12, 18)
+    },
+    "stmix.tl._plan.xǁTrainingPlanǁclose_epoch__mutmut_6": "`_open = None` is as false as False",
+    **{
+        f"stmix.tl._plan.xǁTrainingPlanǁclose_epoch__mutmut_{n}": f"the step count {ON_CPU}"
+        for n in (10, 12)
+    },
+    **{
+        f"stmix.tl._plan.xǁTrainingPlanǁclose_epoch__mutmut_{n}": (
+            "`zip(strict=...)` over the term names and their stacked means, one per name"
+        )
+        for n in (37, 40, 41)
+    },
+    **{
+        f"stmix.tl._plan.x__cpu_copy__mutmut_{n}": f"the best weights copied {ON_CPU}"
+        for n in (1, 3)
+    },
     "stmix.nn.hub.x_record_kwargs__mutmut_19": (
         "`getattr` without a default: every name `dir()` lists on timm.layers and torch.nn resolves"
     ),

@@ -362,3 +362,32 @@ def test_ctrl_c_raises_keyboard_interrupt_and_says_how_to_resume(tmp_path):
 def test_self_is_not_a_trainer_argument():
     with pytest.raises(TypeError, match="Unexpected keyword argument 'self'"):
         _trainer.check_trainer_kwargs({"self": None})
+
+
+def test_two_processes_train_as_one_with_twice_the_batch():
+    """DDP: shards, the gradient average, the gathered validation and the epoch means.
+
+    The loss is a plain mean over the batch, so two processes with 4 items each take the step
+    one process takes with the same 8 items, and the scores and records must match it.
+    """
+    one = Scripted(n_train=16, n_val=7, batch_size=8)
+    _run(one, epochs=3)
+    two = Scripted(n_train=16, n_val=7, batch_size=4)
+    ran = _run(two, epochs=3, devices=2, strategy="ddp_spawn")
+    assert ran["devices"] == 2 and ran["strategy"] == "DDPStrategy"
+    assert len(two.history) == 3 and two.best_epoch == one.best_epoch
+    for ours, theirs in zip(two.history, one.history, strict=True):
+        for key in ("train_total", "train_half", "val_mse", "val_mae", "lr"):
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-5), key
+    torch.testing.assert_close(two.model.weight, one.model.weight, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:`training_step` returned `None`")
+def test_an_epoch_whose_steps_were_all_skipped_has_no_loss_terms():
+    plan = Scripted([0.5, 0.4], n_train=4, batch_size=4, skip=0)  # one batch, skipped
+    assert plan.close_epoch() is None  # nothing recorded yet
+    _run(plan, epochs=2)
+    assert plan.step_losses == []
+    assert [sorted(row) for row in plan.history] == [
+        ["epoch", "lr", "seconds", "val_mae", "val_mse"]
+    ] * 2

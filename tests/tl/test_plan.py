@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelSummary, ProgressBar
 from torch import nn
 
 from stmix.tl import _trainer
@@ -71,9 +71,13 @@ def _run(plan, epochs=4, **kwargs):
     return _trainer.run(plan, epochs=epochs, **kwargs)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def scripted():
-    """Four epochs of 10 items in batches of 4 (3 steps each); scores 0.5, 0.3, 0.3, 0.4."""
+    """Four epochs of 10 items in batches of 4 (3 steps each); scores 0.5, 0.3, 0.3, 0.4.
+
+    Run for each test (a fraction of a second): mutmut runs the tests that call a function, and
+    a module-wide fixture would call the training code in the first test only.
+    """
     plan = Scripted([0.5, 0.3, 0.3, 0.4], betas=(0.8, 0.95), eps=1e-6, weight_decay=0.1, seed=3)
     plan.ran = _run(plan)
     return plan
@@ -166,7 +170,7 @@ def test_the_run_says_where_it_ran(scripted):
 
 @pytest.mark.parametrize(
     ("n_train", "batch_size", "sizes"),
-    [(9, 4, [4, 4]), (10, 4, [4, 4, 2]), (3, 1, [1, 1, 1]), (5, 5, [5])],
+    [(9, 4, [4, 4]), (10, 4, [4, 4, 2]), (3, 1, [1, 1, 1]), (5, 5, [5]), (5, 2, [2, 2])],
 )
 def test_a_last_batch_of_one_item_is_dropped(n_train, batch_size, sizes):
     plan = Scripted(n_train=n_train, batch_size=batch_size)
@@ -225,6 +229,12 @@ def test_a_starting_score_keeps_the_untrained_weights_unless_an_epoch_beats_it()
     _run(better, epochs=2)
     assert better.best_epoch == 2
     torch.testing.assert_close(better.model.weight, better.states[1]["weight"], rtol=0, atol=0)
+
+
+def test_a_nan_validation_score_does_not_stop_training():
+    plan = Scripted([0.5, math.nan, 0.4])
+    _run(plan, epochs=3, patience=5)
+    assert len(plan.history) == 3 and plan.best_epoch == 3
 
 
 def test_patience_counts_epochs_without_a_better_score():
@@ -324,6 +334,8 @@ def test_a_run_checkpoints_every_epoch_and_resumes_exactly(tmp_path):
         for key in ("train_total", "val_mse", "lr"):
             assert ours[key] == theirs[key], key
     assert resumed.best_epoch == 4
+    _run(Scripted(script[:2]), epochs=2, checkpoint_dir=tmp_path)  # a new run, the same folder
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # rewritten, not versioned
     torch.testing.assert_close(resumed.model.weight, whole.model.weight, rtol=0, atol=0)
 
 
@@ -331,8 +343,10 @@ def test_the_trainer_is_set_up_as_stmix_needs(tmp_path):
     plan = Scripted([0.5, 0.4])
     ran = _run(plan, epochs=2, progress=True, desc="scripted", precision="bf16-mixed")
     trainer = plan.trainer
-    bars = [c for c in trainer.callbacks if isinstance(c, EpochProgressBar)]
-    assert len(bars) == 1 and bars[0].desc == "scripted"
+    bars = [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
+    assert len(bars) == 1 and isinstance(bars[0], EpochProgressBar)  # Lightning's: none
+    assert bars[0].desc == "scripted"
+    assert not any(isinstance(c, ModelSummary) for c in trainer.callbacks)
     assert trainer.logger is None and trainer.checkpoint_callback is None
     assert ran["precision"] == "bf16-mixed" and trainer.max_epochs == 2
     assert not any(isinstance(c, EarlyStopping) for c in trainer.callbacks)  # patience None
@@ -341,7 +355,7 @@ def test_the_trainer_is_set_up_as_stmix_needs(tmp_path):
     stopping = [c for c in quiet.trainer.callbacks if isinstance(c, EarlyStopping)]
     assert len(stopping) == 1 and stopping[0].patience == 3
     assert stopping[0].monitor == "val_mse" and stopping[0].mode == "min"
-    assert not any(isinstance(c, EpochProgressBar) for c in quiet.trainer.callbacks)
+    assert not any(isinstance(c, ProgressBar) for c in quiet.trainer.callbacks)
     alone = Scripted(n_val=0)  # patience without validation: nothing to watch
     _run(alone, epochs=3, patience=1)
     assert alone.best_epoch == 3 and alone.trainer.num_val_batches == []

@@ -312,6 +312,14 @@ EQUIVALENT: dict[str, str] = {
         for n in (1, 3, 6, 9, 11, 12, 18)
     },
     "stmix.tl._plan.xǁTrainingPlanǁclose_epoch__mutmut_6": "`_open = None` is as false as False",
+    **{
+        f"stmix.tl._plan.xǁTrainingPlanǁ__init____mutmut_{n}": (
+            "a per-epoch field set again when each epoch (or validation round) starts, before it "
+            "is read"
+        )
+        for n in (38, 39, 40, 41, 42, 43, 44)
+    },
+    "stmix.tl._plan.xǁTrainingPlanǁ__init____mutmut_45": "`_open = None` is as false as False",
     "stmix.tl._plan.xǁTrainingPlanǁshard__mutmut_9": (
         "DistributedSampler's default is shuffle=True: training shuffles anyway, and validation "
         "predictions are sorted by index before they are scored"

@@ -405,3 +405,16 @@ def test_an_epoch_whose_steps_were_all_skipped_has_no_loss_terms():
     assert [sorted(row) for row in plan.history] == [
         ["epoch", "lr", "seconds", "val_mae", "val_mse"]
     ] * 2
+
+
+def test_defaults_and_a_run_of_no_epochs():
+    plan = Scripted()
+    assert (plan.history, plan.best_epoch, plan.best_score) == ([], 0, math.inf)
+    assert plan.seed == 0 and plan.monitor == "mse"
+    start = plan.model.weight.detach().clone()
+    _run(plan, epochs=0)  # nothing trained: nothing recorded, the weights as they were
+    assert plan.history == [] and plan.best_epoch == 0
+    torch.testing.assert_close(plan.model.weight, start, rtol=0, atol=0)
+    _run(plan, epochs=1)
+    group = plan.trainer.optimizers[0].param_groups[0]
+    assert group["eps"] == 1e-8 and group["betas"] == (0.9, 0.999)  # AdamW's usual

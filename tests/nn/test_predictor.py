@@ -1,4 +1,4 @@
-"""The image-to-expression network: encoder features, dropout, a linear head and an offset."""
+"""nn/model.py, the image-to-expression network: features, dropout, a linear head, an offset."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Callbacks that record what training steps hand to callbacks (importable by spawned processes)."""
+"""Callbacks for the training tests: recorders of what steps hand on, and a raised error.
+
+Module-level, so spawned processes can import them.
+"""
 
 from __future__ import annotations
 
@@ -46,3 +49,24 @@ class FileRecorder(Recorder):
                 for epoch, values in enumerate(self.by_epoch(key)):
                     out[f"{key}_{epoch}"] = values
         np.savez(Path(self.folder) / f"rank{trainer.global_rank}.npz", **out)
+
+
+class Outputs(Callback):
+    """Every training step's outputs as handed to callbacks, with the epoch: ``(epoch, dict)``."""
+
+    def __init__(self):
+        self.steps: list[tuple[int, dict]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps.append((trainer.current_epoch, dict(outputs)))
+
+
+class Raise(Callback):
+    """Raise ``error`` at the end of epoch ``epoch`` (a KeyboardInterrupt: Ctrl+C)."""
+
+    def __init__(self, error: BaseException, epoch: int = 1):
+        self.error, self.epoch = error, epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 == self.epoch:
+            raise self.error

@@ -11,25 +11,15 @@ import lightning.pytorch as L
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from stmix import _metrics
 from stmix.nn import ExpressionHead, Mix, Plain, UniformSampler
 from stmix.tl import _trainer
 from stmix.tl._batches import Rows, default_workers
 from stmix.tl._imputer_plan import ImputerPlan
+from tests.recorders import Outputs
 
 N_TRAIN, N_VAL, DIM, GENES = 12, 5, 4, 3
-
-
-class Seen(Callback):
-    """The outputs of every training step."""
-
-    def __init__(self):
-        self.steps = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.steps.append((trainer.current_epoch, {k: v for k, v in outputs.items()}))
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +30,23 @@ def data():
     return x, y
 
 
+def _make(augmentation, inputs=None, targets=None, head=None, **settings):
+    """An ImputerPlan: training and validation inputs and targets (default zeros), a head."""
+    if inputs is None:
+        inputs = torch.zeros(N_TRAIN, DIM), torch.zeros(N_VAL, DIM)
+    if targets is None:
+        targets = torch.zeros(N_TRAIN, GENES), torch.zeros(N_VAL, GENES)
+    return ImputerPlan(
+        ExpressionHead(DIM, GENES) if head is None else head,
+        augmentation,
+        inputs[0],
+        targets[0],
+        inputs[1],
+        targets[1],
+        **{"batch_size": 4, "lr": 1e-2, "min_lr": 0.0, "weight_decay": 0.0, **settings},
+    )
+
+
 def _plan(data, augmentation, streamed, epochs=3, n_train=N_TRAIN):
     x, y = data
     train, val = np.arange(n_train), np.arange(N_TRAIN, N_TRAIN + N_VAL)
@@ -48,21 +55,15 @@ def _plan(data, augmentation, streamed, epochs=3, n_train=N_TRAIN):
     else:
         inputs = torch.from_numpy(x[train]), torch.from_numpy(x[val])
     torch.manual_seed(0)
-    plan = ImputerPlan(
-        ExpressionHead(DIM, GENES, dropout=0.0),
+    plan = _make(
         augmentation,
-        inputs[0],
-        torch.from_numpy(y[train]),
-        inputs[1],
-        torch.from_numpy(y[val]),
+        inputs,
+        (torch.from_numpy(y[train]), torch.from_numpy(y[val])),
+        head=ExpressionHead(DIM, GENES, dropout=0.0),
         workers=0,
-        batch_size=4,
-        lr=1e-2,
-        min_lr=0.0,
-        weight_decay=0.0,
         seed=7,
     )
-    seen = Seen()
+    seen = Outputs()
     _trainer.run(
         plan, epochs=epochs, patience=None, accelerator="cpu", progress=False, callbacks=[seen]
     )
@@ -112,18 +113,7 @@ def test_streamed_partners_follow_seed_epoch_and_anchor(data):
             seed = np.random.SeedSequence([7, epoch, anchor]).generate_state(1)[0]
             torch.manual_seed(int(seed))
             assert sampler(torch.tensor([anchor]))[0].item() == partner
-    held = ImputerPlan(
-        ExpressionHead(DIM, GENES),
-        Mix(UniformSampler(N_TRAIN)),
-        torch.zeros(N_TRAIN, DIM),
-        torch.zeros(N_TRAIN, GENES),
-        torch.zeros(N_VAL, DIM),
-        torch.zeros(N_VAL, GENES),
-        batch_size=4,
-        lr=1e-2,
-        min_lr=0.0,
-        weight_decay=0.0,
-    )
+    held = _make(Mix(UniformSampler(N_TRAIN)))
     assert held.pair_sampler is None  # held inputs: partners drawn in the step, on the device
 
 
@@ -158,38 +148,17 @@ def test_a_last_batch_of_one_item_is_dropped_either_way(data, streamed):
 
 
 def test_settings_reach_the_plan():
-    plan = ImputerPlan(
-        ExpressionHead(DIM, GENES),
-        Plain(),
-        torch.zeros(N_TRAIN, DIM),
-        torch.zeros(N_TRAIN, GENES),
-        torch.zeros(N_VAL, DIM),
-        torch.ones(N_VAL, GENES),
-        batch_size=4,
-        lr=1e-2,
-        min_lr=1e-3,
-        weight_decay=0.5,
-        seed=3,
-    )
+    targets = torch.zeros(N_TRAIN, GENES), torch.ones(N_VAL, GENES)
+    plan = _make(Plain(), targets=targets, min_lr=1e-3, weight_decay=0.5, seed=3)
     assert (plan.n_train, plan.n_val, plan.batch_size, plan.seed) == (N_TRAIN, N_VAL, 4, 3)
     assert plan.optimiser_settings["weight_decay"] == 0.5
     assert plan.val_truth.dtype == np.float64 and (plan.val_truth == 1).all()
     assert plan.workers == default_workers()  # workers=None
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
     for workers in (0, 2):
-        streamed = ImputerPlan(
-            ExpressionHead(DIM, GENES),
-            Plain(),
-            Rows(np.zeros((N_TRAIN, DIM)), np.arange(N_TRAIN)),
-            torch.zeros(N_TRAIN, GENES),
-            Rows(np.zeros((N_VAL, DIM)), np.arange(N_VAL)),
-            torch.zeros(N_VAL, GENES),
-            workers=workers,
-            batch_size=4,
-            lr=1e-2,
-            min_lr=0.0,
-            weight_decay=0.0,
-        )
+        rows = Rows(np.zeros((N_TRAIN, DIM)), np.arange(N_TRAIN))
+        val_rows = Rows(np.zeros((N_VAL, DIM)), np.arange(N_VAL))
+        streamed = _make(Plain(), (rows, val_rows), workers=workers)
         streamed.trainer = trainer
         assert streamed.workers == workers
         assert streamed.train_dataloader().num_workers == workers

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelSummary, ProgressBar
 from torch import nn
 
 from stmix.tl import _trainer
 from stmix.tl._plan import TrainingPlan, _step_seed
 from stmix.tl._progress import EpochProgressBar
+from tests.recorders import Outputs, Raise
 
 SETTINGS = {"lr": 1e-2, "min_lr": 1e-3, "weight_decay": 0.0}
 
@@ -180,18 +181,12 @@ def test_a_last_batch_of_one_item_is_dropped(n_train, batch_size, sizes):
 
 
 def test_extras_reach_the_callbacks():
-    class Outputs(Callback):
-        def __init__(self):
-            self.seen = []
-
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            self.seen.append(outputs)
-
     plan, outputs = Scripted(n_train=8), Outputs()
     _run(plan, epochs=1, callbacks=[outputs])
-    assert [sorted(out) for out in outputs.seen] == [["index", "loss"]] * 2
-    assert [out["index"].tolist() for out in outputs.seen] == [b.tolist() for _, b in plan.batches]
-    assert [out["loss"].item() for out in outputs.seen] == [loss for _, loss in plan.step_losses]
+    seen = [out for _, out in outputs.steps]
+    assert [sorted(out) for out in seen] == [["index", "loss"]] * 2
+    assert [out["index"].tolist() for out in seen] == [b.tolist() for _, b in plan.batches]
+    assert [out["loss"].item() for out in seen] == [loss for _, loss in plan.step_losses]
 
 
 @pytest.mark.filterwarnings("ignore:`training_step` returned `None`")
@@ -309,23 +304,12 @@ def test_checkpoints_to_resume_from_are_checked(tmp_path):
     assert check(tmp_path / "last.ckpt", None) == str(tmp_path / "last.ckpt")
 
 
-class _Press(Callback):
-    """Raise ``error`` at the end of epoch ``epoch`` (Ctrl+C: a KeyboardInterrupt)."""
-
-    def __init__(self, error, epoch=1):
-        self.error, self.epoch = error, epoch
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.current_epoch + 1 == self.epoch:
-            raise self.error
-
-
 def test_a_run_checkpoints_every_epoch_and_resumes_exactly(tmp_path):
     script = [0.5, 0.3, 0.4, 0.2]
     whole = Scripted(script)
     _run(whole, epochs=4)
     with pytest.raises(KeyboardInterrupt):  # Ctrl+C at the end of epoch 3: epoch 2 saved
-        _run(Scripted(script), checkpoint_dir=tmp_path, callbacks=[_Press(KeyboardInterrupt(), 3)])
+        _run(Scripted(script), checkpoint_dir=tmp_path, callbacks=[Raise(KeyboardInterrupt(), 3)])
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
     resumed = Scripted(script[2:])
     _run(resumed, epochs=4, checkpoint_dir=tmp_path, ckpt_path=str(tmp_path / "last.ckpt"))
@@ -364,12 +348,12 @@ def test_the_trainer_is_set_up_as_stmix_needs(tmp_path):
 def test_ctrl_c_raises_keyboard_interrupt_and_says_how_to_resume(tmp_path):
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt, match="Pass `checkpoint_dir=` to be able to resume"):
-        _run(Scripted(), callbacks=[_Press(KeyboardInterrupt())])
+        _run(Scripted(), callbacks=[Raise(KeyboardInterrupt())])
     with pytest.raises(KeyboardInterrupt, match=r"last\.ckpt; resume with ckpt_path='last'"):
-        _run(Scripted(), checkpoint_dir=tmp_path, callbacks=[_Press(KeyboardInterrupt())])
+        _run(Scripted(), checkpoint_dir=tmp_path, callbacks=[Raise(KeyboardInterrupt())])
     assert signal.getsignal(signal.SIGINT) is handler
     with pytest.raises(SystemExit):  # an exit that is not Ctrl+C passes through
-        _run(Scripted(), callbacks=[_Press(SystemExit(3))])
+        _run(Scripted(), callbacks=[Raise(SystemExit(3))])
     assert signal.getsignal(signal.SIGINT) is handler
 
 

@@ -8,24 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
 import stmix
 from tests.conftest import LEARN, assert_unchanged, snapshot
+from tests.recorders import Raise
 
 SHORT = {**LEARN, "epochs": 6}
-
-
-class _Interrupt(Callback):
-    """Press Ctrl+C at the end of an epoch."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.current_epoch + 1 == self.epoch:
-            raise KeyboardInterrupt
 
 
 def test_interrupted_run_leaves_adata_and_resumes_exactly(synthetic, tmp_path):
@@ -40,7 +29,7 @@ def test_interrupted_run_leaves_adata_and_resumes_exactly(synthetic, tmp_path):
             augment="snr",
             **SHORT,
             checkpoint_dir=tmp_path,
-            callbacks=[_Interrupt(epoch=3)],
+            callbacks=[Raise(KeyboardInterrupt(), epoch=3)],  # Ctrl+C,
         )
     assert_unchanged(synthetic, before)  # nothing written
     assert signal.getsignal(signal.SIGINT) is handler  # Ctrl+C still works in the notebook

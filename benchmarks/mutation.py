@@ -66,6 +66,12 @@ RAND_LE = "`rand <= p` differs from `rand < p` only when a float draw equals p e
 #: Why a dtype left out of an integer array survives.
 INT64 = "without a dtype is int64 already (numpy 2's default integer)"
 
+
+def _each(function: str, numbers: tuple[int, ...], reason: str) -> dict[str, str]:
+    """The same reason for several mutants of one function (``<function>__mutmut_<n>``)."""
+    return {f"{function}__mutmut_{n}": reason for n in numbers}
+
+
 #: Survivors that no test can kill, because the mutant behaves exactly as the original.
 EQUIVALENT: dict[str, str] = {
     "stmix.pp._median.x_adaptive_median__mutmut_2": "`astype(None)` is float64, as the original",
@@ -81,17 +87,15 @@ EQUIVALENT: dict[str, str] = {
     "stmix.pp._median.x_adaptive_median__mutmut_35": (
         "one pass past the widest ring sees the same spots as the widest, which found nothing"
     ),
-    **{
-        f"stmix.nn.mixing.x_cutmix__mutmut_{n}": f"the box drawn {ON_CPU}"
-        for n in (2, 10, 12, 16, 18)
-    },
-    **{
-        f"stmix.pp._kernel.x_median_distance__mutmut_{n}": (
+    **_each("stmix.nn.mixing.x_cutmix", (2, 10, 12, 16, 18), f"the box drawn {ON_CPU}"),
+    **_each(
+        "stmix.pp._kernel.x_median_distance",
+        (23, 26, 30, 31, 33),
+        (
             "another draw of uniformly random distinct pairs (or, 1 in n, a pair of a spot with "
             "itself): the same estimate up to sampling error; only pinning the draw would tell"
-        )
-        for n in (23, 26, 30, 31, 33)
-    },
+        ),
+    ),
     "stmix.pp._kernel.x_median_distance__mutmut_5": (
         "`n (n - 1) / 2` equals `// 2`: n (n - 1) is always even"
     ),
@@ -132,117 +136,111 @@ EQUIVALENT: dict[str, str] = {
         "leaves the row's smallest values in order, so the first k are the same (measured on "
         "random rows, n = 20...1000, k = 2...30); another build may not"
     ),
-    **{
-        f"stmix.tl._augmentations.x__reference_edges__mutmut_{n}": (
-            "`zip(strict=...)` over lists of equal length, built together"
-        )
-        for n in (7, 10, 11)
-    },
+    **_each(
+        "stmix.tl._augmentations.x__reference_edges",
+        (7, 10, 11),
+        ("`zip(strict=...)` over lists of equal length, built together"),
+    ),
     "stmix.nn.backbone.x__hub_host__mutmut_9": (
         "an upper-case default endpoint: `urlparse(...).hostname` is lower-cased"
     ),
     "stmix.nn.backbone.x__reachable__mutmut_8": (
         "another default for an unset HF_HUB_OFFLINE: neither is an 'offline' value"
     ),
-    **{
-        f"stmix.nn.weights.x_read_state_dict__mutmut_{n}": (
+    **_each(
+        "stmix.nn.weights.x_read_state_dict",
+        (12, 15),
+        (
             "`torch.load` without `map_location='cpu'`: the test files hold CPU tensors (a file "
             "saved on a GPU would tell, on a machine without one)"
-        )
-        for n in (12, 15)
-    },
-    **{
-        f"stmix.nn.weights.x_read_state_dict__mutmut_{n}": (
-            "`weights_only` None or left out: torch 2.6 and later default it to True"
-        )
-        for n in (13, 16)
-    },
-    **{
-        f"stmix.nn.weights.x_load_weights__mutmut_{n}": (
-            "`zip(strict=None)` or without strict is `strict=False`"
-        )
-        for n in (30, 33, 40, 43)
-    },
-    **{
-        f"stmix.nn.backbone.x__hub_host__mutmut_{n}": (
-            "an unset HF_ENDPOINT read as None: `urlparse(None).hostname` is None, as for ''"
-        )
-        for n in (4, 6)
-    },
+        ),
+    ),
+    **_each(
+        "stmix.nn.weights.x_read_state_dict",
+        (13, 16),
+        ("`weights_only` None or left out: torch 2.6 and later default it to True"),
+    ),
+    **_each(
+        "stmix.nn.weights.x_load_weights",
+        (30, 33, 40, 43),
+        ("`zip(strict=None)` or without strict is `strict=False`"),
+    ),
+    **_each(
+        "stmix.nn.backbone.x__hub_host",
+        (4, 6),
+        ("an unset HF_ENDPOINT read as None: `urlparse(None).hostname` is None, as for ''"),
+    ),
     "stmix.nn.completion.xǁNeighbourhoodTransformerǁ__init____mutmut_39": (
         "`enable_nested_tensor=None`: torch only tests it for truth, as False"
     ),
-    **{
-        f"stmix.tl._complete.x_complete__mutmut_{n}": (
+    **_each(
+        "stmix.tl._complete.x_complete",
+        (123, 126),
+        (
             "the expression read without asking for float32: `expression`'s default is "
             "float32 (126); as stored (123), a median is the same float32 number, recalibration "
             "computes in float64 and the transformer's tables are float32 either way"
-        )
-        for n in (123, 126)
-    },
-    **{
-        f"stmix.nn.weights.x_read_state_dict__mutmut_{n}": (
+        ),
+    ),
+    **_each(
+        "stmix.nn.weights.x_read_state_dict",
+        (5, 6),
+        (
             "a .safetensors file sent to `torch.load`: torch 2.15 (this build) reads "
             "safetensors itself; an older torch would tell"
-        )
-        for n in (5, 6)
-    },
-    **{
-        f"stmix.tl._completion.xǁCompletionPlanǁinputs__mutmut_{n}": (
-            f"the random hiding drawn {ON_CPU}"
-        )
-        for n in (39, 41)
-    },
+        ),
+    ),
+    **_each(
+        "stmix.tl._completion.xǁCompletionPlanǁinputs",
+        (39, 41),
+        (f"the random hiding drawn {ON_CPU}"),
+    ),
     "stmix.tl._completion.xǁCompletionPlanǁinputs__mutmut_42": RAND_LE,
     "stmix.tl._completion.x_complete_with_transformer__mutmut_68": (
         "`epochs >= 0`: Lightning runs no epoch for epochs=0 and the plan records epoch 0 as "
         "the else branch does"
     ),
-    **{
-        f"stmix.nn.geometric.x_flip_rotate_crop__mutmut_{n}": f"the random draw made {ON_CPU}"
-        for n in (3, 9, 13, 26, 28, 37, 39, 45, 47, 57, 59)
-    },
-    **{
-        f"stmix.nn.mixing.x_cutmix__mutmut_{n}": (
+    **_each(
+        "stmix.nn.geometric.x_flip_rotate_crop",
+        (3, 9, 13, 26, 28, 37, 39, 45, 47, 57, 59),
+        f"the random draw made {ON_CPU}",
+    ),
+    **_each(
+        "stmix.nn.mixing.x_cutmix",
+        (21, 23, 41, 43),
+        (
             "a box's start `c - cut size / 2` never exceeds the centre `c < size`: the upper "
             "clamp never binds"
-        )
-        for n in (21, 23, 41, 43)
-    },
-    **{
-        f"stmix.nn.mixing.x_cutmix__mutmut_{n}": (
+        ),
+    ),
+    **_each(
+        "stmix.nn.mixing.x_cutmix",
+        (30, 50),
+        (
             "a box's end `c + cut size / 2` is never below the centre `c >= 0`: the lower clamp "
             "never binds"
-        )
-        for n in (30, 50)
-    },
-    **{
-        f"stmix.nn.mixing.x_cutmix__mutmut_{n}": (
+        ),
+    ),
+    **_each(
+        "stmix.nn.mixing.x_cutmix",
+        (63, 76, 77),
+        (
             "`view(height, 1)` / `view(1, width)` broadcast against (n, 1, 1) to the same "
             "(n, height, width) mask"
-        )
-        for n in (63, 76, 77)
-    },
-    **{
-        f"stmix.nn.mixing.x_cutmix__mutmut_{n}": f"the pixel grid built {ON_CPU}"
-        for n in (67, 69, 80, 82)
-    },
-    **{
-        f"stmix.pp._neighbors.x__knn__mutmut_{n}": (
-            "cKDTree's query on one worker instead of every core: the same neighbours, slower"
-        )
-        for n in (4, 7, 11)
-    },
-    **{
-        f"stmix.pp._neighbors.x_neighbors__mutmut_{n}": (
-            "one section's label as float 0.0 instead of int 0: still one section, never shown"
-        )
-        for n in (95, 97)
-    },
-    **{
-        f"stmix.pp._neighbors.x__to_csr__mutmut_{n}": f"`np.arange` of Python ints {INT64}"
-        for n in (5, 9)
-    },
+        ),
+    ),
+    **_each("stmix.nn.mixing.x_cutmix", (67, 69, 80, 82), f"the pixel grid built {ON_CPU}"),
+    **_each(
+        "stmix.pp._neighbors.x__knn",
+        (4, 7, 11),
+        ("cKDTree's query on one worker instead of every core: the same neighbours, slower"),
+    ),
+    **_each(
+        "stmix.pp._neighbors.x_neighbors",
+        (95, 97),
+        ("one section's label as float 0.0 instead of int 0: still one section, never shown"),
+    ),
+    **_each("stmix.pp._neighbors.x__to_csr", (5, 9), f"`np.arange` of Python ints {INT64}"),
     "stmix.pp._neighbors.x__to_csr__mutmut_17": (
         "`reshape(-2)` flattens as `reshape(-1)` does on this numpy (2.4)"
     ),
@@ -250,75 +248,66 @@ EQUIVALENT: dict[str, str] = {
         "the largest degree recorded for spatial or expression candidates too: every row has "
         "exactly `n_neighbors`"
     ),
-    **{
-        f"stmix.nn.sampling.xǁDenseSamplerǁto__mutmut_{n}": f"the matrices moved {ON_CPU}"
-        for n in (5, 6)
-    },
+    **_each("stmix.nn.sampling.xǁDenseSamplerǁto", (5, 6), f"the matrices moved {ON_CPU}"),
     "stmix.nn.sampling.xǁUniformSamplerǁto__mutmut_18": f"the tables moved {ON_CPU}",
-    **{
-        f"stmix.nn.sampling.xǁCandidateSamplerǁto__mutmut_{n}": f"a table moved {ON_CPU}"
-        for n in (8, 9)
-    },
-    **{
-        f"stmix.nn.backbone.x__size_kwargs__mutmut_{n}": (
-            "`getattr`'s default is never used: timm's PretrainedCfg always has `fixed_input_size`"
-        )
-        for n in (9, 12, 15)
-    },
-    **{
-        f"stmix.nn.mixing.x_sample_lambda__mutmut_{n}": f"the ratios drawn {ON_CPU}"
-        for n in (7, 9, 13, 16)
-    },
+    **_each("stmix.nn.sampling.xǁCandidateSamplerǁto", (8, 9), f"a table moved {ON_CPU}"),
+    **_each(
+        "stmix.nn.backbone.x__size_kwargs",
+        (9, 12, 15),
+        ("`getattr`'s default is never used: timm's PretrainedCfg always has `fixed_input_size`"),
+    ),
+    **_each("stmix.nn.mixing.x_sample_lambda", (7, 9, 13, 16), f"the ratios drawn {ON_CPU}"),
     "stmix.nn.augment.xǁMixǁmake__mutmut_10": f"the ratios drawn {ON_CPU}",
     "stmix.nn.augment.xǁMixǁto__mutmut_9": f"the sampler moved {ON_CPU}",
-    **{
-        f"stmix.tl._imputer_plan.xǁImputerPlanǁon_fit_start__mutmut_{n}": f"the data moved {ON_CPU}"
-        for n in (1, 3)
-    },
-    **{
-        f"stmix.nn.loss.x_pearson_loss__mutmut_{n}": (
-            "a (genes,) mean broadcasts over the batch as the (1, genes) one does"
-        )
-        for n in (7, 9, 15, 17)
-    },
-    **{
-        f"stmix.tl._imputer_plan.xǁImputerPlanǁon_fit_start__mutmut_{n}": f"the data moved {ON_CPU}"
-        for n in (5, 8, 10)
-    },
+    **_each(
+        "stmix.tl._imputer_plan.xǁImputerPlanǁon_fit_start", (1, 3), f"the data moved {ON_CPU}"
+    ),
+    **_each(
+        "stmix.nn.loss.x_pearson_loss",
+        (7, 9, 15, 17),
+        ("a (genes,) mean broadcasts over the batch as the (1, genes) one does"),
+    ),
+    **_each(
+        "stmix.tl._imputer_plan.xǁImputerPlanǁon_fit_start", (5, 8, 10), f"the data moved {ON_CPU}"
+    ),
     "stmix.tl._imputer_plan.xǁImputerPlanǁ__init____mutmut_12": (
         "`astype(None)` is float64, as the original"
     ),
-    **{
-        f"stmix.tl._imputer_plan.xǁImputerPlanǁval_dataloader__mutmut_{n}": (
+    **_each(
+        "stmix.tl._imputer_plan.xǁImputerPlanǁval_dataloader",
+        (4, 6, 7, 14, 16, 19),
+        (
             "the validation order and batching: predictions are gathered, sorted by index and "
             "deduplicated before they are scored, so any order or batch size scores the same"
-        )
-        for n in (4, 6, 7, 14, 16, 19)
-    },
-    **{
-        f"stmix.tl._plan.xǁTrainingPlanǁteardown__mutmut_{n}": (
+        ),
+    ),
+    **_each(
+        "stmix.tl._plan.xǁTrainingPlanǁteardown",
+        (1, 2, 6, 7, 8, 9, 10),
+        (
             "the plan's own quieting matters in spawned processes, which end after teardown; in "
             "the calling process `run`'s enclosing `quiet()` restores the same state on exit "
             "(warnings filters and Lightning's loggers checked equal after a run)"
-        )
-        for n in (1, 2, 6, 7, 8, 9, 10)
-    },
-    **{
-        f"stmix.tl._plan.xǁTrainingPlanǁval_dataloader__mutmut_{n}": (
+        ),
+    ),
+    **_each(
+        "stmix.tl._plan.xǁTrainingPlanǁval_dataloader",
+        (1, 3, 6, 9, 11, 12, 18),
+        (
             "the validation order, batching and sharding: predictions are gathered, sorted by "
             "index and deduplicated before they are scored (one process seeing every item "
             "scores the same)"
-        )
-        for n in (1, 3, 6, 9, 11, 12, 18)
-    },
+        ),
+    ),
     "stmix.tl._plan.xǁTrainingPlanǁclose_epoch__mutmut_6": "`_open = None` is as false as False",
-    **{
-        f"stmix.tl._plan.xǁTrainingPlanǁ__init____mutmut_{n}": (
+    **_each(
+        "stmix.tl._plan.xǁTrainingPlanǁ__init__",
+        (38, 39, 40, 41, 42, 43, 44),
+        (
             "a per-epoch field set again when each epoch (or validation round) starts, before it "
             "is read"
-        )
-        for n in (38, 39, 40, 41, 42, 43, 44)
-    },
+        ),
+    ),
     "stmix.tl._plan.xǁTrainingPlanǁ__init____mutmut_45": "`_open = None` is as false as False",
     "stmix.tl._plan.xǁTrainingPlanǁshard__mutmut_9": (
         "DistributedSampler's default is shuffle=True: training shuffles anyway, and validation "
@@ -327,69 +316,64 @@ EQUIVALENT: dict[str, str] = {
     "stmix.tl._plan.xǁTrainingPlanǁsingle_last__mutmut_2": (
         "with a batch size of 1, `len % 1 == 1` is never true"
     ),
-    **{
-        f"stmix.tl._plan.xǁTrainingPlanǁon_validation_epoch_end__mutmut_{n}": (
+    **_each(
+        "stmix.tl._plan.xǁTrainingPlanǁon_validation_epoch_end",
+        (24, 25),
+        (
             "an unstable sort reorders only repeated indices (the shard padding), whose "
             "predictions are the same item's"
-        )
-        for n in (24, 25)
-    },
+        ),
+    ),
     "stmix.tl._plan.xǁTrainingPlanǁon_validation_epoch_end__mutmut_41": (
         "`_val_parts` is set anew when the next validation starts"
     ),
-    **{
-        f"stmix.tl._plan.xǁTrainingPlanǁon_validation_epoch_end__mutmut_{n}": (
+    **_each(
+        "stmix.tl._plan.xǁTrainingPlanǁon_validation_epoch_end",
+        (42, 43, 44, 47, 50),
+        (
             "`sync_dist` averages a score every process computed alike from the same gathered "
             "predictions: the logged value is the same with or without it"
-        )
-        for n in (42, 43, 44, 47, 50)
-    },
+        ),
+    ),
     "stmix.tl._plan.x__step_seed__mutmut_4": (
         "`SeedSequence.generate_state(2)[0]` is `generate_state(1)[0]`: the words come from one "
         "stream"
     ),
-    **{
-        f"stmix.tl._trainer.x_run__mutmut_{n}": (
-            "a default both callers (`tl.fit`, `tl.complete`) always override"
-        )
-        for n in (1, 2, 4, 5, 6)
-    },
+    **_each(
+        "stmix.tl._trainer.x_run",
+        (1, 2, 4, 5, 6),
+        ("a default both callers (`tl.fit`, `tl.complete`) always override"),
+    ),
     "stmix.tl._trainer.x_run__mutmut_24": "EarlyStopping's default mode is 'min'",
-    **{
-        f"stmix.tl._trainer.x_run__mutmut_{n}": (
+    **_each(
+        "stmix.tl._trainer.x_run",
+        (34, 38, 39, 40),
+        (
             "ModelCheckpoint's defaults (monitor None, save_top_k 1, and with validation every "
             "epoch, saving at the end of the training epoch) are the values given"
-        )
-        for n in (34, 38, 39, 40)
-    },
-    **{
-        f"stmix.tl._trainer.x_run__mutmut_{n}": (
-            "on a CPU-only machine `default_precision` is '32-true', Lightning's own default"
-        )
-        for n in (52, 54, 57)
-    },
-    **{
-        f"stmix.tl._trainer.x_run__mutmut_{n}": (
+        ),
+    ),
+    **_each(
+        "stmix.tl._trainer.x_run",
+        (52, 54, 57),
+        ("on a CPU-only machine `default_precision` is '32-true', Lightning's own default"),
+    ),
+    **_each(
+        "stmix.tl._trainer.x_run",
+        (76, 77, 88, 89),
+        (
             "Trainer's `default_root_dir` and `log_every_n_steps` reach only loggers and "
             "checkpoints, which stmix points elsewhere (logger off, the checkpoint's own dirpath; "
             "the plan logs once per epoch)"
-        )
-        for n in (76, 77, 88, 89)
-    },
-    **{
-        f"stmix.tl._plan.xǁTrainingPlanǁclose_epoch__mutmut_{n}": f"the step count {ON_CPU}"
-        for n in (10, 12)
-    },
-    **{
-        f"stmix.tl._plan.xǁTrainingPlanǁclose_epoch__mutmut_{n}": (
-            "`zip(strict=...)` over the term names and their stacked means, one per name"
-        )
-        for n in (37, 40, 41)
-    },
-    **{
-        f"stmix.tl._plan.x__cpu_copy__mutmut_{n}": f"the best weights copied {ON_CPU}"
-        for n in (1, 3)
-    },
+        ),
+    ),
+    **_each("stmix.tl._plan.xǁTrainingPlanǁclose_epoch", (10, 12), f"the step count {ON_CPU}"),
+    **_each(
+        "stmix.tl._plan.xǁTrainingPlanǁclose_epoch",
+        (37, 40, 41),
+        ("`zip(strict=...)` over the term names and their stacked means, one per name"),
+    ),
+    **_each("stmix.tl._plan.x__cpu_copy", (1, 3), f"the best weights copied {ON_CPU}"),
     "stmix.nn.hub.x_record_kwargs__mutmut_19": (
         "`getattr` without a default: every name `dir()` lists on timm.layers and torch.nn resolves"
     ),
@@ -403,39 +387,36 @@ EQUIVALENT: dict[str, str] = {
     "stmix.tl._augmentations.x_build__mutmut_171": (
         "without `groups` the section ids are all 0: one group, as `None` means"
     ),
-    **{
-        f"stmix.tl._augmentations.x__kernel_params__mutmut_{n}": (
-            "`zip(strict=...)` over the section names and blocks, built together"
-        )
-        for n in (27, 30, 31)
-    },
+    **_each(
+        "stmix.tl._augmentations.x__kernel_params",
+        (27, 30, 31),
+        ("`zip(strict=...)` over the section names and blocks, built together"),
+    ),
     "stmix.tl._augmentations.x__kernel_params__mutmut_51": (
         "`astype(None)` is float64, as the original"
     ),
-    **{
-        f"stmix.tl._augmentations.x_build__mutmut_{n}": (
+    **_each(
+        "stmix.tl._augmentations.x_build",
+        (17, 19),
+        (
             "float zeros as the one group label without `groups`: `dict.fromkeys` finds one "
             "section either way, and the uniform sampler is then given no groups"
-        )
-        for n in (17, 19)
-    },
-    **{
-        f"stmix.nn.sampling.xǁUniformSamplerǁ__call____mutmut_{n}": f"the shifts drawn {ON_CPU}"
-        for n in (10, 12)
-    },
-    **{
-        f"stmix.nn.sampling.xǁUniformSamplerǁ__init____mutmut_{n}": (
-            "one group of float zeros: `.long()` on the next line makes them the same labels"
-        )
-        for n in (9, 11)
-    },
-    **{
-        f"stmix.nn.sampling.xǁUniformSamplerǁ__init____mutmut_{n}": (
+        ),
+    ),
+    **_each("stmix.nn.sampling.xǁUniformSamplerǁ__call__", (10, 12), f"the shifts drawn {ON_CPU}"),
+    **_each(
+        "stmix.nn.sampling.xǁUniformSamplerǁ__init__",
+        (9, 11),
+        ("one group of float zeros: `.long()` on the next line makes them the same labels"),
+    ),
+    **_each(
+        "stmix.nn.sampling.xǁUniformSamplerǁ__init__",
+        (19, 20),
+        (
             "an unstable sort orders spots within a group differently; a uniform shift within "
             "the group draws every other spot of it equally often either way"
-        )
-        for n in (19, 20)
-    },
+        ),
+    ),
     "stmix.nn.sampling.xǁUniformSamplerǁ__init____mutmut_38": (
         "`repeat_interleave(sizes)` is `repeat_interleave(arange(len(sizes)), sizes)`: torch's "
         "one-argument form"
@@ -447,18 +428,16 @@ EQUIVALENT: dict[str, str] = {
     "stmix.nn.sampling.xǁUniformSamplerǁ__call____mutmut_32": (
         "shifting back instead of forward: -shift mod size is uniform over 1 .. size - 1 too"
     ),
-    **{
-        f"stmix.nn.sampling.xǁUniformSamplerǁ__call____mutmut_{n}": (
-            "int64 zeros in `torch.where` with float weights: the result is promoted to float"
-        )
-        for n in (50, 52)
-    },
-    **{
-        f"stmix.tl._augmentations.x__block_kernel__mutmut_{n}": (
-            "`zip(strict=...)` over one bandwidth per section, built together"
-        )
-        for n in (5, 8, 9)
-    },
+    **_each(
+        "stmix.nn.sampling.xǁUniformSamplerǁ__call__",
+        (50, 52),
+        ("int64 zeros in `torch.where` with float weights: the result is promoted to float"),
+    ),
+    **_each(
+        "stmix.tl._augmentations.x__block_kernel",
+        (5, 8, 9),
+        ("`zip(strict=...)` over one bandwidth per section, built together"),
+    ),
     "stmix.pp._neighbors.x__row_softmax__mutmut_22": (
         "`bincount` without `minlength` is shorter only by trailing rows without entries, which "
         "`total[rows]` never reads"
@@ -477,27 +456,24 @@ EQUIVALENT: dict[str, str] = {
     "stmix.tl._complete.x_complete__mutmut_197": (
         "padding marked -2 instead of -1: the plan treats every negative index as padding"
     ),
-    **{
-        f"stmix.tl._complete.x__stack_tokens__mutmut_{n}": f"`np.full(..., -1)` {INT64}"
-        for n in (7, 10)
-    },
+    **_each("stmix.tl._complete.x__stack_tokens", (7, 10), f"`np.full(..., -1)` {INT64}"),
     "stmix.tl._completion.xǁCompletionPlanǁscore__mutmut_11": (
         "the mean over no entries is NaN anyway"
     ),
     "stmix.tl._completion.xǁCompletionPlanǁscore__mutmut_15": "`float('NAN')` is NaN",
-    **{
-        f"stmix.tl._completion.xǁCompletionPlanǁ__init____mutmut_{n}": (
+    **_each(
+        "stmix.tl._completion.xǁCompletionPlanǁ__init__",
+        (20, 22, 32, 34, 38, 40, 47, 49, 53, 55),
+        (
             "`torch.as_tensor` without the dtype: the arrays are bool (missing, validation, "
             "trainable) or int64 (index and ring, from `_stack_tokens`), the dtype it names"
-        )
-        for n in (20, 22, 32, 34, 38, 40, 47, 49, 53, 55)
-    },
-    **{
-        f"stmix.tl._completion.x_complete_with_transformer__mutmut_{n}": (
-            "a default the only caller, `tl.complete`, always overrides"
-        )
-        for n in (1, 2, 3)
-    },
+        ),
+    ),
+    **_each(
+        "stmix.tl._completion.x_complete_with_transformer",
+        (1, 2, 3),
+        ("a default the only caller, `tl.complete`, always overrides"),
+    ),
     "stmix.tl._completion.x_complete_with_transformer__mutmut_88": (
         "`astype(None)` is float64; `tl.complete` writes the layer as float32 either way"
     ),
@@ -508,10 +484,7 @@ EQUIVALENT: dict[str, str] = {
     "stmix.tl._completion.x_validation_entries__mutmut_18": (
         "`choice(replace=None)`: numpy tests it for truth, as False"
     ),
-    **{
-        f"stmix.tl._completion.x_recalibration__mutmut_{n}": "`astype(None)` is float64"
-        for n in (13, 14)
-    },
+    **_each("stmix.tl._completion.x_recalibration", (13, 14), "`astype(None)` is float64"),
 }
 
 

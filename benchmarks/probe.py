@@ -148,11 +148,8 @@ def run_one(adata, genes, held_out, method, seed) -> dict:
     row = {"n_train": int(train.sum())}
     started = time.perf_counter()
     if method == "mean":
-        fold.obsm["stmix"] = pd.DataFrame(
-            np.broadcast_to(fold.X[train].mean(axis=0), fold.shape).copy(),
-            index=fold.obs_names,
-            columns=fold.var_names,
-        )
+        mean_row = np.asarray(fold.X[train].mean(axis=0), dtype=np.float32).ravel()
+        fold.layers["stmix"] = np.broadcast_to(mean_row, fold.shape).copy()
         row.update(best_epoch=0, epochs_run=0)
     else:
         head, _, augment = method.partition("-")

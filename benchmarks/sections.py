@@ -123,12 +123,8 @@ def run_one(adata, genes, held_out, method, seed, config) -> dict:
     started = time.perf_counter()
     if method == "mean":
         train = (fold.obs["stmix_split"] == "train").to_numpy()
-        frame = pd.DataFrame(
-            np.broadcast_to(fold.X[train].mean(axis=0), fold.shape).copy(),
-            index=fold.obs_names,
-            columns=fold.var_names,
-        )
-        fold.obsm["stmix"] = frame
+        mean_row = np.asarray(fold.X[train].mean(axis=0), dtype=np.float32).ravel()
+        fold.layers["stmix"] = np.broadcast_to(mean_row, fold.shape).copy()
         row.update(best_epoch=0, epochs_run=0)
     else:
         if method in ("snr", "knn"):

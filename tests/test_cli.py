@@ -78,8 +78,9 @@ def test_her2st_main_job(data_dir, tmp_path, capsys):
     assert "fit snr: test_efficientnet (" in printed  # the backbone trained, by name
     adata = ad.read_h5ad(out)
     assert adata.var["stmix_selected"].sum() == 20
-    predicted = adata.obsm["stmix"]
+    predicted = stmix.tl.predictions(adata).to_df()
     assert list(predicted.columns) == list(adata.var_names[adata.var["stmix_selected"].to_numpy()])
+    assert adata.var["stmix_predicted"].equals(adata.var["stmix_selected"])
     assert np.isfinite(predicted.to_numpy()).all()
     assert adata.uns["stmix_metrics"]["n_genes"] == 20
     model = stmix.tl.load(tmp_path / "C3_model")
@@ -233,9 +234,10 @@ def test_several_sections_and_an_unmeasured_one(tmp_path, capsys):
         )
         == 0
     )
+    assert "measures none of the model's genes" in capsys.readouterr().out
     back = ad.read_h5ad(predicted)
-    assert list(back.obsm["stmix"].columns) == [f"gene_{g}" for g in range(8)]
-    assert back.n_vars == 0 and back.obsm["stmix"].shape == (64, 8)
+    assert list(back.var_names) == [f"gene_{g}" for g in range(8)] and back.shape == (64, 8)
+    assert "stmix_patches" not in back.obsm and "spatial" in back.obsm
 
 
 def test_predict_a_slide_with_three_arguments(prepared, data_dir, tmp_path, capsys):
@@ -254,9 +256,13 @@ def test_predict_a_slide_with_three_arguments(prepared, data_dir, tmp_path, caps
         == 0
     )
     printed = capsys.readouterr().out
-    assert "pseudo-spots on the tissue" in printed and "obsm['stmix']" in printed
+    assert "pseudo-spots on the tissue" in printed and "into X of" in printed
     grid = ad.read_h5ad(out)
-    assert list(grid.obsm["stmix"].columns) == model.genes and grid.n_obs > 100
+    assert list(grid.var_names) == model.genes and grid.n_obs > 100
+    assert np.isfinite(grid.X).all() and "stmix_patches" not in grid.obsm
+    axes = sc.pl.spatial(grid, color=model.genes[0], show=False)  # a map straight from the file
+    assert axes[0].get_title() == model.genes[0]
+    assert out.stat().st_size < 1_000_000
     spacing = grid.uns["spatial"][slide.stem]["scalefactors"]["spacing_fullres"]
     assert spacing == pytest.approx(config["spot_diameter_px"])  # spots touching, by default
     assert out.with_suffix(".png").stat().st_size > 10_000
@@ -357,9 +363,7 @@ def test_evaluate_warns_about_raw_counts(her2st, tmp_path, capsys, caplog):
     adata = her2st("C2")[:, :40].copy()
     adata.X = adata.X.toarray()
     stmix.pp.split(adata)
-    adata.obsm["stmix"] = __import__("pandas").DataFrame(
-        np.ones((adata.n_obs, 40)), index=adata.obs_names, columns=adata.var_names
-    )
+    adata.layers["stmix"] = np.ones((adata.n_obs, 40), dtype=np.float32)
     adata.write_h5ad(tmp_path / "counts.h5ad")
     assert main(["evaluate", str(tmp_path / "counts.h5ad")]) == 0
     assert "looks like raw counts" in caplog.text  # stderr in a terminal

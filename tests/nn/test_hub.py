@@ -97,9 +97,9 @@ def test_fine_tuning_heads_and_loading_a_hub_backbone(prepared, cached_model, no
     head = stmix.tl.fit(prepared, use_rep="stmix_embedding", head="ridge", progress=False)
     stmix.tl.impute(prepared, head, progress=False)
     made_here = prepared.copy()
-    del made_here.obsm["stmix_embedding"], made_here.obsm["stmix"]
+    del made_here.obsm["stmix_embedding"], made_here.layers["stmix"]
     stmix.tl.impute(made_here, head, progress=False)  # the embedding made again, from the cache
-    np.testing.assert_allclose(made_here.obsm["stmix"], prepared.obsm["stmix"], atol=1e-5)
+    np.testing.assert_allclose(made_here.layers["stmix"], prepared.layers["stmix"], atol=1e-5)
 
 
 def test_class_arguments_by_import_path(cached_model, no_network):

@@ -80,3 +80,19 @@ def test_every_argument_reaches_the_encoder(created):
             },
         ),
     ]
+
+
+def test_features_and_head_compose_as_timm_and_embed_gives_features(created):
+    model = ExpressionPredictor(2, "some_net").eval()
+    x = torch.rand(3, 3, 4, 4)
+    features = model.forward_features(x)
+    assert features.shape == (3, model.num_features) == (3, 48)
+    torch.testing.assert_close(model.forward_head(features), model(x))
+    torch.testing.assert_close(model.forward_head(features, pre_logits=True), features)
+    torch.testing.assert_close(model.embed(x), features)  # features, not gene predictions
+
+
+def test_a_real_timm_predictor_embeds_its_features():
+    model = ExpressionPredictor(5, "test_efficientnet", pretrained=False).eval()
+    with torch.no_grad():
+        assert model.embed(torch.rand(2, 3, 32, 32)).shape == (2, model.num_features)

@@ -75,9 +75,7 @@ def test_maps_without_image_and_with_nan_columns(predicted):
 
 def test_maps_error_scale_starts_at_zero_even_without_error(predicted):
     predicted.layers["same"] = predicted.X.copy()
-    fig = stmix.pl.maps(
-        predicted, predicted.var_names[0], layers=(None, "same"), error=True, show=False
-    )
+    fig = stmix.pl.maps(predicted, predicted.var_names[0], key="same", error=True, show=False)
     error = _spot_collections(fig.axes[3])[0]
     assert (error.norm.vmin, error.norm.vmax) == (0, 1.0)
     np.testing.assert_array_equal(error.get_array(), 0)
@@ -93,8 +91,10 @@ def test_maps_saves(predicted, tmp_path):
     ("kwargs", "error", "match"),
     [
         ({"genes": "NOT_A_GENE"}, KeyError, "NOT_A_GENE"),
-        ({"genes": "A", "layers": ("nope",)}, KeyError, "nope"),
-        ({"genes": "A", "layers": (None,), "error": True}, ValueError, "two layers"),
+        ({"genes": "A", "key": "nope"}, KeyError, "nope"),
+        ({"genes": "A", "layer": "nope"}, KeyError, "nope"),
+        ({"genes": "A", "measured": False, "error": True}, ValueError, "measured expression"),
+        ({"genes": "A", "key": []}, ValueError, "`key` is empty"),
         ({"genes": "A", "split": "train", "split_key": "missing"}, KeyError, "missing"),
     ],
 )
@@ -147,14 +147,14 @@ def test_gene_errors_labels_do_not_overlap(predicted):
 
 
 def test_gene_errors_from_evaluate_tables_and_var_columns(predicted):
-    a = stmix.tl.evaluate(predicted, layer="other", key_added="other")
-    b = stmix.tl.evaluate(predicted, layer="stmix")
+    a = stmix.tl.evaluate(predicted, key="other", key_added="other")
+    b = stmix.tl.evaluate(predicted, key="stmix")
     fig1 = stmix.pl.gene_errors(predicted, a, b, labels=("other", "stmix"), show=False)
     fig2 = stmix.pl.gene_errors(
         predicted, "other_mse", "stmix_mse", labels=("other", "stmix"), show=False
     )
     assert fig1.axes[0].get_title() == fig2.axes[0].get_title()
-    with pytest.raises(KeyError, match=r"neither predictions \(obsm or layers\) nor a var column"):
+    with pytest.raises(KeyError, match=r"neither predictions \(a layer\) nor a var column"):
         stmix.pl.gene_errors(predicted, "nope", "stmix")
     with pytest.raises(ValueError, match="no scored gene in common"):
         stmix.pl.gene_errors(predicted, pd.Series({"x": 1.0}), "stmix")

@@ -71,8 +71,8 @@ def test_a_grid_on_the_measured_centres_gives_the_measured_predictions(prepared,
     assert grid.n_obs == prepared.n_obs  # every measured spot is on the tissue mask
     stmix.pp.patches(grid, size=model.patch_size, progress=False)
     np.testing.assert_array_equal(grid.obsm["stmix_patches"], prepared.obsm["stmix_patches"])
-    stmix.tl.impute(grid, model, progress=False)
-    np.testing.assert_array_equal(grid.obsm["stmix"].to_numpy(), prepared.obsm["stmix"].to_numpy())
+    pred = stmix.tl.predict(grid, model, progress=False)
+    np.testing.assert_array_equal(pred.X, np.asarray(prepared.layers["stmix"]))
 
 
 def test_a_denser_grid_agrees_with_the_spots_it_surrounds(prepared, c2_image):
@@ -88,14 +88,14 @@ def test_a_denser_grid_agrees_with_the_spots_it_surrounds(prepared, c2_image):
         spacing=params["array_pitch_fullres"] / 2,
     )
     stmix.pp.patches(grid, size=64, progress=False)
-    stmix.tl.impute(grid, model, progress=False)
+    pred = stmix.tl.predict(grid, model, progress=False)
     distance, nearest = cKDTree(grid.obsm["spatial"]).query(prepared.obsm["spatial"])
     assert distance.max() < params["array_pitch_fullres"] / 2  # a grid point near every spot
-    spots = prepared.obsm["stmix"].to_numpy()
+    spots = stmix.tl.predictions(prepared).X
     varies = np.flatnonzero(spots.std(axis=0) > 0)
 
     def correlation(points):
-        near = grid.obsm["stmix"].to_numpy()[points]
+        near = pred.X[points]
         return np.mean([np.corrcoef(spots[:, g], near[:, g])[0, 1] for g in varies])
 
     # measured here: 0.33 for the nearest grid point (patches shifted by up to half a spot
@@ -112,11 +112,10 @@ def test_scanpy_squidpy_and_maps_open_a_predicted_slide(prepared, c2_image):
     diameter = prepared.uns["stmix_patches"]["params"]["spot_diameter"]
     grid = stmix.pp.tile(c2_image, spot_diameter=diameter, spacing=2 * diameter)
     stmix.pp.patches(grid, size=model.patch_size, progress=False)
-    stmix.tl.impute(grid, model, progress=False)
+    predicted = stmix.tl.predict(grid, model, progress=False)
     gene = model.genes[0]
-    fig = stmix.pl.maps(grid, gene, layers=("stmix",), show=False)
+    fig = stmix.pl.maps(predicted, gene, show=False)  # X is predictions: no measured column
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == [f"{gene} · stmix"]
-    predicted = stmix.tl.predictions(grid)
     axes = sc.pl.spatial(predicted, color=gene, show=False)
     assert axes[0].get_title() == gene
     sq.gr.spatial_neighbors(predicted, coord_type="generic", n_neighs=6)

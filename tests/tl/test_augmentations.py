@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from scipy import sparse
 from scipy.spatial.distance import cdist
 
 import stmix
@@ -330,6 +331,11 @@ def test_check_neighbors_counts_the_pairs_across_sections(two_sections):
     two_sections.obsp["stmix_weights"] = weights.tocsr()
     with pytest.raises(ValueError, match="pairs 3 spots with spots of another section"):
         _augmentations.check_neighbors(two_sections, "snr", train, "stmix", labels)
+    with pytest.raises(ValueError, match="no longer sum to 1"):  # the edits broke three rows
+        _augmentations.check_neighbors(two_sections, "snr", train, "stmix")
+    sums = np.asarray(weights.tocsr().sum(axis=1)).ravel()
+    sums[sums == 0] = 1
+    two_sections.obsp["stmix_weights"] = sparse.diags(1 / sums) @ weights.tocsr()
     _augmentations.check_neighbors(two_sections, "snr", train, "stmix")  # one section: fine
 
 

@@ -56,5 +56,5 @@ def test_errors_leave_adata_unchanged(prepared):
     with pytest.raises(ValueError, match="split"):
         stmix.tl.evaluate(adata, split="holdout")
     with pytest.raises(KeyError, match="nope"):
-        stmix.tl.evaluate(adata, truth_layer="nope")
+        stmix.tl.evaluate(adata, layer="nope")
     assert_unchanged(adata, before)

@@ -5,7 +5,6 @@ import time
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -31,7 +30,7 @@ def test_every_method_trains_and_predicts(prepared, augment):
     assert list(record["genes"]) == list(prepared.var_names)
 
     stmix.tl.impute(prepared, model, progress=False)
-    layer = prepared.obsm["stmix"].to_numpy()
+    layer = np.asarray(prepared.layers["stmix"])
     assert layer.shape == prepared.shape and layer.dtype == np.float32
     assert np.isfinite(layer).all() and (layer >= 0).all()
     table = stmix.tl.evaluate(prepared)
@@ -95,7 +94,7 @@ def test_genes_subset_by_name_and_by_column(prepared):
     model = stmix.tl.fit(prepared, genes=genes, augment="none", **TINY)
     assert model.genes == genes
     stmix.tl.impute(prepared, model, progress=False)
-    assert list(prepared.obsm["stmix"].columns) == genes
+    assert list(prepared.var_names[prepared.var["stmix_predicted"]]) == genes
     assert len(stmix.tl.evaluate(prepared)) == 5
     assert np.isnan(prepared.var["stmix_mse"].to_numpy()[5:]).all()
 
@@ -110,8 +109,10 @@ def test_layer_and_key_added(prepared):
     model = stmix.tl.fit(prepared, layer="log", key_added="run1", augment="none", **TINY)
     assert "run1" in prepared.uns and "stmix" not in prepared.uns
     stmix.tl.impute(prepared, model, key_added="pred", progress=False)
-    stmix.tl.evaluate(prepared, layer="pred", truth_layer="log", key_added="run1")
+    stmix.tl.evaluate(prepared, key="pred", layer="log", key_added="run1")
     assert "run1_mse" in prepared.var and "run1_metrics" in prepared.uns
+    assert prepared.uns["run1_metrics"]["key"] == "pred"
+    assert prepared.uns["run1_metrics"]["layer"] == "log"
 
 
 def test_reference_edge_weights_change_training(prepared):
@@ -137,7 +138,8 @@ def test_write_h5ad_after_fit_impute_evaluate(prepared, tmp_path):
     stmix.tl.evaluate(prepared)
     prepared.write_h5ad(tmp_path / "fitted.h5ad")
     back = ad.read_h5ad(tmp_path / "fitted.h5ad")
-    pd.testing.assert_frame_equal(back.obsm["stmix"], prepared.obsm["stmix"])
+    np.testing.assert_array_equal(back.layers["stmix"], prepared.layers["stmix"])
+    assert back.var["stmix_predicted"].equals(prepared.var["stmix_predicted"])
     np.testing.assert_array_equal(
         back.uns["stmix"]["history"]["val_mse"], prepared.uns["stmix"]["history"]["val_mse"]
     )

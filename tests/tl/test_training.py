@@ -136,19 +136,19 @@ def test_every_step_changes_the_weights(synthetic):
 
 
 def test_best_epoch_is_chosen_on_validation_mse(synthetic):
-    # a constant learning rate of 5e-3: validation MSE is lowest at epoch 11 of 12 (measured),
-    # the training loss at epoch 12
+    # a constant learning rate of 5e-3: validation MSE is lowest at epoch 7 of 8 (measured with
+    # torch 2.14: 0.0717 against 0.0749 at epoch 6), the training loss at epoch 8
     model = stmix.tl.fit(
         synthetic,
         augment="none",
-        **{**LEARN, "epochs": 12, "lr": 5e-3},
+        **{**LEARN, "epochs": 8, "lr": 5e-3},
         plan_kwargs={"min_lr": 5e-3, "patience": None},
     )
     history = synthetic.uns["stmix"]["history"]
     best = synthetic.uns["stmix"]["best_epoch"]
     val_best = int(np.argmin(history["val_mse"])) + 1
     train_best = int(np.argmin(history["train_total"])) + 1
-    assert 1 < val_best < 12 and val_best != train_best  # the case that tells them apart
+    assert 1 < val_best < 8 and val_best != train_best  # the case that tells them apart
     assert best == val_best == model.config["best_epoch"]
     assert _val_mse_of(model, synthetic) == pytest.approx(history["val_mse"][best - 1], rel=1e-4)
 

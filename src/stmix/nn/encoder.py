@@ -66,10 +66,14 @@ class Encoder(nn.Module):
         """Length of the feature vector."""
         return int(self.backbone.num_features)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward_features(self, x: Tensor) -> Tensor:
         """Features (N, num_features) of float images (N, 3, H, W) in [0, 1]."""
         x = (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
         return self.backbone(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Features (N, num_features) of float images (N, 3, H, W) in [0, 1]."""
+        return self.forward_features(x)
 
     def embed(self, x: Tensor, *, size: int | None = None, tta: int = 1) -> Tensor:
         """Features of images resized to ``size``, averaged over ``tta`` of the 8 dihedral views."""
@@ -78,5 +82,6 @@ class Encoder(nn.Module):
         views = []
         for k, flip in DIHEDRAL[:tta]:
             view = torch.flip(x, dims=(-1,)) if flip else x
-            views.append(self(torch.rot90(view, k, dims=(-2, -1)) if k else view))
+            view = torch.rot90(view, k, dims=(-2, -1)) if k else view
+            views.append(self.forward_features(view))
         return torch.stack(views).mean(0)

@@ -17,7 +17,8 @@ class ExpressionPredictor(Encoder):
     backbone's pretrained mean and standard deviation itself (:class:`~stmix.nn.Encoder`), so
     callers never need to know them. The output is ``head(dropout(features(x))) + offset``: with
     ``offset`` the mean training expression, the network learns the deviation from the mean (the
-    ViT+Δ baseline); with zeros (the default), the expression itself.
+    ViT+Δ baseline); with zeros (the default), the expression itself. As in timm, ``forward``
+    is ``forward_head(forward_features(x))``, and :meth:`embed` gives the features.
 
     Parameters
     ----------
@@ -65,6 +66,12 @@ class ExpressionPredictor(Encoder):
             raise ValueError(f"offset must have shape ({n_genes},), not {tuple(offset.shape)}.")
         self.register_buffer("offset", offset.clone())
 
+    def forward_head(self, features: Tensor, *, pre_logits: bool = False) -> Tensor:
+        """Expression (N, n_genes) from features; ``pre_logits``: the features, as timm's."""
+        if pre_logits:
+            return features
+        return self.head(self.dropout(features)) + self.offset
+
     def forward(self, x: Tensor) -> Tensor:
         """Expression (N, n_genes) of float images (N, 3, H, W) in [0, 1]."""
-        return self.head(self.dropout(super().forward(x))) + self.offset
+        return self.forward_head(self.forward_features(x))

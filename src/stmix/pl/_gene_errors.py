@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from stmix import _anndata
+from stmix import _anndata, _predictions
+from stmix._deprecation import renamed
 from stmix._keys import SPLIT
 from stmix._metrics import gene_metrics
 from stmix.pl._show import finish
 
 
+@renamed("truth_layer", "layer")
 def gene_errors(
     adata: ad.AnnData,
     a: str | pd.DataFrame | pd.Series,
@@ -23,7 +25,7 @@ def gene_errors(
     *,
     labels: tuple[str, str] | None = None,
     split: str | None = "test",
-    truth_layer: str | None = None,
+    layer: str | None = None,
     split_key: str = SPLIT,
     log: bool = False,
     annotate: int = 5,
@@ -39,13 +41,16 @@ def gene_errors(
     adata
         The spots.
     a, b
-        Each a layer of predictions (scored against ``truth_layer`` on the ``split`` spots), a
+        Each a key of predictions (``layers[key]`` of :func:`stmix.tl.impute`, scored against
+        ``layer`` on the ``split`` spots), a
         ``var`` column of per-gene MSE (such as ``"stmix_mse"`` from :func:`stmix.tl.evaluate`),
         or the DataFrame :func:`stmix.tl.evaluate` returned (its ``mse`` column).
     labels
         Axis labels; default the layer / column names.
-    split, truth_layer, split_key
-        Spots and measurements to score layers on.
+    split, split_key
+        The spots to score predictions on.
+    layer
+        Layer of the measured expression to score predictions against; ``None`` uses ``X``.
     log
         Logarithmic axes.
     annotate
@@ -60,8 +65,8 @@ def gene_errors(
     matplotlib.figure.Figure or None
         The figure when ``show=False``, else ``None``.
     """
-    x = _mse(adata, a, split, truth_layer, split_key)
-    y = _mse(adata, b, split, truth_layer, split_key)
+    x = _mse(adata, a, split, layer, split_key)
+    y = _mse(adata, b, split, layer, split_key)
     both = pd.concat([x.rename("a"), y.rename("b")], axis=1, join="inner").dropna()
     if both.empty:
         raise ValueError("`a` and `b` have no scored gene in common.")
@@ -116,7 +121,7 @@ def _annotate(ax, both: pd.DataFrame, n: int, ends: list[float], log: bool) -> N
         )
 
 
-def _mse(adata, source, split, truth_layer, split_key) -> pd.Series:
+def _mse(adata, source, split, layer, split_key) -> pd.Series:
     if isinstance(source, pd.DataFrame):
         if "mse" not in source:
             raise ValueError("A DataFrame for `a`/`b` needs an 'mse' column (stmix.tl.evaluate).")
@@ -125,8 +130,8 @@ def _mse(adata, source, split, truth_layer, split_key) -> pd.Series:
         return source.astype(float)
     if source in adata.var.columns:
         return adata.var[source].astype(float)
-    if source in adata.layers or source in adata.obsm:
-        frame = _anndata.predictions(adata, source)
+    if _predictions.exists(adata, source) or source in adata.layers:
+        frame = _predictions.read(adata, source)
         measured = [g for g in frame.columns if g in adata.var_names]
         spots = (
             np.arange(adata.n_obs)
@@ -134,11 +139,11 @@ def _mse(adata, source, split, truth_layer, split_key) -> pd.Series:
             else _anndata.split_indices(adata, split_key, split)
         )
         truth = _anndata.expression(
-            adata, truth_layer, obs=spots, var=adata.var_names.get_indexer(measured)
+            adata, layer, obs=spots, var=adata.var_names.get_indexer(measured)
         )
         pred = frame[measured].to_numpy(dtype=np.float64)[spots]
         return pd.Series(gene_metrics(truth, pred)["mse"], index=measured)
-    raise KeyError(f"{source!r} is neither predictions (obsm or layers) nor a var column of adata.")
+    raise KeyError(f"{source!r} is neither predictions (a layer) nor a var column of adata.")
 
 
 def _name(source, default: str) -> str:

@@ -11,8 +11,9 @@ import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
-from stmix import _anndata, _validate
-from stmix._keys import SPATIAL, SPLIT, SPLIT_CATEGORIES
+from stmix import _anndata, _deprecation, _predictions, _validate
+from stmix._deprecation import UNSET
+from stmix._keys import PREDICTIONS, SPATIAL, SPLIT, SPLIT_CATEGORIES, predicted_key
 from stmix.pl import _spots
 from stmix.pl._show import finish
 
@@ -21,7 +22,9 @@ def maps(
     adata: ad.AnnData,
     genes: str | Sequence[str],
     *,
-    layers: Sequence[str | None] = (None, "stmix"),
+    key: str | Sequence[str] = PREDICTIONS,
+    layer: str | None = None,
+    measured: bool | None = None,
     split: str | None = None,
     error: bool = False,
     img: bool = True,
@@ -36,8 +39,9 @@ def maps(
     split_key: str = SPLIT,
     show: bool | None = None,
     save: str | os.PathLike | None = None,
+    layers: Sequence[str | None] = UNSET,
 ) -> Figure | None:
-    """Expression maps: one row per gene (and section), one column per layer, over the H&E image.
+    """Expression maps: one row per gene (and section), measured and predicted, over the H&E image.
 
     Each spot is drawn as a circle of its true diameter at its position. All panels of a gene
     share one colour scale (1st to 99th percentile over its layers and sections), shown by the
@@ -49,15 +53,20 @@ def maps(
         Spots with ``obsm[spatial_key]`` and, for the image, ``uns["spatial"]``.
     genes
         Gene or genes, one row each.
-    layers
-        Columns: ``None`` is ``X`` (the measurements); a name is the predictions
-        :func:`stmix.tl.impute` wrote under it (``obsm[name]``) or a layer. A section that was
-        never measured draws only predictions: ``layers=("stmix",)``.
+    key
+        Key (or keys, one column each) of the predictions: ``layers[key]`` of
+        :func:`stmix.tl.impute`, or ``X`` of an AnnData from :func:`stmix.tl.predict`.
+    layer
+        Layer of the measured expression; ``None`` uses ``X``.
+    measured
+        Draw the measured expression as the first column. ``None``: when ``adata`` measures
+        the genes (not for a slide from :func:`stmix.tl.predict`, whose ``X`` is predictions).
     split
         Outline the spots labelled ``split`` in ``obs[split_key]``, e.g. ``"train"`` for the
         spots the model learnt from.
     error
-        Add a column with the absolute difference between the last and the first layer.
+        Add a column with the absolute difference between the (last) predictions and the
+        measurements.
     img
         Draw the H&E image under the spots.
     library_id
@@ -81,6 +90,9 @@ def maps(
         Show the figure; ``False`` returns it instead.
     save
         Write the figure to this file (format from the suffix).
+    layers
+        Deprecated: the columns as names (``None`` for ``X``); use ``key``, ``layer`` and
+        ``measured``.
 
     Returns
     -------
@@ -90,12 +102,13 @@ def maps(
     genes = [genes] if isinstance(genes, str) else list(genes)
     if not genes:
         raise ValueError("`genes` is empty.")
-    layers = list(layers)
-    if not layers:
-        raise ValueError("`layers` is empty.")
-    if error and len(layers) < 2:
-        raise ValueError("`error=True` needs two layers to compare.")
-    values = [_values(adata, layer, genes) for layer in layers]
+    columns = _columns(adata, genes, key, layer, measured, layers)
+    if error and (len(columns) < 2 or columns[0][0] != "measured"):
+        raise ValueError(
+            "`error=True` needs the measured expression and predictions to compare "
+            "(`measured=True` and a `key`)."
+        )
+    values = [_values(adata, kind, name, genes) for kind, name in columns]
     marked = None
     if split is not None:
         _validate.choice("split", split, SPLIT_CATEGORIES)
@@ -123,9 +136,9 @@ def maps(
         for name, spots in sections
     ]
 
-    titles = [_title(layer) for layer in layers]
+    titles = [_title(kind, name) for kind, name in columns]
     rows = [(g, s) for g in range(len(genes)) for s in range(len(sections))]
-    n_layers = len(layers)
+    n_layers = len(columns)
     left, right, bottom, top = canvases[0].extent
     aspect = (right - left) / max(bottom - top, 1e-9)
     # columns: the layers, their colour bar, then (error=True) the error and its colour bar
@@ -169,24 +182,54 @@ def maps(
     return finish(fig, show=show, save=save)
 
 
-def _values(adata: ad.AnnData, source: str | None, genes: list[str]) -> np.ndarray:
-    """(n_obs, genes) values of a column: ``X``, a layer, or predictions in ``obsm``."""
-    if source is None or (source in adata.layers and not _is_predictions(adata, source)):
+def _columns(adata, genes, key, layer, measured, layers) -> list[tuple[str, str | None]]:
+    """The panels of a row: ``("measured", layer)`` first when drawn, then ``("key", name)``."""
+    if layers is not UNSET:
+        _deprecation.warn("maps(layers=...)", "key=..., layer=..., measured=...", stacklevel=4)
+        columns = [
+            ("key", name)
+            if name is not None and _predictions.exists(adata, name)
+            else ("measured", name)
+            for name in layers
+        ]
+        if not columns:
+            raise ValueError("`layers` is empty.")
+        return columns
+    keys = [key] if isinstance(key, str) else list(key)
+    if not keys:
+        raise ValueError("`key` is empty: name the predictions to draw.")
+    if measured is None:
+        in_var = all(g in adata.var_names for g in genes)
+        measured = in_var and not any(_predictions.in_x(adata, k) for k in keys)
+    return ([("measured", layer)] if measured else []) + [("key", k) for k in keys]
+
+
+def _values(adata: ad.AnnData, kind: str, name: str | None, genes: list[str]) -> np.ndarray:
+    """(n_obs, genes) values of a column: measured (``X`` or a layer) or predictions.
+
+    A layer of predictions that a user made (not marked in ``var``) is drawn as it is, NaN
+    where it predicts nothing.
+    """
+    made_by_user = name in adata.layers and predicted_key(name) not in adata.var.columns
+    if kind == "measured" or made_by_user:
+        if name is not None and name not in adata.layers:
+            raise KeyError(f"adata.layers[{name!r}] is missing (layers: {list(adata.layers)}).")
         columns = _anndata.gene_indices(adata, genes)
-        matrix = adata.X if source is None else adata.layers[source]
+        matrix = adata.X if name is None else adata.layers[name]
         matrix = matrix[:, columns]
         matrix = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
         return matrix.astype(np.float64)
-    frame = _anndata.predictions(adata, source)
+    frame = _predictions.read(adata, name)
     missing = [g for g in genes if g not in frame.columns]
     if missing:
-        raise KeyError(f"The predictions under {source!r} have no gene {missing[:5]}.")
+        raise KeyError(
+            f"The predictions under {name!r} have no gene {missing[:5]} (they hold "
+            f"{frame.shape[1]} genes, e.g. {list(frame.columns[:3])})."
+        )
     return frame[genes].to_numpy(dtype=np.float64)
 
 
-def _is_predictions(adata: ad.AnnData, source: str) -> bool:
-    return source in adata.obsm and hasattr(adata.obsm[source], "columns")
-
-
-def _title(layer: str | None) -> str:
-    return "measured" if layer is None else layer
+def _title(kind: str, name: str | None) -> str:
+    if kind == "measured":
+        return "measured" if name is None else f"measured ({name})"
+    return name

@@ -8,6 +8,7 @@ import anndata as ad
 import numpy as np
 
 from stmix import _anndata, _owner, _validate
+from stmix._deprecation import renamed
 from stmix._keys import SELECTED, SPATIAL
 from stmix._loggers import held_back
 
@@ -17,6 +18,7 @@ METHODS = ("moran", "mean", "hvg")
 WRITER = "stmix.pp.select_genes"
 
 
+@renamed("n_neighs", "n_neighbors")
 def select_genes(
     adata: ad.AnnData,
     n: int = 128,
@@ -24,7 +26,7 @@ def select_genes(
     method: str = "moran",
     layer: str | None = None,
     spatial_key: str = SPATIAL,
-    n_neighs: int = 6,
+    n_neighbors: int = 6,
     library_key: str | None = None,
     key_added: str = SELECTED,
     copy: bool = False,
@@ -33,7 +35,7 @@ def select_genes(
 
     ``method="moran"`` ranks genes by Moran's I, the spatial autocorrelation that image
     models can hope to learn (SpaRED's choice), computed with squidpy on a
-    ``n_neighs``-nearest-neighbour graph of the spots (:func:`squidpy.gr.spatial_neighbors_knn`,
+    ``n_neighbors``-nearest-neighbour graph of the spots (:func:`squidpy.gr.spatial_neighbors_knn`,
     :func:`squidpy.gr.spatial_autocorr`); ``"mean"`` by mean expression (the SNR-ST-Mix paper's
     top 250); ``"hvg"`` by scanpy's normalised dispersion (:func:`scanpy.pp.highly_variable_genes`).
     Genes that do not vary are never selected. squidpy and scanpy run on a copy: ``adata`` gets
@@ -52,8 +54,9 @@ def select_genes(
         Layer with the expression; ``None`` uses ``X``.
     spatial_key
         Key of the spot centres in ``obsm``.
-    n_neighs
-        Neighbours per spot in the Moran graph.
+    n_neighbors
+        Neighbours per spot in the Moran graph (``n_neighs``, squidpy's name, is accepted
+        for one version with a FutureWarning).
     library_key
         Column of ``obs`` naming each spot's section (default ``"library_id"`` when
         ``uns["spatial"]`` holds several libraries and that column exists).
@@ -71,7 +74,7 @@ def select_genes(
     """
     _validate.choice("method", method, METHODS)
     n = _validate.integer("n", n)
-    n_neighs = _validate.integer("n_neighs", n_neighs)
+    n_neighbors = _validate.integer("n_neighbors", n_neighbors)
     _owner.claim(
         adata,
         WRITER,
@@ -92,7 +95,7 @@ def select_genes(
         varies_here = varies & (here.std(axis=0) > 0)
         score = np.full(adata.n_vars, np.nan)  # constant genes have no score
         if method == "moran":
-            score[varies_here] = _moran(here[:, varies_here], coords[spots], n_neighs)
+            score[varies_here] = _moran(here[:, varies_here], coords[spots], n_neighbors)
         elif method == "mean":
             score = here.mean(axis=0).astype(np.float64)
         else:
@@ -107,7 +110,7 @@ def select_genes(
     adata = adata.copy() if copy else adata
     adata.var[key_added] = selected
     adata.var[f"{key_added}_score"] = score
-    params = {"n": int(n), "method": method, "n_neighs": int(n_neighs)}
+    params = {"n": int(n), "method": method, "n_neighbors": int(n_neighbors)}
     if key is not None:
         params["library_key"] = key
     if layer is not None:

@@ -41,8 +41,9 @@ def tile(
     The grid can match the measured spots of a platform (Visium: 55 µm spots, 100 µm apart on a
     hexagonal grid; the original ST array: 100 µm spots, 200 µm apart on a square grid) or be
     denser than any platform, for super-resolution maps. The result goes through
-    :func:`stmix.pp.patches` (or :func:`stmix.tl.embed`) and :func:`stmix.tl.impute` as any
-    section does, and opens in ``sc.pl.spatial``, :func:`stmix.pl.maps` and squidpy.
+    :func:`stmix.pp.patches` (or :func:`stmix.tl.embed`) as any section does; having no genes,
+    it is predicted with :func:`stmix.tl.predict`, whose AnnData opens in ``sc.pl.spatial``,
+    :func:`stmix.pl.maps` and squidpy.
 
     Parameters
     ----------

@@ -6,7 +6,7 @@ from stmix.tl._complete import complete
 from stmix.tl._embed import embed
 from stmix.tl._evaluate import evaluate
 from stmix.tl._fit import DEFAULT_BACKBONE, fit
-from stmix.tl._impute import impute, predictions
+from stmix.tl._impute import impute, predict, predictions
 from stmix.tl._model import Imputer, load
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "fit",
     "impute",
     "load",
+    "predict",
     "predictions",
 ]

@@ -57,6 +57,24 @@ def check_neighbors(
                 f"Run stmix.pp.neighbors(adata, library_key=...) so that partners stay within "
                 f"their section."
             )
+    _check_same_spots(adata, weights[train][:, train], len(train), key)
+
+
+def _check_same_spots(adata: ad.AnnData, weights: sparse.csr_matrix, n_train: int, key) -> None:
+    """The graph was built on these training spots: its count agrees and its rows sum to 1."""
+    record = adata.uns.get(neighbors_uns_key(key))
+    params = (record.get("params") or {}) if isinstance(record, dict) else {}
+    built_on = params.get("n_train")
+    sums = np.asarray(weights.sum(axis=1)).ravel()
+    broken = int(np.sum((np.diff(weights.indptr) > 0) & (np.abs(sums - 1) > 1e-3)))
+    if (built_on is not None and int(built_on) != n_train) or broken:
+        found = f"built on {built_on} training spots" if built_on is not None else "built"
+        raise ValueError(
+            f"adata.obsp[{weights_key(key)!r}] was {found}, but this AnnData has {n_train} "
+            f"and {broken} of their weight rows no longer sum to 1: the spots changed after "
+            f"stmix.pp.neighbors (a subset such as adata[mask].copy()?). Run "
+            f"stmix.pp.neighbors(adata) on this AnnData again."
+        )
 
 
 def build(

@@ -104,7 +104,7 @@ def compare(
                     **{**fit_kwargs, **spec.get("fit", {})},
                 )
                 impute(run, model, progress=False)
-                evaluate(run, truth_layer=layer)
+                evaluate(run, layer=layer)
                 row.update({k: run.uns["stmix_metrics"][k] for k in ("mse", "mae", "pcc")})
                 timing = run.uns["stmix"]["timing"]
                 row.update(

@@ -6,8 +6,9 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from stmix import _anndata, _metrics, _owner
-from stmix._keys import METRICS, PREDICTIONS, SPLIT, metrics_uns_key
+from stmix import _anndata, _deprecation, _metrics, _owner, _predictions
+from stmix._deprecation import UNSET
+from stmix._keys import METRICS, PREDICTIONS, SPLIT, metrics_uns_key, predicted_key
 
 WRITER = "stmix.tl.evaluate"
 
@@ -15,12 +16,13 @@ WRITER = "stmix.tl.evaluate"
 def evaluate(
     adata: ad.AnnData,
     *,
-    layer: str = PREDICTIONS,
+    key: str = PREDICTIONS,
+    layer: str | None = None,
     split: str | None = "test",
-    truth_layer: str | None = None,
     library_key: str | None = None,
     split_key: str = SPLIT,
     key_added: str = METRICS,
+    truth_layer: str | None = UNSET,
 ) -> pd.DataFrame:
     """Per-gene MSE, MAE and Pearson correlation of predictions against the measurements.
 
@@ -37,12 +39,13 @@ def evaluate(
     ----------
     adata
         Spots with predictions (:func:`stmix.tl.impute`) and measured expression.
+    key
+        Key of the predictions: ``layers[key]`` as :func:`stmix.tl.impute` writes it (or a
+        layer of predictions made elsewhere, over the genes of ``var``).
     layer
-        Key of the predictions: ``obsm[layer]`` as :func:`stmix.tl.impute` writes it, or a layer.
+        Layer of the measured expression, on the scale the model learnt; ``None`` uses ``X``.
     split
         ``"train"``, ``"val"``, ``"test"`` or ``None`` for every spot.
-    truth_layer
-        Layer of the measured expression, on the scale the model learnt; ``None`` uses ``X``.
     library_key
         Column of ``obs`` naming each spot's section (default ``"library_id"`` when
         ``uns["spatial"]`` holds several libraries and that column exists).
@@ -50,6 +53,8 @@ def evaluate(
         Column of ``obs`` with the split.
     key_added
         Prefix of the keys written.
+    truth_layer
+        Deprecated name of ``layer`` (with it, ``layer`` keeps its old meaning, ``key``).
 
     Returns
     -------
@@ -59,8 +64,17 @@ def evaluate(
         writes ``var[f"{key_added}_mse"]``, ``var[f"{key_added}_mae"]``,
         ``var[f"{key_added}_pcc"]`` (NaN for genes not scored) and ``uns[f"{key_added}_metrics"]``
         (``mse``, ``mae``, ``pcc``, ``pcc_heg``, ``n_genes``, ``n_skipped``, ``n_spots``,
-        ``split``, ``layer``; with several sections the same per section under ``by_library``).
+        ``split``, ``key``, ``layer``; with several sections the same per section under
+        ``by_library``).
     """
+    _owner.check_name(key_added)
+    key, layer = _renamed_arguments(adata, key, layer, truth_layer)
+    if _predictions.in_x(adata, key) and layer is None:
+        raise ValueError(
+            f"X holds the predictions under {key!r} (an AnnData of stmix.tl.predict), so there "
+            f"is no measurement to score them against; score the spots' own AnnData after "
+            f"stmix.tl.impute, or name the measured expression with `layer=`."
+        )
     record_key = metrics_uns_key(key_added)
     _owner.claim(
         adata,
@@ -68,7 +82,7 @@ def evaluate(
         record_key,
         [*(("var", f"{key_added}_{m}") for m in ("mse", "mae", "pcc")), ("uns", record_key)],
     )
-    frame = _anndata.predictions(adata, layer)
+    frame = _predictions.read(adata, key)
     spots = (
         np.arange(adata.n_obs) if split is None else _anndata.split_indices(adata, split_key, split)
     )
@@ -84,11 +98,11 @@ def evaluate(
     pred = frame[measured].to_numpy(dtype=np.float64)[spots]
     if not np.isfinite(pred).all():
         raise ValueError(
-            f"The predictions under {layer!r} have NaN or infinite values among the scored spots."
+            f"The predictions under {key!r} have NaN or infinite values among the scored spots."
         )
-    truth = _anndata.expression(adata, truth_layer, obs=spots, var=genes)
-    _anndata.warn_if_counts(truth, truth_layer)
-    key = _anndata.library_key(adata, library_key)
+    truth = _anndata.expression(adata, layer, obs=spots, var=genes)
+    _anndata.warn_if_counts(truth, layer)
+    section_key = _anndata.library_key(adata, library_key)
 
     metrics = _metrics.gene_metrics(truth, pred)
     table = pd.DataFrame(metrics, index=pd.Index(measured, name=None))
@@ -96,19 +110,19 @@ def evaluate(
         **field_summary(truth, metrics),
         "n_spots": len(spots),
         "split": "all" if split is None else split,
-        "layer": layer,
-        "truth_layer": "X" if truth_layer is None else truth_layer,
+        "key": key,
+        "layer": "X" if layer is None else layer,
     }
-    if key is not None:
-        labels = adata.obs[key].astype(str).to_numpy()[spots]
+    if section_key is not None:
+        labels = adata.obs[section_key].astype(str).to_numpy()[spots]
         by_library, rows = {}, []
         for name in dict.fromkeys(labels):
             here = labels == name
             section = _metrics.gene_metrics(truth[here], pred[here])
             by_library[name] = {**field_summary(truth[here], section), "n_spots": int(here.sum())}
-            rows.append(pd.DataFrame({key: name, **section}, index=pd.Index(measured)))
+            rows.append(pd.DataFrame({section_key: name, **section}, index=pd.Index(measured)))
         record["by_library"] = by_library
-        record["library_key"] = key
+        record["library_key"] = section_key
         table = pd.concat(rows)
 
     for name in ("mse", "mae", "pcc"):
@@ -117,6 +131,30 @@ def evaluate(
         adata.var[f"{key_added}_{name}"] = column
     adata.uns[record_key] = _owner.mark(record, WRITER)
     return table
+
+
+def _renamed_arguments(adata, key, layer, truth_layer) -> tuple[str, str | None]:
+    """``(key, layer)`` from a call that may use the names of stmix 0.1.
+
+    In 0.1 ``layer`` named the predictions and ``truth_layer`` the measurements. A call with
+    ``truth_layer``, or whose ``layer`` names predictions stmix wrote, is read the old way.
+    """
+    if truth_layer is not UNSET:
+        _deprecation.warn("evaluate(truth_layer=...)", "layer=...", stacklevel=4)
+        if layer is not None:
+            _deprecation.warn("evaluate(layer=<predictions>)", "key=...", stacklevel=4)
+            key = layer
+        return key, truth_layer
+    if layer is not None and _names_predictions(adata, layer):
+        _deprecation.warn("evaluate(layer=<predictions>)", "key=...", stacklevel=4)
+        return layer, None
+    return key, layer
+
+
+def _names_predictions(adata: ad.AnnData, name: str) -> bool:
+    """Whether ``name`` is a key of predictions stmix wrote (not a measured layer)."""
+    marked = predicted_key(name) in adata.var.columns
+    return marked or (name in adata.obsm and isinstance(adata.obsm[name], pd.DataFrame))
 
 
 def field_summary(truth: np.ndarray, metrics: dict[str, np.ndarray]) -> dict[str, float | int]:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import warnings
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
 
-from stmix import _anndata, _owner, _validate
-from stmix._keys import PATCHES, PREDICTIONS, SPATIAL
+from stmix import _anndata, _owner, _predictions, _validate
+from stmix._keys import PATCHES, PREDICTIONS, SPATIAL, impute_uns_key, predicted_key
 from stmix.tl._model import Imputer
 
 logger = logging.getLogger(__name__)
@@ -25,18 +24,23 @@ def impute(
     key_added: str = PREDICTIONS,
     clip: bool = True,
     batch_size: int = 128,
-    device: str | torch.device | None = None,
+    device: str | torch.device = "auto",
     patches_key: str = PATCHES,
     progress: bool = True,
     copy: bool = False,
-    layer: str | None = None,
 ) -> ad.AnnData | None:
-    """Predict the expression of the model's genes at every spot from its H&E patch.
+    """Predict the model's genes at every spot from its H&E patch, into a layer.
 
-    Only the patches are needed: ``adata`` may hold any genes, or none at all (a section that
-    was never measured, or a grid of pseudo-spots over a slide). A head trained on an embedding
-    (``use_rep``) reads ``obsm[use_rep]`` when it holds the same embedding, and else computes it
-    from the patches with the encoder the model records (as :func:`stmix.tl.embed` did).
+    The predictions go where scanpy and squidpy look: ``layers[key_added]``, over the genes of
+    ``adata.var`` that the model predicts, so that ``sc.pl.spatial(adata, color="ERBB2",
+    layer="stmix")`` or ``sq.gr.spatial_autocorr(adata, layer="stmix", genes=...)`` read them
+    directly. Model genes that ``adata`` does not hold are named in one log line; for a section
+    or slide without the model's genes (a grid from :func:`stmix.pp.tile`),
+    :func:`stmix.tl.predict` returns an AnnData of the predictions instead.
+
+    A head trained on an embedding (``use_rep``) reads ``obsm[use_rep]`` when it holds the same
+    embedding, and else computes it from the patches with the encoder the model records (as
+    :func:`stmix.tl.embed` did).
 
     Parameters
     ----------
@@ -45,51 +49,185 @@ def impute(
     model
         A trained :class:`~stmix.tl.Imputer` (:func:`stmix.tl.fit` or :func:`stmix.tl.load`).
     key_added
-        Key of the predictions in ``obsm``.
+        Key of the predictions' layer (and prefix of the ``var`` column and record).
     clip
         Clip the predictions at 0: expression on the log scale cannot be negative.
     batch_size
         Patches per forward pass.
     device
-        Where to compute; default where the model is.
+        Where to compute: ``"auto"`` (CUDA, MPS, else the CPU) or a torch device.
     patches_key
         Key of the patches in ``obsm``.
     progress
         Show a progress bar.
     copy
         Return a new AnnData instead of writing into ``adata``.
-    layer
-        Deprecated name of ``key_added``.
 
     Returns
     -------
     anndata.AnnData or None
         ``None``, or a new AnnData when ``copy=True``; either way it holds
 
-        - ``obsm[key_added]``: a float32 DataFrame (n_obs × the model's genes) of predictions on
-          the log scale of the training data. :func:`stmix.tl.evaluate` and
-          :func:`stmix.pl.maps` read it by name; :func:`stmix.tl.predictions` makes an AnnData
-          of it for scanpy and squidpy (``sc.pl.spatial``, ``sq.gr.spatial_autocorr``);
-        - ``uns[f"{key_added}_impute"]["params"]``: the model's backbone, patch size, number of
-          genes and ``clip``.
+        - ``layers[key_added]``: float32 predictions on the log scale of the training data for
+          the genes marked in ``var[f"{key_added}_predicted"]``, nothing (zeros) for the other
+          genes. Dense when the model predicts at least half of ``var``, else a CSR matrix that
+          stores only the predicted columns, so the ``.h5ad`` grows by about the predictions'
+          size. :func:`stmix.tl.evaluate` and :func:`stmix.pl.maps` read it by ``key``;
+        - ``var[f"{key_added}_predicted"]``: bool, the genes predicted;
+        - ``uns[f"{key_added}_impute"]``: the model's backbone, patch size, genes and ``clip``.
     """
-    if layer is not None:
-        warnings.warn(
-            "stmix.tl.impute(layer=...) is now key_added=...; `layer` will be removed.",
-            FutureWarning,
-            stacklevel=2,
-        )
-        key_added = layer
     if not isinstance(model, Imputer):
         raise TypeError(f"`model` must be an stmix Imputer (stmix.tl.fit), not {type(model)}.")
     batch_size = _validate.integer("batch_size", batch_size)
+    _anndata.check_unique_genes(adata)
+    columns = adata.var_names.get_indexer(model.genes)
+    present = columns >= 0
+    if not present.any():
+        raise ValueError(
+            f"adata.var_names holds none of the model's {len(model.genes)} genes (e.g. "
+            f"{model.genes[:3]}), so there is no column to write them into: "
+            f"stmix.tl.predict(adata, model) returns a new AnnData of the predictions."
+        )
+    _owner.check_name(key_added)
+    record = impute_uns_key(key_added)
     _owner.claim(
-        adata, WRITER, record_key(key_added), [("obsm", key_added), ("uns", record_key(key_added))]
+        adata,
+        WRITER,
+        record,
+        [("layers", key_added), ("var", predicted_key(key_added)), ("uns", record)],
     )
+    pred = _predict(adata, model, clip, batch_size, device, patches_key, progress)
+    if clip:
+        _warn_if_negative(adata, model, columns[present])
+    if not present.all():
+        missing = [g for g, here in zip(model.genes, present, strict=True) if not here]
+        logger.warning(
+            "%d of the model's %d genes are not in adata.var_names and are not written "
+            "(e.g. %s); stmix.tl.predict(adata, model) returns all of them.",
+            len(missing),
+            len(model.genes),
+            missing[:5],
+        )
+    genes = [g for g, here in zip(model.genes, present, strict=True) if here]
+    adata = adata.copy() if copy else adata
+    adata.layers[key_added] = _predictions.layer(pred[:, present], columns[present], adata.n_vars)
+    flag = np.zeros(adata.n_vars, dtype=bool)
+    flag[columns[present]] = True
+    adata.var[predicted_key(key_added)] = flag
+    if isinstance(adata.obsm.get(key_added) if key_added in adata.obsm else None, pd.DataFrame):
+        del adata.obsm[key_added]  # the DataFrame an earlier version of this step wrote
+    adata.uns[record] = _record(model, clip, patches_key, genes, layer=key_added)
+    return adata if copy else None
+
+
+def predict(
+    adata: ad.AnnData,
+    model: Imputer,
+    *,
+    key_added: str = PREDICTIONS,
+    clip: bool = True,
+    batch_size: int = 128,
+    device: str | torch.device = "auto",
+    patches_key: str = PATCHES,
+    keep_patches: bool = False,
+    progress: bool = True,
+) -> ad.AnnData:
+    """A new AnnData of the model's predictions at every spot: its genes, in ``X``.
+
+    For spots that do not measure the model's genes: a grid of pseudo-spots from
+    :func:`stmix.pp.tile`, a section that was never sequenced, or one measured with another
+    panel. ``adata`` is left as it was.
+
+    Parameters
+    ----------
+    adata
+        Spots with ``obsm[patches_key]`` cut at the model's patch size (their genes, if any,
+        are not used).
+    model
+        A trained :class:`~stmix.tl.Imputer`.
+    key_added
+        Prefix of the ``var`` column and of the record in the new AnnData.
+    clip, batch_size, device, patches_key, progress
+        As for :func:`stmix.tl.impute`.
+    keep_patches
+        Keep ``obsm[patches_key]`` in the new AnnData (it is often most of its size).
+
+    Returns
+    -------
+    anndata.AnnData
+        ``X`` float32 predictions (spots × the model's genes, in its order), ``var`` the model's
+        genes (``var[f"{key_added}_predicted"]`` all true), the spots' ``obs``, their ``obsm``
+        (``spatial`` among them; the patches only with ``keep_patches``), ``uns["spatial"]``
+        and the record ``uns[f"{key_added}_impute"]``. ``sc.pl.spatial(pred, color="ERBB2")``
+        draws a predicted map over the image; :func:`stmix.pl.maps` finds the predictions by
+        ``key``.
+
+    Examples
+    --------
+    >>> grid = stmix.pp.tile("slide.jpg", spot_diameter=100, spacing=100, mpp=0.5)  # doctest: +SKIP
+    >>> stmix.pp.patches(grid, size=model.patch_size)  # doctest: +SKIP
+    >>> pred = stmix.tl.predict(grid, model)  # doctest: +SKIP
+    >>> sc.pl.spatial(pred, color="ERBB2")  # doctest: +SKIP
+    """
+    if not isinstance(model, Imputer):
+        raise TypeError(f"`model` must be an stmix Imputer (stmix.tl.fit), not {type(model)}.")
+    batch_size = _validate.integer("batch_size", batch_size)
+    _owner.check_name(key_added)
+    pred = _predict(adata, model, clip, batch_size, device, patches_key, progress)
+    frame = pd.DataFrame(pred, index=adata.obs_names.copy(), columns=model.genes)
+    out = _as_anndata(adata, frame, key_added, keep_patches, patches_key)
+    out.uns[impute_uns_key(key_added)] = _record(
+        model, clip, patches_key, list(model.genes), layer=None
+    )
+    return out
+
+
+def predictions(adata: ad.AnnData, key: str = PREDICTIONS) -> ad.AnnData:
+    """The predictions of :func:`stmix.tl.impute` as an AnnData of the predicted genes.
+
+    Parameters
+    ----------
+    adata
+        Spots after :func:`stmix.tl.impute`.
+    key
+        Key of the predictions (``layers[key]``).
+
+    Returns
+    -------
+    anndata.AnnData
+        As :func:`stmix.tl.predict` returns it: ``X`` the predictions (spots × predicted genes),
+        the spots' ``obs``, ``obsm`` (without the patches) and ``uns["spatial"]``.
+    """
+    frame = _predictions.read(adata, key)
+    patches_key = (_predictions.record(adata, key).get("params") or {}).get("patches_key")
+    out = _as_anndata(adata, frame, key, False, patches_key or PATCHES)
+    found = _predictions.record(adata, key)
+    if found:
+        params = {**(found.get("params") or {}), "layer": None, "genes": list(frame.columns)}
+        out.uns[impute_uns_key(key)] = {**found, "params": params}
+    return out
+
+
+def _predict(adata, model, clip, batch_size, device, patches_key, progress) -> np.ndarray:
+    """Float32 (n_obs, the model's genes) predictions, checked finite."""
     if model.kind == "head":
         inputs = head_inputs(adata, model, patches_key, batch_size, device, progress)
     else:
         inputs = _anndata.patches(adata, patches_key, size=model.patch_size)
+    _warn_if_other_scale(adata, model, patches_key)
+    pred = model.predict(inputs, batch_size=batch_size, device=device, progress=progress)
+    if not np.isfinite(pred).all():
+        bad = int((~np.isfinite(pred)).any(axis=1).sum())
+        raise ValueError(
+            f"The model predicts NaN or infinite values for {bad} of {len(pred)} spots: its "
+            f"weights are damaged or its training diverged; train it again."
+        )
+    if clip:
+        np.maximum(pred, 0.0, out=pred)
+    return pred
+
+
+def _warn_if_other_scale(adata: ad.AnnData, model: Imputer, patches_key: str) -> None:
     stored_scale = ((adata.uns.get(patches_key) or {}).get("params") or {}).get("spot_scale")
     if stored_scale is not None and abs(stored_scale - model.config.get("spot_scale", 1.0)) > 1e-6:
         logger.warning(
@@ -99,63 +237,54 @@ def impute(
             model.config.get("spot_scale"),
         )
 
-    pred = model.predict(inputs, batch_size=batch_size, device=device, progress=progress)
-    if clip:
-        np.maximum(pred, 0.0, out=pred)
-    adata = adata.copy() if copy else adata
-    adata.obsm[key_added] = pd.DataFrame(pred, index=adata.obs_names.copy(), columns=model.genes)
-    adata.uns[record_key(key_added)] = _owner.mark(
-        {
-            "params": {
-                "backbone": model.config["backbone"],
-                "patch_size": model.patch_size,
-                "n_genes": len(model.genes),
-                "clip": bool(clip),
-                "patches_key": patches_key,
-            }
-        },
-        WRITER,
-    )
-    return adata if copy else None
+
+def _warn_if_negative(adata: ad.AnnData, model: Imputer, columns: np.ndarray) -> None:
+    """``clip=True`` on expression that is negative (scaled, centred) hides real values."""
+    layer = model.config.get("layer")
+    matrix = adata.X if layer is None else adata.layers.get(layer)
+    if matrix is None:
+        return
+    values = matrix[:, columns]
+    values = values.toarray() if hasattr(values, "toarray") else np.asarray(values)
+    share = float(np.mean(values < 0)) if values.size else 0.0
+    if share > 0.01:
+        where = "X" if layer is None else f"layers[{layer!r}]"
+        logger.warning(
+            "%.0f%% of the measured values of the model's genes in %s are negative (scaled or "
+            "centred expression?), but clip=True sets every negative prediction to 0: pass "
+            "clip=False.",
+            100 * share,
+            where,
+        )
 
 
-def record_key(key_added: str) -> str:
-    """``uns`` key of the record :func:`impute` writes beside ``obsm[key_added]``."""
-    return f"{key_added}_impute"
+def _record(model: Imputer, clip: bool, patches_key: str, genes: list[str], layer) -> dict:
+    params = {
+        "backbone": model.config["backbone"],
+        "patch_size": model.patch_size,
+        "n_genes": len(model.genes),
+        "genes": list(genes),
+        "clip": bool(clip),
+        "patches_key": patches_key,
+        "layer": layer,
+    }
+    return _owner.mark({"params": params}, WRITER)
 
 
-def predictions(adata: ad.AnnData, key: str = PREDICTIONS) -> ad.AnnData:
-    """The predictions of :func:`stmix.tl.impute` as an AnnData, for scanpy and squidpy.
-
-    Parameters
-    ----------
-    adata
-        Spots after :func:`stmix.tl.impute`.
-    key
-        Key of the predictions in ``obsm``.
-
-    Returns
-    -------
-    anndata.AnnData
-        ``X`` the predictions (spots × the model's genes), the spots' ``obs``, ``obsm`` (without
-        the predictions and patches) and ``uns["spatial"]``, so that ``sc.pl.spatial(pred,
-        color="ERBB2")`` draws a predicted map over the image.
-
-    Examples
-    --------
-    >>> stmix.tl.impute(adata, model)  # doctest: +SKIP
-    >>> sc.pl.spatial(stmix.tl.predictions(adata), color=["ERBB2"])  # doctest: +SKIP
-    """
-    frame = _anndata.predictions(adata, key)
+def _as_anndata(adata, frame: pd.DataFrame, key: str, keep_patches, patches_key) -> ad.AnnData:
+    """``frame`` as ``X`` of a new AnnData with the spots' annotations and images."""
     out = ad.AnnData(
         X=frame.to_numpy(dtype=np.float32),
         obs=adata.obs.copy(),
         var=pd.DataFrame(index=pd.Index(frame.columns.astype(str))),
     )
-    patches_key = ((adata.uns.get(record_key(key)) or {}).get("params") or {}).get("patches_key")
+    out.var[predicted_key(key)] = True
     for name, value in adata.obsm.items():
-        if name not in (key, patches_key, PATCHES) and not isinstance(value, pd.DataFrame):
-            out.obsm[name] = value
+        if isinstance(value, pd.DataFrame) and _predictions.exists(adata, name):
+            continue  # predictions of an earlier version
+        if name in (patches_key, PATCHES) and not keep_patches:
+            continue
+        out.obsm[name] = value
     if SPATIAL in adata.uns:
         out.uns[SPATIAL] = adata.uns[SPATIAL]
     return out
@@ -200,7 +329,7 @@ def head_inputs(adata, model: Imputer, patches_key, batch_size, device, progress
         img_size=made.get("size"),
         backbone_kwargs=made.get("backbone_kwargs") or None,
     )
-    target = resolve_device(device) if device is not None else resolve_device("auto")
+    target = resolve_device(device)
     logger.info("Embedding %d spots with %s for the head.", adata.n_obs, made["backbone"])
     return encode(
         encoder,

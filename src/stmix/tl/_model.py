@@ -94,13 +94,14 @@ class Imputer:
         patches: np.ndarray | torch.Tensor,
         *,
         batch_size: int = 128,
-        device: str | torch.device | None = None,
+        device: str | torch.device = "auto",
         progress: bool = False,
     ) -> np.ndarray:
         """Predicted expression (n, genes), float32.
 
         The input is uint8 patches (n, size, size, 3) for an image model, embeddings (n,
-        in_features) for a head.
+        in_features) for a head. ``device``: ``"auto"`` (CUDA, MPS, else the CPU) or a torch
+        device; the model moves there.
         """
         if not is_lazy(patches):
             patches = torch.as_tensor(
@@ -120,7 +121,7 @@ class Imputer:
                 f"{self.patch_size}, 3), not {tuple(patches.shape)}; cut them with "
                 f"stmix.pp.patches(adata, size={self.patch_size})."
             )
-        target = resolve_device(device) if device is not None else self.device
+        target = resolve_device(device)
         self.module.to(target)
         pred = predict_batches(
             self.module, patches, device=target, batch_size=batch_size, progress=progress
@@ -146,7 +147,7 @@ class Imputer:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Imputer:
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "auto") -> Imputer:
         """The model saved in folder ``path`` by :meth:`save`, its files checked."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -165,6 +166,14 @@ class Imputer:
                 f"{path / WEIGHTS_FILE} cannot be read ({error}): the model folder is damaged; "
                 f"save the model again."
             ) from None
+        damaged = [
+            name for name, t in state.items() if t.is_floating_point() and not t.isfinite().all()
+        ]
+        if damaged:
+            raise ValueError(
+                f"{path / WEIGHTS_FILE} holds NaN or infinite weights ({', '.join(damaged[:3])}): "
+                f"the model folder is damaged, or its training diverged; train it again."
+            )
         try:
             module.load_state_dict(state)
         except RuntimeError as error:
@@ -329,7 +338,7 @@ def build_module(config: dict) -> torch.nn.Module:
     )
 
 
-def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Imputer:
+def load(path: str | os.PathLike, *, device: str | torch.device = "auto") -> Imputer:
     """Load a model saved with :meth:`Imputer.save`.
 
     Parameters
@@ -337,7 +346,7 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Impu
     path
         The folder written by ``model.save(path)``.
     device
-        Where to put the weights.
+        Where to put the weights: ``"auto"`` (CUDA, MPS, else the CPU) or a torch device.
 
     Returns
     -------

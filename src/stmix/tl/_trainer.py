@@ -23,7 +23,9 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from stmix._terminate import Terminated
 from stmix.tl._plan import TrainingPlan
 from stmix.tl._progress import EpochProgressBar
 from stmix.tl._quiet import quiet
@@ -163,6 +165,8 @@ def _interrupt_raises(trainer: L.Trainer, checkpoint_dir) -> Iterator[None]:
     handler = signal.getsignal(signal.SIGINT) if main else None
     try:
         yield
+    except SIGTERMException:  # Lightning's own SIGTERM handler stopped the loop
+        raise Terminated("Training stopped by SIGTERM; nothing was written.") from None
     except SystemExit as error:
         # Lightning turns Ctrl+C into sys.exit(1) inside its `except KeyboardInterrupt`; any
         # other exit (a callback's sys.exit) also leaves the trainer "interrupted", so the
@@ -175,7 +179,8 @@ def _interrupt_raises(trainer: L.Trainer, checkpoint_dir) -> Iterator[None]:
             if checkpoint_dir is not None
             else " Pass `checkpoint_dir=` to be able to resume an interrupted run."
         )
-        raise KeyboardInterrupt(f"Training interrupted; nothing was written.{where}") from None
+        kind = Terminated if isinstance(error.__context__, Terminated) else KeyboardInterrupt
+        raise kind(f"Training interrupted; nothing was written.{where}") from None
     finally:
         if handler is not None:
             signal.signal(signal.SIGINT, handler)

@@ -82,7 +82,8 @@ def library_key(adata: ad.AnnData, key: str | None) -> str | None:
 
     ``key`` given: it must be a column of ``obs``. ``key=None``: ``"library_id"`` when
     ``uns["spatial"]`` holds several libraries and ``obs["library_id"]`` exists (squidpy's
-    convention), else ``None``.
+    convention), else ``None``. Several libraries and no such column is an error: the spots'
+    sections cannot be told apart.
     """
     if key is not None:
         if key not in adata.obs.columns:
@@ -98,6 +99,13 @@ def library_key(adata: ad.AnnData, key: str | None) -> str | None:
     several = isinstance(libraries, dict) and len(libraries) > 1
     if several and LIBRARY_KEY in adata.obs.columns:
         return LIBRARY_KEY
+    if several:
+        raise ValueError(
+            f"adata.uns['spatial'] holds {len(libraries)} libraries {sorted(libraries)} but "
+            f"adata.obs has no {LIBRARY_KEY!r} column, so stmix cannot tell which spots belong "
+            f"to which section: name the column with `library_key=`, or, for one section, keep "
+            f"only its library in adata.uns['spatial']."
+        )
     return None
 
 
@@ -272,24 +280,3 @@ def warn_if_counts(y: np.ndarray, layer: str | None) -> None:
             "expression (scanpy.pp.normalize_total + scanpy.pp.log1p).",
             "X" if layer is None else f"layers[{layer!r}]",
         )
-
-
-def predictions(adata: ad.AnnData, key: str) -> pd.DataFrame:
-    """The predictions stored under ``key``: ``obsm[key]`` (a DataFrame), or a layer.
-
-    A layer (the representation of stmix before 0.2, or one a user made) is read for the genes
-    that hold values (columns that are all NaN are genes it does not predict).
-    """
-    value = adata.obsm.get(key) if key in adata.obsm else None
-    if isinstance(value, pd.DataFrame):
-        return value
-    if key in adata.layers:
-        matrix = adata.layers[key]
-        matrix = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
-        matrix = np.asarray(matrix, dtype=np.float32)
-        keep = ~np.isnan(matrix).all(axis=0)
-        return pd.DataFrame(matrix[:, keep], index=adata.obs_names, columns=adata.var_names[keep])
-    raise KeyError(
-        f"No predictions under {key!r}: adata.obsm[{key!r}] is missing (predict with "
-        f"stmix.tl.impute(adata, model), or pass the key it wrote)."
-    )

@@ -4,7 +4,12 @@ Every stmix step keeps a record in ``uns`` (its parameters) that names the step 
 Before it computes anything, a step checks each key it is about to write: a key that does not
 exist yet is free; one that exists belongs to the step only if its record says the step wrote
 it (an earlier run, which is then replaced, and the log says so). Anything else, such as
-``uns["spatial"]`` or a ``counts`` layer, is an error that names the key and ``key_added=``.
+``uns["spatial"]``, a ``counts`` layer or the records scanpy and squidpy keep (``uns["pca"]``,
+``uns["neighbors"]``, ``uns["leiden"]``: dicts of ``params`` with no ``"writer"``), is an error
+that names the key and ``key_added=``.
+
+Key names are checked here too, before anything is written: a name must be a non-empty string
+without ``/`` (h5ad would store it as a nested group) and not ``_index`` (h5ad's own column).
 """
 
 from __future__ import annotations
@@ -40,13 +45,14 @@ def claim(adata: ad.AnnData, writer: str, record: str, targets: Iterable[tuple[s
         ``(container, key)`` pairs the step writes; containers are ``obs``, ``var``, ``obsm``,
         ``obsp``, ``layers`` and ``uns``.
     """
+    targets = list(targets)
+    for _, key in [*targets, ("uns", record)]:
+        check_name(key)
     existing = [(c, k) for c, k in targets if _exists(adata, c, k)]
     if not existing:
         return
     found = adata.uns.get(record)
-    owned = isinstance(found, dict) and (
-        found.get(WRITER) == writer or (WRITER not in found and "params" in found)
-    )
+    owned = isinstance(found, dict) and found.get(WRITER) == writer
     if not owned:
         container, key = existing[0]
         by = found.get(WRITER) if isinstance(found, dict) else None
@@ -60,6 +66,26 @@ def claim(adata: ad.AnnData, writer: str, record: str, targets: Iterable[tuple[s
         ", ".join(f"{c}[{k!r}]" for c, k in existing),
         writer,
     )
+
+
+#: Names that h5ad files keep for themselves.
+RESERVED = ("_index",)
+
+
+def check_name(key: object, parameter: str = "key_added") -> None:
+    """A key that survives ``write_h5ad`` / ``read_h5ad`` as itself, else a ValueError."""
+    if not isinstance(key, str) or not key:
+        raise ValueError(
+            f"`{parameter}` must be a non-empty string, not {key!r}: an empty key cannot be "
+            f"written to or read from an .h5ad file."
+        )
+    if "/" in key:
+        raise ValueError(
+            f"`{parameter}={key!r}` holds '/', which h5ad stores as a nested group (it would "
+            f"come back as a dict); use '_' or '-' instead."
+        )
+    if key in RESERVED:
+        raise ValueError(f"`{parameter}={key!r}` is a name h5ad files reserve; choose another.")
 
 
 def mark(record: dict, writer: str) -> dict:

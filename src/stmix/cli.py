@@ -47,21 +47,59 @@ def _read(path: str):
         ) from None
 
 
-def _check_out(path: str | None) -> None:
+def _check_out(path: str | None, flag: str = "--out") -> None:
     """An output file name, checked before any work is done."""
     if path is not None and Path(path).is_dir():
         raise ValueError(
-            f"--out {path} is a folder; give a file name such as {Path(path) / 'out.h5ad'}."
+            f"{flag} {path} is a folder; give a file name such as {Path(path) / 'out.h5ad'}."
         )
+    if path is not None:
+        _check_writable(Path(path), flag)
 
 
-def _write(adata, path: str) -> None:
+def _check_writable(path: Path, flag: str) -> None:
+    """The nearest folder of ``path`` that exists can be written into."""
+    import os
+
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {path}: {folder} cannot be written to.")
+
+
+def _check_apart(files: dict[str, str | None], folders: dict[str, str | None]) -> None:
+    """Outputs that would overwrite each other, or land in a model folder, before any work."""
+    seen: dict[Path, str] = {}
+    for flag, path in files.items():
+        if path is None:
+            continue
+        where = Path(path).resolve()
+        if where in seen:
+            raise ValueError(
+                f"{flag} and {seen[where]} name the same file {path}: one would overwrite the "
+                f"other; give them different names."
+            )
+        seen[where] = flag
+    for flag, folder in folders.items():
+        if folder is None:
+            continue
+        _check_writable(Path(folder) / "config.json", flag)
+        for where, other in seen.items():
+            if Path(folder).resolve() in where.parents or where == Path(folder).resolve():
+                raise ValueError(
+                    f"{other} {where} lies in the model folder {flag} {folder}, which holds only "
+                    f"the model's files; write it elsewhere."
+                )
+
+
+def _write(adata, path: str, compression: str | None = None) -> None:
     from stmix._io import atomic_file
 
     existed = Path(path).exists()
     try:
         with atomic_file(path) as temporary:  # a failed write keeps the old file, leaves no part
-            adata.write_h5ad(temporary)
+            adata.write_h5ad(temporary, compression=compression)
     except (OSError, RuntimeError) as error:  # h5py reports a full disk as either
         reason = str(error).split("error message = ")[-1].strip("')") or type(error).__name__
         kept = "the existing file is as it was" if existed else "no partial file was left"
@@ -75,7 +113,29 @@ def _genes(args: argparse.Namespace, adata) -> list[str] | str | None:
         return [g.strip() for g in Path(args.genes).read_text().split() if g.strip()]
     if args.genes in adata.var.columns:
         return args.genes
-    return [g.strip() for g in args.genes.split(",") if g.strip()]
+    names = [g.strip() for g in args.genes.split(",") if g.strip()]
+    unknown = [g for g in names if g not in adata.var_names]
+    if unknown:
+        raise ValueError(
+            f"--genes names genes that {args.input} does not measure: "
+            f"{_suggest(unknown, adata.var_names)}."
+        )
+    return names
+
+
+def _suggest(unknown: Sequence[str], known: Sequence[str]) -> str:
+    """``unknown`` genes, each with the closest known name where a spelling is close."""
+    import difflib
+
+    upper = {str(g).upper(): str(g) for g in known}
+    said = []
+    for gene in unknown:
+        close = upper.get(gene.upper()) or next(
+            iter(difflib.get_close_matches(gene.upper(), list(upper), n=1, cutoff=0.75)), None
+        )
+        hint = upper.get(close, close) if close else None
+        said.append(f"{gene} (did you mean {hint}?)" if hint else gene)
+    return ", ".join(said)
 
 
 def _size(args: argparse.Namespace) -> int:
@@ -130,6 +190,7 @@ def _fit(args: argparse.Namespace) -> int:
     from stmix.tl._model import check_save_target
 
     _check_out(args.out)
+    _check_apart({"--out": args.out}, {"--model": args.model})
     check_save_target(Path(args.model), args.overwrite)  # before hours of training
     adata = _read(args.input)
     _prepare(adata, args)
@@ -147,7 +208,7 @@ def _impute(args: argparse.Namespace) -> int:
 
     _check_out(args.out)
     adata = _read(args.input)
-    model = stmix.tl.load(args.model)
+    model = stmix.tl.load(args.model, device=args.device)
     patches = adata.obsm.get("stmix_patches")
     if patches is None or patches.shape[1] != model.patch_size:
         print(f"cutting {model.patch_size} px patches (stmix.pp.patches)")
@@ -157,11 +218,22 @@ def _impute(args: argparse.Namespace) -> int:
             spot_scale=model.config["spot_scale"],
             progress=not args.quiet,
         )
+    if not adata.var_names.isin(model.genes).any():  # a section that was never measured
+        pred = stmix.tl.predict(
+            adata, model, key_added=args.key, device=args.device, progress=not args.quiet
+        )
+        _write(pred, args.out)
+        print(
+            f"{args.input} measures none of the model's genes: wrote the predictions of its "
+            f"{pred.n_vars} genes for {pred.n_obs} spots as X of {args.out}"
+        )
+        return 0
     stmix.tl.impute(adata, model, key_added=args.key, device=args.device, progress=not args.quiet)
     _write(adata, args.out)
+    written = int(adata.var[f"{args.key}_predicted"].sum())
     print(
-        f"predicted {len(model.genes)} genes for {adata.n_obs} spots into "
-        f"obsm[{args.key!r}] of {args.out}"
+        f"predicted {written} of the model's {len(model.genes)} genes for {adata.n_obs} spots "
+        f"into layers[{args.key!r}] of {args.out}"
     )
     return 0
 
@@ -170,6 +242,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     import stmix
     from stmix.tl._baseline import training_mean
 
+    _check_out(args.csv, "--csv")
+    _check_apart({"input": args.input, "--csv": args.csv}, {})
     adata = _read(args.input)
     split = None if args.split == "all" else args.split
     if split is not None and "stmix_split" not in adata.obs:
@@ -177,7 +251,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"{args.input} has no split (obs['stmix_split']): score every spot with --split all, "
             f"or evaluate the file stmix fit --out wrote (fit splits the spots)."
         )
-    table = stmix.tl.evaluate(adata, layer=args.key, split=split, truth_layer=args.truth_layer)
+    table = stmix.tl.evaluate(adata, key=args.key, layer=args.layer, split=split)
     metrics = adata.uns["stmix_metrics"]
     print(
         f"{metrics['n_genes']} genes on {metrics['n_spots']} {args.split} spots: "
@@ -191,11 +265,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     if split is not None and split != "train":
         genes = list(dict.fromkeys(table.index))
-        mean = training_mean(adata, layer=args.truth_layer, genes=genes, split=split)
+        mean = training_mean(adata, layer=metrics_layer(metrics), genes=genes, split=split)
         print(f"training mean everywhere, for scale: MSE {mean['mse']:.4f}  MAE {mean['mae']:.4f}")
     print("best predicted genes (PCC):")
     overall = table
-    if "library_id" in table.columns:  # one row per gene and section: rank genes over all spots
+    if metrics.get("library_key") in table.columns:  # a row per gene and section: rank overall
         overall = adata.var[["stmix_mse", "stmix_mae", "stmix_pcc"]].dropna()
         overall.columns = ["mse", "mae", "pcc"]
     print(overall.sort_values("pcc", ascending=False).head(args.top).to_string(float_format="%.4f"))
@@ -208,11 +282,20 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def metrics_layer(metrics: dict) -> str | None:
+    """The measured layer that ``tl.evaluate`` scored against, as a ``layer`` argument."""
+    return None if metrics.get("layer") in (None, "X") else metrics["layer"]
+
+
 def _predict(args: argparse.Namespace) -> int:
     import stmix
 
     _check_out(args.out)
-    model = stmix.tl.load(args.model)
+    png = Path(args.png) if args.png else Path(args.out).with_suffix(".png")
+    _check_out(str(png), "--png")
+    _check_apart({"--out": args.out, "--png": str(png), "slide": args.slide}, {})
+    model = stmix.tl.load(args.model, device=args.device)
+    drawn = _drawn_genes(args.genes, model.genes)
     config = model.config
     diameter, mpp = args.spot_diameter, args.mpp
     if diameter is None:
@@ -240,26 +323,46 @@ def _predict(args: argparse.Namespace) -> int:
         spot_scale=config.get("spot_scale", 1.0),
         progress=not args.quiet,
     )
-    stmix.tl.impute(grid, model, device=args.device, progress=not args.quiet)
-    _write(grid, args.out)
-    predicted = grid.obsm["stmix"]
-    genes = (
-        args.genes.split(",")
-        if args.genes
-        else list(predicted.var().sort_values(ascending=False).index[:3])
-    )
-    png = Path(args.png) if args.png else Path(args.out).with_suffix(".png")
-    stmix.pl.maps(grid, genes, layers=("stmix",), show=False, save=png)
+    pred = stmix.tl.predict(grid, model, device=args.device, progress=not args.quiet)
+    _keep_small_image(pred)
+    _write(pred, args.out, compression="gzip")
+    genes = drawn or list(pred.to_df().var().sort_values(ascending=False).index[:3])
+    stmix.pl.maps(pred, genes, show=False, save=png)
     print(
-        f"predicted {len(model.genes)} genes into obsm['stmix'] of {args.out}; maps of "
+        f"predicted {pred.n_vars} genes at {pred.n_obs} pseudo-spots into X of {args.out} "
+        f"(sc.pl.spatial(sc.read_h5ad(...), color=gene) draws one); maps of "
         f"{', '.join(genes)} in {png}"
     )
     return 0
 
 
+def _drawn_genes(option: str | None, genes: Sequence[str]) -> list[str] | None:
+    """The genes ``--genes`` names, checked against the model's before any work."""
+    if not option:
+        return None
+    names = [g.strip() for g in option.split(",") if g.strip()]
+    unknown = [g for g in names if g not in genes]
+    if unknown:
+        raise ValueError(
+            f"--genes names genes the model does not predict: {_suggest(unknown, genes)}; it "
+            f"predicts {len(genes)} genes, e.g. {', '.join(list(genes)[:5])}."
+        )
+    return names
+
+
+def _keep_small_image(adata) -> None:
+    """Keep only each library's ``lowres`` image, which is enough to draw the maps on."""
+    for entry in (adata.uns.get("spatial") or {}).values():
+        images = entry.get("images") or {}
+        if "lowres" in images:
+            entry["images"] = {"lowres": images["lowres"]}
+
+
 def _benchmark(args: argparse.Namespace) -> int:
     import stmix
 
+    _check_out(args.csv, "--csv")
+    _check_apart({"input": args.input, "--csv": args.csv}, {})
     adata = _read(args.input)
     size = _size(args)
     patches = adata.obsm.get("stmix_patches")
@@ -331,7 +434,7 @@ def _her2st(args: argparse.Namespace) -> int:
     model_dir = Path(args.out).with_suffix("")
     model.save(model_dir.parent / f"{model_dir.name}_model", overwrite=True)
     print(
-        f"wrote {args.out} (obsm['stmix'], var['stmix_pcc'], uns['stmix']) and the model "
+        f"wrote {args.out} (layers['stmix'], var['stmix_pcc'], uns['stmix']) and the model "
         f"to {model_dir.parent / f'{model_dir.name}_model'}"
     )
     return 0
@@ -469,9 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("--model", required=True, help="folder of a saved model")
     impute.add_argument("--out", required=True, help="output .h5ad")
     impute.add_argument(
-        "--key", "--layer", dest="key", default="stmix", help="obsm key of the predictions (stmix)"
+        "--key", default="stmix", help="layer to write the predictions into (stmix)"
     )
-    impute.add_argument("--device", default=None, help="auto, cpu, cuda, mps (where it loaded)")
+    impute.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (auto)")
     impute.add_argument("--quiet", action="store_true", help="no progress bars")
     impute.set_defaults(run=_impute)
 
@@ -480,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="predict expression over an H&E slide that was never measured",
         description="Lay pseudo-spots on a grid over the slide's tissue (stmix.pp.tile), cut "
         "their patches as the model's training patches were cut, predict every gene of the "
-        "model and write the .h5ad (obsm['stmix']) and a PNG of a few genes' maps.",
+        "model and write an .h5ad of the model's genes (X: the predictions) and a PNG of a few "
+        "genes' maps.",
     )
     predict.add_argument("slide", help="H&E image file (JPEG, PNG, TIFF)")
     predict.add_argument("--model", required=True, help="folder of a saved model")
@@ -510,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--genes", default=None, help="genes to draw, comma-separated (the 3 most variable)"
     )
     predict.add_argument("--png", default=None, help="where to draw the maps (OUT with .png)")
-    predict.add_argument("--device", default=None, help="auto, cpu, cuda, mps (where it loaded)")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (auto)")
     predict.add_argument("--quiet", action="store_true", help="no progress bars")
     predict.set_defaults(run=_predict)
 
@@ -542,8 +646,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score predictions against measurements")
     evaluate.add_argument("input", help=".h5ad with predictions (stmix impute)")
+    evaluate.add_argument("--key", default="stmix", help="layer of the predictions (stmix)")
     evaluate.add_argument(
-        "--key", "--layer", dest="key", default="stmix", help="obsm key of the predictions (stmix)"
+        "--layer",
+        "--truth-layer",
+        dest="layer",
+        default=None,
+        help="layer of the measurements (X); --truth-layer is its old name",
     )
     evaluate.add_argument(
         "--split",
@@ -551,7 +660,6 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("train", "val", "test", "all"),
         help="spots to score (test)",
     )
-    evaluate.add_argument("--truth-layer", default=None, help="layer of measurements (X)")
     evaluate.add_argument("--top", type=int, default=10, help="genes to list (10)")
     evaluate.add_argument("--csv", default=None, help="write the per-gene table here")
     evaluate.set_defaults(run=_evaluate)
@@ -569,7 +677,7 @@ EXPECTED = (
     MemoryError,
 )
 #: Python parameter names whose CLI option is not simply ``--name-with-dashes``.
-RENAMED = {"key_added": "--key", "layer": "--layer", "truth_layer": "--truth-layer"}
+RENAMED = {"key_added": "--key", "key": "--key", "layer": "--layer"}
 
 
 def _cli_words(message: str, parser: argparse.ArgumentParser | None) -> str:
@@ -596,11 +704,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     command = getattr(parser, "_commands", {}).get(args.command)
+    from stmix._terminate import EXIT_STATUS, Terminated, sigterm_raises
+
     try:
-        return args.run(args)
-    except KeyboardInterrupt:
-        print(f"stmix {args.command}: interrupted; nothing was written.", file=sys.stderr)
-        return 130
+        with sigterm_raises():
+            return args.run(args)
+    except KeyboardInterrupt as error:
+        how = "terminated (SIGTERM)" if isinstance(error, Terminated) else "interrupted"
+        print(f"stmix {args.command}: {how}; nothing was written.", file=sys.stderr)
+        return EXIT_STATUS if isinstance(error, Terminated) else 130
     except Exception as error:
         if args.debug:
             raise

@@ -207,6 +207,22 @@ def _root_hint(root: Path, section: str, from_env: bool) -> str:
 
 
 def _download(section: str) -> dict[str, Path]:
+    """The section's files from upstream, or a ConnectionError naming the local options."""
+    try:
+        return _fetch(section)
+    except (OSError, ValueError) as error:  # requests' and urllib's errors are OSErrors
+        if isinstance(error, FileNotFoundError):
+            raise
+        reason = type(error).__name__
+        raise ConnectionError(
+            f"Section {section} could not be downloaded from {upstream_url('')} ({reason}; "
+            f"offline?). Point STMIX_DATA_DIR at a folder that holds her2st/ in the upstream "
+            f"layout (data/ST-cnts, data/ST-spotfiles, data/ST-imgs), or pass root= (--root in "
+            f"the command)."
+        ) from None
+
+
+def _fetch(section: str) -> dict[str, Path]:
     import pooch
 
     cache = Path(pooch.os_cache("stmix")) / "her2st"

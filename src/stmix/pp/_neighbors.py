@@ -121,6 +121,7 @@ def neighbors(
         )
     sigma = _validate.number("sigma", sigma, above=0, none=True)
     record = neighbors_uns_key(key_added)
+    _owner.check_name(key_added)
     _owner.claim(
         adata,
         WRITER,

@@ -36,12 +36,18 @@ def mb(path: Path) -> float:
     return path.stat().st_size / 1e6
 
 
-def quickstart(work: Path) -> list[str]:
+def c3(n_genes: int, method: str):
+    """HER2ST C3, log-normalised, ``n_genes`` chosen by ``method``, 112 px patches."""
     adata = stmix.datasets.her2st("C3", root=DATA / "her2st")
     sc.pp.normalize_total(adata, target_sum=1e4)
     sc.pp.log1p(adata)
-    stmix.pp.select_genes(adata, 64, method="moran")
+    stmix.pp.select_genes(adata, n_genes, method=method)
     stmix.pp.patches(adata, size=112, progress=False)
+    return adata
+
+
+def quickstart(work: Path) -> list[str]:
+    adata = c3(64, "moran")
     stmix.pp.split(adata, train=0.3, val=0.2)
     stmix.pp.neighbors(adata, n_neighbors=10)
     model = stmix.tl.fit(adata, genes="stmix_selected", augment="snr", epochs=1, progress=False)
@@ -62,11 +68,7 @@ def quickstart(work: Path) -> list[str]:
 
 
 def predict(work: Path) -> list[str]:
-    prepared = stmix.datasets.her2st("C3", root=DATA / "her2st")
-    sc.pp.normalize_total(prepared, target_sum=1e4)
-    sc.pp.log1p(prepared)
-    stmix.pp.select_genes(prepared, 20, method="mean")
-    stmix.pp.patches(prepared, size=112, progress=False)
+    prepared = c3(20, "mean")
     stmix.pp.split(prepared)
     model = stmix.tl.fit(prepared, genes="stmix_selected", augment="none", epochs=1, progress=False)
     model.save(work / "model")

@@ -368,3 +368,28 @@ def test_evaluate_warns_about_raw_counts(her2st, tmp_path, capsys, caplog):
     assert main(["evaluate", str(tmp_path / "counts.h5ad")]) == 0
     assert "looks like raw counts" in caplog.text  # stderr in a terminal
     assert "training mean everywhere, for scale" in capsys.readouterr().out
+
+
+def test_predict_checks_its_genes_before_importing_torch(files, data_dir):
+    """A misspelt --genes fails in well under 3 s, before torch loads, and writes nothing."""
+    import subprocess
+    import sys
+    import time
+
+    slide = next((data_dir / "her2st" / "ST-imgs" / "C" / "C3").glob("*.jpg"))
+    out = files / "never.h5ad"
+    argv = ["predict", str(slide), "--model", str(files / "m"), "--genes", "NOTAGENE"]
+    argv += ["--out", str(out)]
+    script = (
+        "import sys; from stmix.cli import main; status = main(sys.argv[1:]); "
+        "print('torch loaded' if 'torch' in sys.modules else 'no torch'); sys.exit(status)"
+    )
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=60
+    )
+    seconds = time.perf_counter() - start
+    assert result.returncode == 2 and seconds < 3  # measured: 0.35 s on 2 CPU cores
+    assert "--genes names genes the model does not predict: NOTAGENE" in result.stderr
+    assert result.stdout.strip() == "no torch" and not out.exists()
+    assert not out.with_suffix(".png").exists()

@@ -187,14 +187,15 @@ def _fit_kwargs(args: argparse.Namespace) -> dict:
 
 def _fit(args: argparse.Namespace) -> int:
     import stmix
-    from stmix.tl._model import check_save_target
+    from stmix._model_files import check_save_target
 
     _check_out(args.out)
     _check_apart({"--out": args.out}, {"--model": args.model})
     check_save_target(Path(args.model), args.overwrite)  # before hours of training
     adata = _read(args.input)
+    genes = _genes(args, adata)  # before patches are cut
     _prepare(adata, args)
-    model = stmix.tl.fit(adata, genes=_genes(args, adata), **_fit_kwargs(args))
+    model = stmix.tl.fit(adata, genes=genes, **_fit_kwargs(args))
     model.save(args.model, overwrite=args.overwrite)
     print(f"{model} saved to {args.model}")
     if args.out:
@@ -204,10 +205,13 @@ def _fit(args: argparse.Namespace) -> int:
 
 
 def _impute(args: argparse.Namespace) -> int:
-    import stmix
+    from stmix import _model_files
 
     _check_out(args.out)
+    _model_files.genes(Path(args.model))  # the model folder, checked before torch is imported
     adata = _read(args.input)
+    import stmix
+
     model = stmix.tl.load(args.model, device=args.device)
     patches = adata.obsm.get("stmix_patches")
     if patches is None or patches.shape[1] != model.patch_size:
@@ -288,14 +292,17 @@ def metrics_layer(metrics: dict) -> str | None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import stmix
+    from stmix import _model_files
 
     _check_out(args.out)
     png = Path(args.png) if args.png else Path(args.out).with_suffix(".png")
     _check_out(str(png), "--png")
     _check_apart({"--out": args.out, "--png": str(png), "slide": args.slide}, {})
+    _check_image(Path(args.slide))
+    drawn = _drawn_genes(args.genes, _model_files.genes(Path(args.model)))  # before torch
+    import stmix
+
     model = stmix.tl.load(args.model, device=args.device)
-    drawn = _drawn_genes(args.genes, model.genes)
     config = model.config
     diameter, mpp = args.spot_diameter, args.mpp
     if diameter is None:
@@ -334,6 +341,22 @@ def _predict(args: argparse.Namespace) -> int:
         f"{', '.join(genes)} in {png}"
     )
     return 0
+
+
+def _check_image(path: Path) -> None:
+    """The slide exists and PIL reads its header (the pixels are decoded later, once)."""
+    from PIL import Image
+
+    from stmix import _image
+
+    if not path.is_file():
+        raise FileNotFoundError(f"slide {path} does not exist.")
+    with _image.large_images():
+        try:
+            with Image.open(path):
+                pass
+        except Exception as error:  # PIL raises several kinds for unreadable files
+            raise ValueError(f"slide {path} is not an image PIL can read: {error}") from None
 
 
 def _drawn_genes(option: str | None, genes: Sequence[str]) -> list[str] | None:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from stmix import _anndata, _image, _validate
+from stmix import _anndata, _image, _tissue, _validate
 from stmix._keys import SPATIAL
 
 logger = logging.getLogger(__name__)
@@ -64,10 +64,10 @@ def tile(
     grid
         ``"hexagonal"`` (rows offset by half a spacing, Visium-like) or ``"square"``.
     tissue
-        ``"auto"``: multi-level Otsu's lower threshold (glass against the palest tissue) on the
-        saturation of a downsampled, median-blurred image, enclosed holes filled and specks
-        removed; ``"all"``: the whole image; or a boolean mask at any resolution (stretched over
-        the image).
+        ``"auto"``: regions that are both textured and stained (the local grey-level spread and
+        the saturation each pass Otsu's threshold on a thumbnail; smooth glass is left out
+        whatever its tint); ``"all"``: the whole image; or a
+        boolean mask at any resolution (stretched over the image).
     points
         Spot centres (n, 2) in full-resolution pixels (x, y) instead of a grid, e.g. another
         platform's positions; all of them inside the image are kept (``obs["in_tissue"]`` still
@@ -129,8 +129,9 @@ def tile(
     on_tissue = inside & _on(mask, xy, width, height)
     if not on_tissue.any():
         raise ValueError(
-            "No tissue was found under any pseudo-spot (Otsu's threshold on saturation marks "
-            "none): pass tissue='all', or a boolean mask with `tissue=`."
+            "No tissue was found under any pseudo-spot: the image has no textured, stained "
+            "region (a blank or glass-only slide?). Pass tissue='all', or a boolean mask with "
+            "`tissue=`."
         )
     keep = inside if all_spots or points is not None else on_tissue  # given points are kept
     names = [f"{r}x{c}" for r, c in zip(row[keep], col[keep], strict=True)]
@@ -270,43 +271,12 @@ def _tissue_mask(slide: _Slide, tissue) -> np.ndarray | None:
         _validate.choice("tissue", tissue, ("auto", "all"))
         if tissue == "all":
             return None
-        return _otsu_tissue(slide.preview)
+        return _tissue.detect(slide.preview)
     mask = np.asarray(tissue)
     if mask.ndim != 2 or mask.dtype != bool:
         raise ValueError(
             f"A `tissue` mask must be a 2-D boolean array, not {mask.dtype} {mask.shape}."
         )
-    return mask
-
-
-def _otsu_tissue(rgb: np.ndarray) -> np.ndarray:
-    """Tissue where the (median-blurred) saturation passes multi-level Otsu's lower threshold.
-
-    Three levels separate glass, pale tissue (stroma) and dense tissue; plain Otsu's single
-    threshold falls between the two kinds of tissue and misses the stroma (on HER2ST C2-C6 it
-    left 46-61% of the measured spots off the mask; this rule leaves 1-3%). Holes enclosed by
-    tissue are filled and specks smaller than 1/2000 of the image removed.
-    """
-    from scipy import ndimage
-    from skimage import color, filters
-
-    factor = max(1, math.ceil(max(rgb.shape[:2]) / 1200))
-    small = rgb[::factor, ::factor]
-    saturation = ndimage.median_filter(color.rgb2hsv(small)[..., 1], size=5)
-    if np.ptp(saturation) < 1e-3:
-        return np.zeros(rgb.shape[:2], dtype=bool)
-    try:
-        threshold = filters.threshold_multiotsu(saturation, classes=3)[0]
-    except ValueError:  # too few distinct values for three classes
-        threshold = filters.threshold_otsu(saturation)
-    mask = ndimage.binary_fill_holes(saturation > threshold)
-    labels, count = ndimage.label(mask)
-    if count:
-        sizes = ndimage.sum(mask, labels, index=np.arange(1, count + 1))
-        mask = np.isin(labels, 1 + np.flatnonzero(sizes >= mask.size / 2000))
-    if factor > 1:  # back to the preview's resolution
-        mask = np.repeat(np.repeat(mask, factor, axis=0), factor, axis=1)
-        mask = mask[: rgb.shape[0], : rgb.shape[1]]
     return mask
 
 

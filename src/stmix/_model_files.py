@@ -1,0 +1,127 @@
+"""A saved model's folder: its two files, and its ``config.json`` read and checked.
+
+Pure Python (no torch), so the command line checks a model and its genes before the slow
+imports.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def genes(folder: Path) -> list[str]:
+    """The genes the model saved in ``folder`` predicts, from its checked ``config.json``."""
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a saved stmix model (it needs {CONFIG_FILE} and {WEIGHTS_FILE})."
+        )
+    config, _ = read_config(folder / CONFIG_FILE)
+    return list(config["genes"])
+
+
+def check_save_target(path: Path, overwrite: bool) -> None:
+    """Refuse to replace what stmix did not write; replace a model only when told."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise FileExistsError(f"{path} is a file; a model is saved as a folder.")
+    contents = {entry.name for entry in path.iterdir()}
+    foreign = sorted(contents - {WEIGHTS_FILE, CONFIG_FILE})
+    if CONFIG_FILE in contents and not is_stmix_config(path / CONFIG_FILE):
+        foreign.append(f"{CONFIG_FILE} (not an stmix model's)")
+    if foreign:
+        raise FileExistsError(
+            f"{path} holds files stmix did not write ({', '.join(foreign[:3])}); save the model "
+            f"into a new or empty folder."
+        )
+    if contents and not overwrite:
+        raise FileExistsError(
+            f"{path} holds a saved stmix model; pass overwrite=True (--overwrite) to replace it."
+        )
+
+
+def is_stmix_config(file: Path) -> bool:
+    try:
+        record = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and "stmix_version" in (record.get("config") or {})
+
+
+def read_config(file: Path) -> tuple[dict, list]:
+    """``config.json``, checked: what a model needs, of the right types and in range."""
+    try:
+        record = json.loads(file.read_text())
+    except ValueError as error:
+        raise ValueError(f"{file} is not valid JSON ({error}); save the model again.") from None
+    config = record.get("config") if isinstance(record, dict) else None
+    if not isinstance(config, dict):
+        raise ValueError(f"{file} has no 'config' object: it is not an stmix model's.")
+
+    def need(key, check, what):
+        if key not in config:
+            raise ValueError(f"{file} lacks {key!r}: it is incomplete; save the model again.")
+        if not check(config[key]):
+            raise ValueError(f"{file}: {key!r} must be {what}, not {config[key]!r}.")
+
+    def integer(lo, hi):
+        return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+    kind = config.get("kind", "image")
+    if kind not in ("image", "head"):
+        raise ValueError(f"{file}: 'kind' must be 'image' or 'head', not {kind!r}.")
+    need(
+        "genes",
+        lambda v: isinstance(v, list) and v and all(isinstance(g, str) for g in v),
+        "a non-empty list of gene names",
+    )
+    if len(set(config["genes"])) != len(config["genes"]):
+        duplicated = sorted({g for g in config["genes"] if config["genes"].count(g) > 1})
+        raise ValueError(f"{file} lists genes more than once: {duplicated[:5]}.")
+    need("backbone", lambda v: isinstance(v, str) and v, "a timm model name")
+    if kind == "image":
+        need("patch_size", integer(8, 4096), "an integer from 8 to 4096 pixels")
+    else:
+        need("in_features", integer(1, 1 << 20), "a positive integer")
+        need("head", lambda v: v in ("linear", "mlp", "ridge"), "'linear', 'mlp' or 'ridge'")
+        if config.get("patch_size") is not None:
+            need("patch_size", integer(8, 4096), "an integer from 8 to 4096 pixels")
+    if "dropout" in config:
+        need("dropout", lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "in [0, 1)")
+    saved = str(config.get("stmix_version", "0"))
+    if _newer(saved, stmix_version()):
+        warnings.warn(
+            f"{file} was saved by stmix {saved}, newer than the installed {stmix_version()}; "
+            f"update stmix if loading or predicting fails.",
+            UserWarning,
+            stacklevel=3,
+        )
+    history = record.get("history") or []
+    return config, history if isinstance(history, list) else []
+
+
+def stmix_version() -> str:
+    import stmix
+
+    return stmix.__version__
+
+
+def _newer(a: str, b: str) -> bool:
+    """Whether version ``a`` is newer than ``b`` (numeric parts compared)."""
+
+    def parts(version: str) -> tuple[int, ...]:
+        numbers = []
+        for piece in version.split("."):
+            digits = "".join(ch for ch in piece if ch.isdigit())
+            if not digits:
+                break
+            numbers.append(int(digits))
+        return tuple(numbers)
+
+    return parts(a) > parts(b)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -18,6 +19,10 @@ def test_save_load_round_trip(trained, tmp_path):
     model, adata = trained
     path = model.save(tmp_path / "model")
     assert {p.name for p in path.iterdir()} == {"model.safetensors", "config.json"}
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in path.iterdir():  # a colleague may read both files (safetensors makes 0600)
+        assert file.stat().st_mode & 0o777 == 0o666 & ~umask
     config = json.loads((path / "config.json").read_text())["config"]
     assert config["genes"] == list(adata.var_names) and config["patch_size"] == 32
     loaded = stmix.tl.load(path)

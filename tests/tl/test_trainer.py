@@ -58,6 +58,14 @@ def test_a_checkpoint_of_another_run_is_refused(synthetic, tmp_path):
             checkpoint_dir=tmp_path,
             ckpt_path="last",
         )
+    with pytest.raises(ValueError, match=r"its 'epochs' is 1, this run's is 2\. Resume"):
+        stmix.tl.fit(  # only the number of epochs differs: the message names it alone
+            synthetic,
+            augment="snr",
+            **{**LEARN, "epochs": 2},
+            checkpoint_dir=tmp_path,
+            ckpt_path="last",
+        )
     assert_unchanged(synthetic, before)
 
 

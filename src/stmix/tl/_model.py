@@ -139,8 +139,11 @@ class Imputer:
         state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
         record = {"config": self.config, "history": self.history}
         with atomic_folder(path) as folder:
-            save_file(state, str(folder / WEIGHTS_FILE))
             (folder / CONFIG_FILE).write_text(json.dumps(plain(record), indent=1))
+            save_file(state, str(folder / WEIGHTS_FILE))
+            # safetensors creates its file for the owner alone; give it config.json's mode (the
+            # user's umask), so that whoever may read the config may load the weights
+            os.chmod(folder / WEIGHTS_FILE, (folder / CONFIG_FILE).stat().st_mode & 0o777)
         return path
 
     @classmethod
@@ -158,6 +161,11 @@ class Imputer:
         module = build_module(config)
         try:
             state = load_file(str(path / WEIGHTS_FILE))
+        except PermissionError:
+            raise PermissionError(
+                f"{path / WEIGHTS_FILE} is not readable by this user; its owner can allow it "
+                f"with `chmod a+r {path / WEIGHTS_FILE}`."
+            ) from None
         except (SafetensorError, OSError, ValueError) as error:
             raise ValueError(
                 f"{path / WEIGHTS_FILE} cannot be read ({error}): the model folder is damaged; "

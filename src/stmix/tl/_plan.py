@@ -315,20 +315,30 @@ class TrainingPlan(L.LightningModule):
         saved = checkpoint.get("stmix")
         if saved is None:
             raise ValueError("The checkpoint was not written by stmix.tl.fit or stmix.tl.complete.")
-        theirs = saved.get("fingerprint", {})
+        theirs, ours = _flat(saved.get("fingerprint", {})), _flat(self.fingerprint)
         different = sorted(
-            key
-            for key in set(theirs) | set(self.fingerprint)
-            if theirs.get(key) != self.fingerprint.get(key)
+            key for key in set(theirs) | set(ours) if theirs.get(key) != ours.get(key)
         )
         if different:
             key = different[0]
+            also = f" (also: {', '.join(different[1:6])})" if len(different) > 1 else ""
             raise ValueError(
                 f"The checkpoint belongs to another training run: its {key!r} is "
-                f"{theirs.get(key)!r}, this run's is {self.fingerprint.get(key)!r} "
-                f"(differences: {different}). Resume with the same data and settings."
+                f"{theirs.get(key)!r}, this run's is {ours.get(key)!r}{also}. Resume with the "
+                f"same data and settings."
             )
         self._best_state = saved.get("best_state")
+
+
+def _flat(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """``fingerprint`` with its nested settings named by their own keys (``epochs``, ``lr``)."""
+    flat = {}
+    for key, value in fingerprint.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}" if k in fingerprint else k: v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def _step_seed(seed: int, epoch: int, step: int, rank: int) -> int:

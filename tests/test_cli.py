@@ -4,6 +4,7 @@ import anndata as ad
 import numpy as np
 import pytest
 import scanpy as sc
+from PIL import Image
 
 import stmix
 from stmix.cli import main
@@ -393,3 +394,17 @@ def test_predict_checks_its_genes_before_importing_torch(files, data_dir):
     assert "--genes names genes the model does not predict: NOTAGENE" in result.stderr
     assert result.stdout.strip() == "no torch" and not out.exists()
     assert not out.with_suffix(".png").exists()
+
+
+def test_predict_on_a_blank_slide_names_the_tissue_option(files, capsys):
+    """The detector finds no tissue on blank glass: the error names --tissue; `all` tiles it."""
+    blank = files / "blank.png"
+    Image.fromarray(np.full((600, 600, 3), 250, dtype=np.uint8)).save(blank)
+    argv = ["predict", str(blank), "--model", str(files / "m"), "--spot-diameter", "40"]
+    argv += ["--out", str(files / "pred.h5ad"), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "No tissue was found" in err and "Pass --tissue all." in err and "mask" not in err
+    assert not (files / "pred.h5ad").exists()
+    assert main([*argv, "--tissue", "all"]) == 0
+    assert ad.read_h5ad(files / "pred.h5ad").n_obs == 247  # the whole image, hexagonal

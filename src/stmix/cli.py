@@ -317,7 +317,12 @@ def _predict(args: argparse.Namespace) -> int:
             )
     spacing = args.spacing if args.spacing is not None else diameter
     grid = stmix.pp.tile(
-        args.slide, spot_diameter=diameter, spacing=spacing, mpp=mpp, grid=args.grid
+        args.slide,
+        spot_diameter=diameter,
+        spacing=spacing,
+        mpp=mpp,
+        grid=args.grid,
+        tissue=args.tissue,
     )
     print(f"{grid.n_obs} pseudo-spots on the tissue of {args.slide}")
     if model.kind == "head" and not model.patch_size:
@@ -634,6 +639,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--grid", default="hexagonal", choices=("hexagonal", "square"))
     predict.add_argument(
+        "--tissue",
+        default="auto",
+        choices=("auto", "all"),
+        help="where to lay pseudo-spots: auto (the textured, stained tissue) or all (the whole "
+        "image) (auto)",
+    )
+    predict.add_argument(
         "--genes", default=None, help="genes to draw, comma-separated (the 3 most variable)"
     )
     predict.add_argument("--png", default=None, help="where to draw the maps (OUT with .png)")
@@ -713,6 +725,9 @@ def _cli_words(message: str, parser: argparse.ArgumentParser | None) -> str:
         if flags:
             options[action.dest] = flags[0]
     options.update({k: v for k, v in RENAMED.items() if k in options or k == "key_added"})
+    if "tissue" in options:  # the command line takes no mask
+        message = message.replace(", or a boolean mask with `tissue=`", "")
+        message = message.replace("tissue='all'", "--tissue all")
     for name, flag in options.items():
         message = message.replace(f"`{name}=`", f"`{flag}`").replace(f"`{name}`", f"`{flag}`")
     return message.replace("pass root=None to download", "leave out --root to download")

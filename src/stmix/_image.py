@@ -30,6 +30,18 @@ def large_images() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = limit
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image file, from its header; clear errors when it is unreadable."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Image file {path} does not exist.")
+    with large_images():
+        try:
+            with Image.open(path) as probe:
+                return probe.size
+        except Exception as error:  # PIL raises several kinds for unreadable files
+            raise ValueError(f"{path} is not an image PIL can read: {error}") from None
+
+
 @dataclass
 class SpotImage:
     """An RGB image and how it maps onto the full-resolution frame of ``obsm["spatial"]``.

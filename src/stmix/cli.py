@@ -292,13 +292,13 @@ def metrics_layer(metrics: dict) -> str | None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from stmix import _model_files
+    from stmix import _image, _model_files
 
     _check_out(args.out)
     png = Path(args.png) if args.png else Path(args.out).with_suffix(".png")
     _check_out(str(png), "--png")
     _check_apart({"--out": args.out, "--png": str(png), "slide": args.slide}, {})
-    _check_image(Path(args.slide))
+    _image.image_size(Path(args.slide))  # the slide is readable, before torch is imported
     drawn = _drawn_genes(args.genes, _model_files.genes(Path(args.model)))  # before torch
     import stmix
 
@@ -346,22 +346,6 @@ def _predict(args: argparse.Namespace) -> int:
         f"{', '.join(genes)} in {png}"
     )
     return 0
-
-
-def _check_image(path: Path) -> None:
-    """The slide exists and PIL reads its header (the pixels are decoded later, once)."""
-    from PIL import Image
-
-    from stmix import _image
-
-    if not path.is_file():
-        raise FileNotFoundError(f"slide {path} does not exist.")
-    with _image.large_images():
-        try:
-            with Image.open(path):
-                pass
-        except Exception as error:  # PIL raises several kinds for unreadable files
-            raise ValueError(f"slide {path} is not an image PIL can read: {error}") from None
 
 
 def _drawn_genes(option: str | None, genes: Sequence[str]) -> list[str] | None:

@@ -176,14 +176,7 @@ class _Slide:
             return cls._from_adata(image, library_id)
         if isinstance(image, (str, os.PathLike)):
             path = Path(image)
-            if not path.is_file():
-                raise FileNotFoundError(f"Image file {path} does not exist.")
-            with _image.large_images():
-                try:
-                    with Image.open(path) as probe:
-                        size = probe.size
-                except Exception as error:  # PIL raises several kinds for unreadable files
-                    raise ValueError(f"{path} is not an image PIL can read: {error}") from None
+            size = _image.image_size(path)
             reduce = max(1, math.ceil(max(size) / HIRES_SIDE))
             preview, scale = _image.read_image(path, reduce=min(reduce, 8))
             return cls(library_id or path.stem, np.asarray(preview), scale, size, path=path)

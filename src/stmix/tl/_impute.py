@@ -114,7 +114,7 @@ def impute(
     flag = np.zeros(adata.n_vars, dtype=bool)
     flag[columns[present]] = True
     adata.var[predicted_key(key_added)] = flag
-    if isinstance(adata.obsm.get(key_added) if key_added in adata.obsm else None, pd.DataFrame):
+    if isinstance(adata.obsm.get(key_added), pd.DataFrame):
         del adata.obsm[key_added]  # the DataFrame an earlier version of this step wrote
     adata.uns[record] = _record(model, clip, patches_key, genes, layer=key_added)
     return adata if copy else None

@@ -53,6 +53,25 @@ def test_hvg(c2_log):
     assert score[out.var["hv"]].min() >= score[~out.var["hv"]].max()
 
 
+def test_genes_chosen_on_the_training_spots_only(c2_log):
+    adata = c2_log.copy()
+    stmix.pp.split(adata, 0.3, 0.2, seed=0)
+    train = (adata.obs["stmix_split"] == "train").to_numpy()
+    stmix.pp.select_genes(adata, 50, method="mean", split="train")
+    x = adata.X[train].toarray() if hasattr(adata.X, "toarray") else adata.X[train]
+    mean_on_train = np.where(x.std(axis=0) > 0, x.mean(axis=0), np.nan)  # constant: no score
+    np.testing.assert_allclose(adata.var["stmix_selected_score"], mean_on_train, rtol=1e-5)
+    expected = set(adata.var_names[np.argsort(-np.nan_to_num(mean_on_train, nan=-1))[:50]])
+    assert set(adata.var_names[adata.var["stmix_selected"].to_numpy()]) == expected
+    everywhere = stmix.pp.select_genes(adata, 50, method="mean", key_added="all", copy=True)
+    assert (everywhere.var["all"] != adata.var["stmix_selected"]).any()  # the test spots differ
+    assert adata.uns["stmix_selected"]["params"]["split"] == "train"
+    before = snapshot(adata)
+    with pytest.raises(KeyError, match=r"stmix\.pp\.split"):
+        stmix.pp.select_genes(adata, 50, method="mean", split="train", split_key="nope")
+    assert_unchanged(adata, before)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "change", "error", "match"),
     [

@@ -9,7 +9,7 @@ import numpy as np
 
 from stmix import _anndata, _owner, _validate
 from stmix._deprecation import renamed
-from stmix._keys import SELECTED, SPATIAL
+from stmix._keys import SELECTED, SPATIAL, SPLIT
 from stmix._loggers import held_back
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,8 @@ def select_genes(
     spatial_key: str = SPATIAL,
     n_neighbors: int = 6,
     library_key: str | None = None,
+    split: str | None = None,
+    split_key: str = SPLIT,
     key_added: str = SELECTED,
     copy: bool = False,
 ) -> ad.AnnData | None:
@@ -60,6 +62,12 @@ def select_genes(
     library_key
         Column of ``obs`` naming each spot's section (default ``"library_id"`` when
         ``uns["spatial"]`` holds several libraries and that column exists).
+    split
+        Score the genes on the spots labelled ``split`` in ``obs[split_key]`` only
+        (``"train"``: chosen without looking at the spots a model is tested on, as the
+        benchmarks do); ``None`` scores every spot.
+    split_key
+        Column of ``obs`` with the split (:func:`stmix.pp.split`).
     key_added
         Column of ``var`` to write.
     copy
@@ -81,7 +89,12 @@ def select_genes(
         key_added,
         [("var", key_added), ("var", f"{key_added}_score"), ("uns", key_added)],
     )
-    x = _anndata.expression(adata, layer)
+    spots_used = (
+        np.arange(adata.n_obs) if split is None else _anndata.split_indices(adata, split_key, split)
+    )
+    if not len(spots_used):
+        raise ValueError(f"No spot is labelled {split!r} in adata.obs[{split_key!r}].")
+    x = _anndata.expression(adata, layer, obs=spots_used)
     varies = x.std(axis=0) > 0
     if varies.sum() < n:
         raise ValueError(
@@ -89,8 +102,9 @@ def select_genes(
         )
     key = _anndata.library_key(adata, library_key)
     coords = _anndata.spatial_coordinates(adata, spatial_key) if method == "moran" else None
+    coords = None if coords is None else coords[spots_used]
     scores = []
-    for spots in _anndata.libraries(adata, key).values():
+    for spots in _anndata.libraries(adata[spots_used], key).values():
         here = x[spots]
         varies_here = varies & (here.std(axis=0) > 0)
         score = np.full(adata.n_vars, np.nan)  # constant genes have no score
@@ -115,6 +129,8 @@ def select_genes(
         params["library_key"] = key
     if layer is not None:
         params["layer"] = layer
+    if split is not None:
+        params.update(split=split, split_key=split_key)
     adata.uns[key_added] = _owner.mark({"params": params}, WRITER)
     return adata if copy else None
 

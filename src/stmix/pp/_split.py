@@ -36,7 +36,8 @@ def split(
       (``library_key``), each section is split this way on its own.
     - **Held-out sections** (the field's leave-one-section-out protocol): ``test=["C5"]`` tests
       on all spots of section C5; ``val=["C4"]`` validates on section C4, or ``val=0.1`` on a
-      random tenth of the spots of the other sections (with ``seed``); every other spot trains.
+      random tenth of the spots of each other section (drawn per section with ``seed``, so
+      every training section validates in proportion); every other spot trains.
     - **A fraction of sections** (``by="library"``): the sections are shuffled with ``seed``;
       the first ``floor(n_sections * train)`` train, the next ``floor(n_sections * val)``
       validate, the rest test.
@@ -174,10 +175,12 @@ def _held_out(adata, sections, val, test, seed) -> tuple[np.ndarray, dict]:
         labels[sections[str(name)]] = "val"
     if _is_fraction(val):
         share = _validate.number("val", val, at_least=0, below=1)
-        pool = np.concatenate([sections[s] for s in training])
-        chosen = np.random.default_rng(seed).permutation(pool)[: int(np.floor(len(pool) * share))]
-        labels[chosen] = "val"
-        if len(chosen) == len(pool):
+        for index, name in enumerate(training):  # the same share of every training section
+            spots = sections[name]
+            rng = np.random.default_rng([seed, index])
+            chosen = rng.permutation(spots)[: int(np.floor(len(spots) * share))]
+            labels[chosen] = "val"
+        if not (labels == "train").any():
             raise ValueError(f"val={share} leaves no training spot.")
     return labels, {"train": training, "val": val_names or float(val), "test": list(map(str, test))}
 

@@ -333,7 +333,7 @@ def test_cli_errors_in_cli_words(files, data_dir, capsys):
     assert "--split all" in error(["evaluate", str(files / "unsplit.h5ad")])
     # one folder level off: the message says which folder to pass
     err = error(["her2st", "C2", "--root", str(data_dir), "--quiet"])
-    assert f"use root={str(data_dir / 'her2st')!r} (--root in the command)" in err
+    assert f"use --root {data_dir / 'her2st'}." in err and "root=" not in err
     # Python's parameter names become the command's options
     err = error(
         [
@@ -347,6 +347,15 @@ def test_cli_errors_in_cli_words(files, data_dir, capsys):
         ]
     )
     assert "`--batch-size`" in err and "batch_size" not in err
+    import torch
+
+    if not torch.cuda.is_available():  # Lightning's refusal, in the command's words
+        args = ["fit", str(files / "in.h5ad"), "--model", str(files / "m3"), "--size", "48"]
+        assert main([*args, "--accelerator", "gpu"]) == 2
+        said = capsys.readouterr()
+        assert "finds no CUDA GPU" in said.err and "pass --accelerator cpu" in said.err
+        assert "accelerator=" not in said.err and "cutting" not in said.out  # before the patches
+        assert not (files / "m3").exists()
     (files / "mine").mkdir()
     (files / "mine" / "config.json").write_text("{}")
     err = error(

@@ -92,8 +92,7 @@ def read_config(file: Path) -> tuple[dict, list]:
         need("head", lambda v: v in ("linear", "mlp", "ridge"), "'linear', 'mlp' or 'ridge'")
         if config.get("patch_size") is not None:
             need("patch_size", integer(8, 4096), "an integer from 8 to 4096 pixels")
-    if "dropout" in config:
-        need("dropout", lambda v: isinstance(v, (int, float)) and 0 <= v < 1, "in [0, 1)")
+    _optional(config, file)
     saved = str(config.get("stmix_version", "0"))
     if _newer(saved, stmix_version()):
         warnings.warn(
@@ -104,6 +103,41 @@ def read_config(file: Path) -> tuple[dict, list]:
         )
     history = record.get("history") or []
     return config, history if isinstance(history, list) else []
+
+
+def _number(lo: float, hi: float, *, low_open: bool = False):
+    def check(v) -> bool:
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v != v:
+            return False
+        return (lo < v if low_open else lo <= v) and v <= hi
+
+    return check
+
+
+#: The keys a model may hold that older or head models lack: each checked when present (None is
+#: "not set"), so a hand-edited config fails here with its key named, not deep in the network.
+_OPTIONAL = {
+    "dropout": (lambda v: _number(0, 1)(v) and v < 1, "a number in [0, 1)"),
+    "hidden": (lambda v: _number(1, 1 << 20)(v) and isinstance(v, int), "a positive integer"),
+    "spot_scale": (_number(0, 100, low_open=True), "a number above 0"),
+    "spot_diameter_px": (_number(0, 1e6, low_open=True), "a number of pixels above 0"),
+    "spot_diameter_um": (_number(0, 1e6, low_open=True), "a number of microns above 0"),
+    "backbone_kwargs": (
+        lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+        "an object of timm keyword arguments",
+    ),
+    "augment": (lambda v: isinstance(v, str), "a method name"),
+    "target": (lambda v: isinstance(v, str), "'expression' or 'delta'"),
+    "use_rep": (lambda v: isinstance(v, str), "an obsm key"),
+    "layer": (lambda v: isinstance(v, str), "a layer name"),
+}
+
+
+def _optional(config: dict, file: Path) -> None:
+    for key, (check, what) in _OPTIONAL.items():
+        value = config.get(key)
+        if value is not None and not check(value):
+            raise ValueError(f"{file}: {key!r} must be {what}, not {value!r}.")
 
 
 def stmix_version() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -194,6 +195,9 @@ def _fit(args: argparse.Namespace) -> int:
     check_save_target(Path(args.model), args.overwrite)  # before hours of training
     adata = _read(args.input)
     genes = _genes(args, adata)  # before patches are cut
+    from stmix.tl._trainer import check_hardware
+
+    check_hardware(args.accelerator, args.devices, {})  # a GPU this machine lacks, before work
     _prepare(adata, args)
     model = stmix.tl.fit(adata, genes=genes, **_fit_kwargs(args))
     model.save(args.model, overwrite=args.overwrite)
@@ -711,9 +715,11 @@ def _cli_words(message: str, parser: argparse.ArgumentParser | None) -> str:
     options.update({k: v for k, v in RENAMED.items() if k in options or k == "key_added"})
     if "tissue" in options:  # the command line takes no mask
         message = message.replace(", or a boolean mask with `tissue=`", "")
-        message = message.replace("tissue='all'", "--tissue all")
     for name, flag in options.items():
         message = message.replace(f"`{name}=`", f"`{flag}`").replace(f"`{name}`", f"`{flag}`")
+        # name='value' and name=3, as the command line spells them: --flag value
+        message = re.sub(rf"(?<![\w.]){name}='([^']*)'", rf"{flag} \1", message)
+        message = re.sub(rf"(?<![\w.]){name}=(-?[\d.]+)\b", rf"{flag} \1", message)
     return message.replace("pass root=None to download", "leave out --root to download")
 
 

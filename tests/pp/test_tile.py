@@ -159,3 +159,15 @@ def test_a_tissue_mask_and_tiling_a_sections_own_image(her2st):
         measured.uns["spatial"]["C2"]["scalefactors"]["spot_diameter_fullres"]
     )
     assert isinstance(grid, ad.AnnData) and grid.n_vars == 0
+    tall = np.ones((300, 100), dtype=bool)  # C2 is about as wide as it is high
+    with pytest.raises(ValueError, match=r"mask is 300 × 100 \(rows × columns\), not the shape"):
+        stmix.pp.tile(measured, tissue=tall, spacing=400)
+    moved = measured.copy()  # the image file moved away: the stored hires image, with a warning
+    moved.uns["spatial"]["C2"]["metadata"]["source_image_path"] = "/nowhere/C2.jpg"
+    with pytest.warns(UserWarning, match=r"/nowhere/C2\.jpg\) is not there.*low-resolution"):
+        fallback = stmix.pp.tile(moved, tissue=mask, spacing=400)
+    assert abs(fallback.n_obs - grid.n_obs) <= 0.1 * grid.n_obs
+    wide = np.full((200, 1000, 3), 200, dtype=np.uint8)  # a mask of its transposed shape
+    with pytest.raises(ValueError, match=r"it is transposed; pass mask\.T"):
+        stmix.pp.tile(wide, spot_diameter=10, tissue=np.ones((100, 20), dtype=bool))
+    assert stmix.pp.tile(wide, spot_diameter=10, tissue=np.ones((20, 100), dtype=bool)).n_obs

@@ -41,6 +41,26 @@ def test_save_refuses_to_overwrite(trained, tmp_path):
     model.save(tmp_path / "m", overwrite=True)
 
 
+def test_a_full_disk_keeps_the_model_that_was_there(trained, tmp_path):
+    """The weights' write fails half-way (a file-size limit, as a full disk does)."""
+    import resource
+
+    model, _ = trained
+    path = model.save(tmp_path / "m")
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    config_size = len(before["config.json"])
+    assert len(before["model.safetensors"]) > config_size + 4096  # the weights outgrow the limit
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (config_size + 4096, hard))
+    try:
+        with pytest.raises(OSError, match=r"Could not write the model into .*\(File too large\)"):
+            model.save(path, overwrite=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary folder left
+
+
 def test_load_a_folder_that_is_not_a_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a saved stmix model"):
         stmix.tl.load(tmp_path)
@@ -93,6 +113,11 @@ def _edit(path, change):
         (lambda c: c.update(backbone=""), "backbone"),
         (lambda c: c.update(kind="forest"), "kind"),
         (lambda c: c.update(dropout=1.5), "dropout"),
+        (lambda c: c.update(backbone_kwargs=["drop_rate", 0.1]), "'backbone_kwargs' must be an"),
+        (lambda c: c.update(spot_scale="1.5"), "'spot_scale' must be a number above 0"),
+        (lambda c: c.update(spot_scale=0), "'spot_scale' must be a number above 0"),
+        (lambda c: c.update(spot_diameter_px=float("nan")), "'spot_diameter_px' must be"),
+        (lambda c: c.update(target=3), "'target' must be"),
         (lambda c: c.update(genes=c["genes"][:10]), r"does not fit config.json \(10 genes"),
     ],
 )

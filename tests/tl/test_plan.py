@@ -300,6 +300,9 @@ def test_checkpoints_to_resume_from_are_checked(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"other\.ckpt does not exist"):
         check(tmp_path / "other.ckpt", None)
     (tmp_path / "last.ckpt").write_bytes(b"")
+    with pytest.raises(ValueError, match="is not a training checkpoint"):
+        check("last", tmp_path)
+    torch.save({}, tmp_path / "last.ckpt")
     assert check("last", tmp_path) == str(tmp_path / "last.ckpt")
     assert check(tmp_path / "last.ckpt", None) == str(tmp_path / "last.ckpt")
 
@@ -371,7 +374,8 @@ def test_two_processes_train_as_one_with_twice_the_batch():
     one = Scripted(n_train=16, n_val=7, batch_size=8)
     _run(one, epochs=3)
     two = Scripted(n_train=16, n_val=7, batch_size=4)
-    ran = _run(two, epochs=3, devices=2, strategy="ddp_spawn")
+    # forked (Lightning's notebook strategy): a second to start; test_ddp.py spawns
+    ran = _run(two, epochs=3, devices=2, strategy="ddp_fork")
     assert ran["devices"] == 2 and ran["strategy"] == "DDPStrategy"
     assert len(two.history) == 3 and two.best_epoch == one.best_epoch
     for ours, theirs in zip(two.history, one.history, strict=True):

@@ -69,6 +69,37 @@ def test_a_checkpoint_of_another_run_is_refused(synthetic, tmp_path):
     assert_unchanged(synthetic, before)
 
 
+def test_a_file_that_is_not_a_checkpoint_is_refused_without_torchs_advice(synthetic, tmp_path):
+    text = tmp_path / "notes.ckpt"
+    text.write_text("epoch 3 was the best\n")
+    before = snapshot(synthetic)
+    with pytest.raises(ValueError, match="is not a training checkpoint") as caught:
+        stmix.tl.fit(synthetic, augment="none", **LEARN, ckpt_path=text)
+    assert "weights_only" not in str(caught.value)
+    # a zip archive with arbitrary pickled objects: torch refuses it, stmix does not echo why
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "callback": pd.Timestamp("2026-01-01")}, foreign)
+    with pytest.raises(ValueError, match="stmix did not write it; it is not loaded") as caught:
+        stmix.tl.fit(synthetic, augment="none", **LEARN, ckpt_path=foreign)
+    assert "weights_only" not in str(caught.value)
+    assert_unchanged(synthetic, before)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal of a GPU this machine lacks")
+def test_a_gpu_this_machine_lacks_is_refused_before_any_work(synthetic, monkeypatch):
+    from stmix.tl import _fit
+
+    calls = []
+    monkeypatch.setattr(_fit, "_training_data", lambda *a, **k: calls.append(a))
+    before = snapshot(synthetic)
+    with pytest.raises(ValueError, match=r"accelerator='gpu'.*finds no CUDA GPU.*'cpu'"):
+        stmix.tl.fit(synthetic, augment="none", **{**LEARN, "accelerator": "gpu"})
+    with pytest.raises(ValueError, match=r"devices=0"):
+        stmix.tl.fit(synthetic, augment="none", **{**LEARN, "accelerator": "cpu", "devices": 0})
+    assert not calls  # refused before the data were read
+    assert_unchanged(synthetic, before)
+
+
 def test_a_users_logger_gets_the_metrics(synthetic, tmp_path):
     stmix.tl.fit(
         synthetic,

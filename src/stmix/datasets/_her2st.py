@@ -200,9 +200,9 @@ def _root_hint(root: Path, section: str, from_env: bool) -> str:
             )
         return f"STMIX_DATA_DIR must name the folder that holds her2st/ {layout}."
     if (root / "her2st" / counts_path(section)).is_file():
-        return f"{root} holds her2st/: use root={str(root / 'her2st')!r} (--root in the command)."
+        return f"{root} holds her2st/: use root={str(root / 'her2st')!r}."
     if (root.parent / counts_path(section)).is_file():
-        return f"Use root={str(root.parent)!r} (--root in the command), the folder {layout}."
+        return f"Use root={str(root.parent)!r}, the folder {layout}."
     return f"The root folder must be {layout}; pass root=None to download section {section}."
 
 

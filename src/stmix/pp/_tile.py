@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +203,15 @@ class _Slide:
             slide = cls.open(str(path), name)
             slide.diameter, slide.mpp = diameter, mpp
             return slide
+        if path:
+            warnings.warn(
+                f"The full-resolution image of {name!r} ({path}) is not there; the grid is laid "
+                f"over the stored low-resolution image instead. Set "
+                f"adata.uns['spatial'][{name!r}]['metadata']['source_image_path'] to the image's "
+                f"place for full-resolution patches.",
+                UserWarning,
+                stacklevel=3,
+            )
         for key in ("hires", "lowres"):
             if key in (entry.get("images") or {}) and f"tissue_{key}_scalef" in scalefactors:
                 preview = _image.as_uint8_rgb(entry["images"][key], f"image {key!r}")
@@ -269,6 +279,17 @@ def _tissue_mask(slide: _Slide, tissue) -> np.ndarray | None:
     if mask.ndim != 2 or mask.dtype != bool:
         raise ValueError(
             f"A `tissue` mask must be a 2-D boolean array, not {mask.dtype} {mask.shape}."
+        )
+    width, height = slide.size
+    rows, cols = mask.shape
+    # a mask at any resolution is stretched over the image, but not to another shape: its sides'
+    # ratio within 10% of the image's
+    if abs(math.log((cols / rows) / (width / height))) > math.log(1.1):
+        turned = abs(math.log((rows / cols) / (width / height))) <= math.log(1.1)
+        raise ValueError(
+            f"The `tissue` mask is {rows} × {cols} (rows × columns), not the shape of the "
+            f"{height} × {width} px image at any scale"
+            + (": it is transposed; pass mask.T." if turned else ".")
         )
     return mask
 

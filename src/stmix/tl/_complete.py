@@ -133,6 +133,8 @@ def complete(
             f"head gets d_model / n_heads dimensions."
         )
     trainer_kwargs = _trainer.check_trainer_kwargs(trainer_kwargs)
+    if method == "transformer":
+        _trainer.check_hardware(accelerator, devices, trainer_kwargs)
     _owner.claim(
         adata,
         WRITER,

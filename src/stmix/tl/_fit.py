@@ -214,6 +214,8 @@ def fit(
     augment = _check_method(augment, use_rep, head)
     seed = _validate.integer("seed", seed, minimum=0)
     trainer_kwargs = _trainer.check_trainer_kwargs(trainer_kwargs, PLAN_SETTINGS)
+    if head != "ridge":  # the ridge solves on the CPU, without a Trainer
+        _trainer.check_hardware(accelerator, devices, trainer_kwargs)
     ckpt_path = _trainer.check_checkpoint(ckpt_path, checkpoint_dir)
     _owner.claim(adata, WRITER, key_added, [("uns", key_added)])
     recorded_kwargs = hub.record_kwargs(backbone_kwargs)  # refused now, not after training

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -132,18 +133,26 @@ class Imputer:
         folder that holds anything stmix did not write (another ``config.json`` included) is
         refused; a previous stmix model there is replaced only with ``overwrite=True``.
         """
+        from safetensors import SafetensorError
         from safetensors.torch import save_file
 
         path = Path(path)
         check_save_target(path, overwrite)
         state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
         record = {"config": self.config, "history": self.history}
-        with atomic_folder(path) as folder:
-            (folder / CONFIG_FILE).write_text(json.dumps(plain(record), indent=1))
-            save_file(state, str(folder / WEIGHTS_FILE))
-            # safetensors creates its file for the owner alone; give it config.json's mode (the
-            # user's umask), so that whoever may read the config may load the weights
-            os.chmod(folder / WEIGHTS_FILE, (folder / CONFIG_FILE).stat().st_mode & 0o777)
+        try:
+            with atomic_folder(path) as folder:
+                (folder / CONFIG_FILE).write_text(json.dumps(plain(record), indent=1))
+                save_file(state, str(folder / WEIGHTS_FILE))
+                # safetensors creates its file for the owner alone; give it config.json's mode
+                # (the user's umask), so that whoever may read the config may load the weights
+                os.chmod(folder / WEIGHTS_FILE, (folder / CONFIG_FILE).stat().st_mode & 0o777)
+        except (SafetensorError, OSError) as error:
+            reason = getattr(error, "strerror", None) or _os_message(str(error))
+            raise OSError(
+                f"Could not write the model into {path} ({reason}); nothing was left there "
+                f"(a model already in it is as it was)."
+            ) from None
         return path
 
     @classmethod
@@ -189,6 +198,12 @@ class Imputer:
             ) from None
         module.to(resolve_device(device)).eval()
         return cls(module, config, history)
+
+
+def _os_message(text: str) -> str:
+    """The operating system's words in a safetensors error (``I/O error: File too large``)."""
+    found = re.search(r'message: "([^"]+)"|I/O error: (.+?)(?: \(os error \d+\))?$', text)
+    return next(g for g in found.groups() if g) if found else text
 
 
 @torch.inference_mode()

@@ -13,9 +13,11 @@ import contextlib
 import inspect
 import logging
 import os
+import pickle
 import signal
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,51 @@ def check_trainer_kwargs(kwargs: dict[str, Any], settings: tuple[str, ...] = ())
     return dict(kwargs)
 
 
+#: Trainer arguments that decide the hardware, checked together before any work.
+HARDWARE = ("strategy", "precision", "num_nodes")
+
+
+def check_hardware(accelerator: str, devices, trainer_kwargs: dict[str, Any]) -> None:
+    """Refuse hardware this machine does not have, before any data is read or trained.
+
+    Builds a throwaway Trainer with the run's ``accelerator``, ``devices``, ``strategy``,
+    ``precision`` and ``num_nodes`` (cheap: nothing starts before ``fit``), so that Lightning's
+    own checks fail now, as a ``ValueError`` naming the argument.
+    """
+    chosen = {k: trainer_kwargs[k] for k in HARDWARE if k in trainer_kwargs}
+    with quiet():
+        trainer(
+            accelerator=accelerator,
+            devices=devices,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            **chosen,
+        )
+
+
+def trainer(**kwargs: Any) -> L.Trainer:
+    """``lightning.pytorch.Trainer(**kwargs)``, its configuration errors as one ``ValueError``."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        return L.Trainer(**kwargs)
+    except (MisconfigurationException, ValueError, RuntimeError) as error:
+        accelerator, devices = kwargs.get("accelerator"), kwargs.get("devices")
+        said = " ".join(str(error).split())  # Lightning's message, on one line
+        hint = ""
+        if str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
+            hint = (
+                f" torch {torch.__version__} finds no CUDA GPU on this machine: pass "
+                f"accelerator='cpu', or accelerator='auto' for a GPU when there is one."
+            )
+        raise ValueError(
+            f"The Trainer cannot run with accelerator={accelerator!r}, devices={devices!r}"
+            f"{''.join(f', {k}={kwargs[k]!r}' for k in HARDWARE if k in kwargs)}: {said}{hint}"
+        ) from None
+
+
 def default_precision(accelerator: str) -> str:
     """``bf16-mixed`` on a CUDA GPU that supports it, ``32-true`` elsewhere."""
     cuda = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
@@ -87,6 +134,11 @@ def check_checkpoint(ckpt_path: str | os.PathLike | None, checkpoint_dir) -> str
         raise FileNotFoundError(
             f"Checkpoint {ckpt_path} does not exist; it is written as {CHECKPOINT} in the "
             f"`checkpoint_dir=` of an earlier run."
+        )
+    if not zipfile.is_zipfile(ckpt_path):  # torch.save writes a zip archive; nothing else loads
+        raise ValueError(
+            f"{ckpt_path} is not a training checkpoint (torch writes those as zip archives): "
+            f"pass the {CHECKPOINT} that an earlier run wrote into its `checkpoint_dir=`."
         )
     return str(ckpt_path)
 
@@ -132,7 +184,7 @@ def run(
     trainer_kwargs.setdefault("precision", default_precision(accelerator))
     trainer_kwargs.setdefault("logger", False)
     with quiet():
-        trainer = L.Trainer(
+        lightning = trainer(
             max_epochs=epochs,
             accelerator=accelerator,
             devices=devices,
@@ -148,15 +200,32 @@ def run(
             **trainer_kwargs,
         )
     started = time.perf_counter()
-    with quiet(), _interrupt_raises(trainer, checkpoint_dir):
-        trainer.fit(plan, ckpt_path=ckpt_path)
+    with quiet(), _interrupt_raises(lightning, checkpoint_dir), _foreign_checkpoint(ckpt_path):
+        lightning.fit(plan, ckpt_path=ckpt_path)
     return {
-        "accelerator": trainer.strategy.root_device.type,
-        "devices": int(trainer.num_devices),
-        "strategy": type(trainer.strategy).__name__,
-        "precision": str(trainer.precision),
+        "accelerator": lightning.strategy.root_device.type,
+        "devices": int(lightning.num_devices),
+        "strategy": type(lightning.strategy).__name__,
+        "precision": str(lightning.precision),
         "seconds": time.perf_counter() - started,
     }
+
+
+@contextlib.contextmanager
+def _foreign_checkpoint(ckpt_path: str | None) -> Iterator[None]:
+    """Torch's refusal of a checkpoint holding arbitrary objects, without its advice.
+
+    That advice, ``weights_only=False``, runs whatever code the file holds.
+    """
+    try:
+        yield
+    except pickle.UnpicklingError:
+        if ckpt_path is None:
+            raise
+        raise ValueError(
+            f"{ckpt_path} holds objects other than tensors and settings, so stmix did not write "
+            f"it; it is not loaded. Resume from the {CHECKPOINT} of an earlier stmix run."
+        ) from None
 
 
 @contextlib.contextmanager

@@ -182,10 +182,10 @@ def main() -> None:
         check=lambda: same(a, c2),
     )
     probe(
-        "tl.impute(key_added='spatial') / the old layer='counts'",
+        "tl.impute(key_added='counts'), the user's layers['counts']",
         "replaced the counts",
-        lambda: stmix.tl.impute(a, model, key_added="spatial", progress=False),
-        check=lambda: np.array_equal(a.obsm["spatial"], c2.obsm["spatial"]),
+        lambda: stmix.tl.impute(a, model, key_added="counts", progress=False),
+        check=lambda: abs(a.layers["counts"] - c2.layers["counts"]).sum() == 0,
     )
     # 4. bounds before allocation
     b = c2.copy()
@@ -436,6 +436,8 @@ def main() -> None:
         )
     )
 
+    round_two(work, c2, model)
+
     lines = [
         "# Robustness probes",
         "",
@@ -452,6 +454,182 @@ def main() -> None:
     (RESULTS / "robustness.md").write_text("\n".join(lines) + "\n")
     shutil.rmtree(work, ignore_errors=True)
     print(f"wrote {RESULTS / 'robustness.md'}")
+
+
+def round_two(work: Path, c2: ad.AnnData, model) -> None:
+    """Foreign keys, empty keys, outputs over each other, silent wrong results, raw errors."""
+    import squidpy as sq
+    import torch
+
+    theirs = c2.copy()
+    sc.pp.pca(theirs, n_comps=10)
+    sc.pp.neighbors(theirs, n_neighbors=5)
+    sc.tl.leiden(theirs, flavor="igraph", n_iterations=2)
+    sq.gr.spatial_neighbors(theirs, n_neighs=5, coord_type="generic")
+    kept = theirs.copy()
+    for name, call in [
+        (
+            "pp.split(key_added='leiden') after sc.tl.leiden",
+            lambda: stmix.pp.split(theirs, key_added="leiden"),
+        ),
+        (
+            "pp.neighbors(key_added='spatial') after sq.gr.spatial_neighbors",
+            lambda: stmix.pp.neighbors(theirs, 5, key_added="spatial"),
+        ),
+        (
+            "tl.fit(key_added='neighbors') after sc.pp.neighbors",
+            lambda: stmix.tl.fit(theirs, key_added="neighbors", **TINY),
+        ),
+        ("tl.embed(key_added='pca')", lambda: stmix.tl.embed(theirs, key_added="pca", **_embed())),
+    ]:
+        probe(name, "replaced scanpy's / squidpy's result", call, check=lambda: same(theirs, kept))
+    probe(
+        "tl.impute(key_added='')",
+        "write_h5ad wrote a file read_h5ad cannot read",
+        lambda: stmix.tl.impute(theirs, model, key_added="", progress=False),
+        check=lambda: same(theirs, kept),
+    )
+    source = work / "c2.h5ad"
+    before = source.read_bytes()
+    cli_probe(
+        "impute in.h5ad --out in.h5ad --key ''",
+        "exit 0, its own input destroyed",
+        ["impute", str(source), "--model", str(work / "model"), "--out", str(source), "--key", ""],
+        check=lambda done: source.read_bytes() == before,
+    )
+    slide = next((DATA / "her2st" / "ST-imgs" / "C" / "C2").glob("*.jpg"))
+    cli_probe(
+        "predict slide.jpg --out res.png",
+        "exit 0, the maps PNG written over the h5ad",
+        ["predict", str(slide), "--model", str(work / "model"), "--out", str(work / "res.png")],
+        check=lambda done: not (work / "res.png").exists(),
+    )
+
+    two = ad.concat(
+        [c2, c2], label="library_id", keys=["C2", "C2b"], index_unique="-", uns_merge="first"
+    )
+    two.uns["spatial"] = {"C2": c2.uns["spatial"]["C2"], "C2b": c2.uns["spatial"]["C2"]}
+    del two.obs["library_id"]
+    probe(
+        "two sections without a library_id column: pp.patches(library_id='C2')",
+        "cut C3's spots from C2's image, no error",
+        lambda: stmix.pp.patches(two, library_id="C2", size=32, progress=False),
+    )
+    subset = c2[: c2.n_obs // 2].copy()
+    probe(
+        "tl.fit(augment='snr') on a subset made after pp.neighbors",
+        "trained with weight rows that do not sum to 1",
+        lambda: stmix.tl.fit(subset, augment="snr", **TINY),
+    )
+    from safetensors.torch import load_file, save_file
+
+    nan_model = work / "nan_model"
+    shutil.copytree(work / "model", nan_model)
+    state = load_file(str(nan_model / "model.safetensors"))
+    first = next(k for k, v in state.items() if v.is_floating_point())
+    state[first] = torch.full_like(state[first], float("nan"))
+    save_file(state, str(nan_model / "model.safetensors"))
+    probe(
+        "NaN weights in model.safetensors",
+        "100% NaN predictions, no error",
+        lambda: stmix.tl.load(nan_model),
+    )
+    centred = c2.copy()
+    centred.X = centred.X - centred.X.mean(axis=0)
+    probe(
+        "centred expression imputed with clip=True",
+        "43% of the truth negative, no prediction negative, no warning",
+        lambda: _warns(lambda: stmix.tl.impute(centred, model, progress=False), "negative"),
+        expect_error=False,
+    )
+
+    text = work / "notes.ckpt"
+    text.write_text("epoch 3 was the best\n")
+    probe(
+        "tl.fit(ckpt_path=<a text file>)",
+        "torch's advice to set weights_only=False",
+        lambda: stmix.tl.fit(c2, ckpt_path=text, **TINY),
+    )
+    if not torch.cuda.is_available():
+        cli_probe(
+            "fit --accelerator gpu on a machine without one",
+            "unexpected error (MisconfigurationException) ... report it",
+            ["fit", str(source), "--model", str(work / "m_gpu"), "--accelerator", "gpu"],
+            check=lambda done: "--accelerator cpu" in done.stderr,
+        )
+    cli_probe(
+        "fit, the disk full while the model is saved (ulimit -f 200)",
+        "unexpected error (SafetensorError)",
+        [
+            "fit",
+            str(source),
+            "--model",
+            str(work / "m_full"),
+            "--backbone",
+            "test_efficientnet",
+            "--no-pretrained",
+            "--epochs",
+            "1",
+            "--quiet",
+        ],
+        limit_kb=200,
+        check=lambda done: not (work / "m_full").exists() and "File too large" in done.stderr,
+    )
+    for key, value, before_text in [
+        ("backbone_kwargs", ["drop_rate", 0.1], "AttributeError"),
+        ("spot_scale", "1.5", "TypeError"),
+    ]:
+        edited = work / f"model_{key}"
+        shutil.copytree(work / "model", edited)
+        record = json.loads((edited / "config.json").read_text())
+        record["config"][key] = value
+        (edited / "config.json").write_text(json.dumps(record))
+        probe(f"config.json with {key}={value!r}", before_text, lambda e=edited: stmix.tl.load(e))
+
+    blank = np.full((600, 800, 3), 245, dtype=np.uint8)
+    probe(
+        "pp.tile on a blank slide",
+        "a grid over glass",
+        lambda: stmix.pp.tile(blank, spot_diameter=20),
+    )
+    wide = np.full((200, 1000, 3), 200, dtype=np.uint8)
+    probe(
+        "pp.tile with a transposed tissue mask",
+        "stretched silently over the image",
+        lambda: stmix.pp.tile(wide, spot_diameter=10, tissue=np.ones((100, 20), dtype=bool)),
+    )
+    moved = c2.copy()
+    moved.uns["spatial"]["C2"]["metadata"]["source_image_path"] = "/nowhere/C2.jpg"
+    probe(
+        "pp.tile when the source image moved",
+        "the low-resolution image, silently",
+        lambda: _warns(lambda: stmix.pp.tile(moved, tissue="all", spacing=400), "is not there"),
+        expect_error=False,
+    )
+
+
+def _warns(call, words: str) -> str:
+    """The warning (or logged warning) of ``call`` that holds ``words``; else an AssertionError."""
+    import logging
+
+    logged: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: logged.append(record.getMessage())
+    logging.getLogger("stmix").addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+    finally:
+        logging.getLogger("stmix").removeHandler(handler)
+    for message in [*map(str, (w.message for w in caught)), *logged]:
+        if words in message:
+            return "warns: " + message.splitlines()[0][:140]
+    raise AssertionError(f"no warning about {words!r}")
+
+
+def _embed() -> dict:
+    return {"backbone": "test_efficientnet", "pretrained": False, "progress": False}
 
 
 if __name__ == "__main__":

@@ -253,7 +253,7 @@ def test_bad_arguments(c2_log, kwargs, error, match):
     assert_unchanged(c2_log, before)
 
 
-def test_partners_never_cross_sections_on_real_data(data_dir):
+def test_partners_never_cross_sections_on_real_data(her2st):
     """C2-C6 in one AnnData: concatenate, cut patches, split and find partners in under 10 s.
 
     The sections are loaded first (their stored images decoded); the timing covers what follows,
@@ -263,10 +263,7 @@ def test_partners_never_cross_sections_on_real_data(data_dir):
 
     import scanpy as sc
 
-    sections = {
-        s: stmix.datasets.her2st(s, root=data_dir / "her2st")
-        for s in ("C2", "C3", "C4", "C5", "C6")
-    }
+    sections = {s: her2st(s) for s in ("C2", "C3", "C4", "C5", "C6")}
     start = time.perf_counter()
     adata = stmix.pp.concat(sections)
     sc.pp.normalize_total(adata, target_sum=1e4)

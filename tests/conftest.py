@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 
@@ -10,30 +9,32 @@ import anndata as ad
 import numpy as np
 import pytest
 import scanpy as sc
-from scipy import sparse
 
 import stmix
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _data_dir() -> Path:
-    if os.environ.get("STMIX_DATA_DIR"):
-        return Path(os.environ["STMIX_DATA_DIR"]).resolve()
-    return REPO.parent / "shared" / "data"
-
-
-DATA = _data_dir()
-FIXTURES = DATA.parent / "fixtures"
+from tests.support import DATA, DATA_GIVEN, FIXTURES, HAS_DATA, REPO, needs_data
 
 
 def pytest_configure(config):
     os.environ.setdefault("MPLBACKEND", "Agg")
-    if not (DATA / "her2st").is_dir():
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # one pytest-xdist worker per core: one torch thread in each (and in the commands and
+        # kernels tests start), or two workers of two spinning OpenMP threads share two cores
+        os.environ["OMP_NUM_THREADS"] = "1"
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        import torch
+
+        torch.set_num_threads(1)
+    if DATA_GIVEN and not HAS_DATA:
         raise pytest.UsageError(
-            f"The real test data is not at {DATA}: set STMIX_DATA_DIR to the folder that holds "
-            f"her2st/ and mouse_brain_crop/."
+            f"STMIX_DATA_DIR is {DATA}, which does not hold her2st/: set it to the folder that "
+            f"holds her2st/ and mouse_brain_crop/ (unset, the tests that read data are skipped)."
         )
+
+
+def pytest_report_header(config):
+    if not HAS_DATA:
+        return f"real data: none at {DATA}; the tests that read it are skipped (set STMIX_DATA_DIR)"
+    return f"real data: {DATA}"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -52,51 +53,10 @@ def pytest_collection_modifyitems(config, items):
         items.sort(key=lambda item: durations.get(item.nodeid, float("inf")))
 
 
-def snapshot(adata: ad.AnnData) -> dict:
-    """Everything a failed call must leave as it was."""
-    return {
-        "obs": adata.obs.copy(),
-        "var": adata.var.copy(),
-        "obsm": {k: np.array(v, copy=True) for k, v in adata.obsm.items()},
-        "obsp": {k: v.copy() for k, v in adata.obsp.items()},
-        "layers": sorted(adata.layers),
-        "uns": sorted(adata.uns),
-        "X": None if adata.X is None else adata.X.copy(),
-    }
-
-
-def defaults(function) -> dict:
-    """The default of each parameter of ``function`` that has one."""
-    parameters = inspect.signature(function).parameters.values()
-    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
-
-
-def assert_unchanged(adata: ad.AnnData, before: dict) -> None:
-    after = snapshot(adata)
-    assert after["uns"] == before["uns"]
-    assert after["layers"] == before["layers"]
-    assert list(after["obsm"]) == list(before["obsm"])
-    assert list(after["obsp"]) == list(before["obsp"])
-    assert after["obs"].equals(before["obs"])
-    assert after["var"].equals(before["var"])
-    for key, value in before["obsm"].items():
-        np.testing.assert_array_equal(after["obsm"][key], value)
-    for key, value in before["obsp"].items():
-        assert (after["obsp"][key] != value).nnz == 0
-    dense = [
-        x.toarray() if sparse.issparse(x) else np.asarray(x, dtype=float)
-        for x in (after["X"], before["X"])
-        if x is not None
-    ]
-    if len(dense) < 2:
-        assert after["X"] is None and before["X"] is None
-        return
-    np.testing.assert_array_equal(*dense)  # NaN == NaN here
-
-
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    return DATA
+    """The real data's folder; the test is skipped when there is none and none was named."""
+    return needs_data()
 
 
 @pytest.fixture(scope="session")
@@ -105,46 +65,32 @@ def _her2st_cache() -> dict:
 
 
 @pytest.fixture
-def her2st(_her2st_cache):
+def her2st(_her2st_cache, data_dir):
     """Load a HER2ST section (cached for the session; each call returns a fresh copy)."""
 
     def load(section: str = "C2") -> ad.AnnData:
         if section not in _her2st_cache:
-            _her2st_cache[section] = stmix.datasets.her2st(section, root=DATA / "her2st")
+            _her2st_cache[section] = stmix.datasets.her2st(section, root=data_dir / "her2st")
         return _her2st_cache[section].copy()
 
     return load
 
 
 @pytest.fixture(scope="session")
-def reference() -> dict:
+def reference(data_dir) -> dict:
     """Numbers from the public reference implementation on section C3."""
     with np.load(FIXTURES / "her2st_C3_reference.npz") as npz:
         return {key: npz[key] for key in npz.files}
 
 
 @pytest.fixture
-def mouse_brain() -> ad.AnnData:
-    return ad.read_h5ad(DATA / "mouse_brain_crop" / "test_data.h5ad")
+def mouse_brain(data_dir) -> ad.AnnData:
+    return ad.read_h5ad(data_dir / "mouse_brain_crop" / "test_data.h5ad")
 
 
 @pytest.fixture(scope="session")
-def mouse_brain_image() -> Path:
-    return DATA / "mouse_brain_crop" / "test_img.jpg"
-
-
-#: A tiny timm backbone and small patches keep every training test at a second or two on a CPU.
-TINY = {"backbone": "test_efficientnet", "pretrained": False, "epochs": 2, "progress": False}
-#: Settings with which the tiny backbone learns the synthetic section (measured: every method goes
-#: from the training mean's validation MSE of 0.22 to 0.01-0.03 in 30 epochs, 2-3 s each).
-LEARN = {
-    "backbone": "test_efficientnet",
-    "pretrained": False,
-    "epochs": 30,
-    "lr": 3e-3,
-    "batch_size": 16,
-    "progress": False,
-}
+def mouse_brain_image(data_dir) -> Path:
+    return data_dir / "mouse_brain_crop" / "test_img.jpg"
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from PIL import Image
 
 import stmix
 from stmix.cli import main
-from tests.conftest import TINY as TINY_FIT
+from tests.support import TINY as TINY_FIT
 
 TINY = [
     "--backbone",
@@ -331,6 +331,21 @@ def test_cli_errors_in_cli_words(files, data_dir, capsys):
     del unsplit.obs["stmix_split"]
     unsplit.write_h5ad(files / "unsplit.h5ad")
     assert "--split all" in error(["evaluate", str(files / "unsplit.h5ad")])
+    imageless = ad.read_h5ad(files / "in.h5ad")
+    del imageless.uns["spatial"], imageless.obsm["stmix_patches"], imageless.uns["stmix_patches"]
+    imageless.write_h5ad(files / "imageless.h5ad")
+    err = error(
+        [
+            "impute",
+            str(files / "imageless.h5ad"),
+            "--model",
+            str(files / "m"),
+            "--out",
+            str(files / "x.h5ad"),
+        ]
+    )
+    assert "uns['spatial'] is missing" in err and "image=" not in err  # no --image option
+    assert "`--n-genes` must be" in error(["her2st", "C2", "--n-genes", "0", "--quiet"])
     # one folder level off: the message says which folder to pass
     err = error(["her2st", "C2", "--root", str(data_dir), "--quiet"])
     assert f"use --root {data_dir / 'her2st'}." in err and "root=" not in err

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 
 import stmix
 from stmix.cli import main
-from tests.conftest import TINY, assert_unchanged, snapshot
+from tests.support import TINY, assert_unchanged, snapshot
 
 
 def _two_sections_without_column(data_dir):

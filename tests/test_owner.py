@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import stmix
-from tests.conftest import TINY, assert_unchanged, snapshot
+from tests.support import TINY, assert_unchanged, snapshot
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from tests.conftest import DATA
 from tests.readme_blocks import python_blocks, shrink
 
 #: timm's smallest EfficientNet without downloaded weights: the blocks' code, not Lite0's cost
@@ -35,10 +34,10 @@ SMALL = {
 
 
 @pytest.fixture
-def in_a_user_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv("STMIX_DATA_DIR", str(DATA))
+def in_a_user_folder(tmp_path, monkeypatch, data_dir):
+    monkeypatch.setenv("STMIX_DATA_DIR", str(data_dir))
     monkeypatch.chdir(tmp_path)
-    c6 = next((DATA / "her2st" / "ST-imgs" / "C" / "C6").glob("*.jpg"))
+    c6 = next((data_dir / "her2st" / "ST-imgs" / "C" / "C6").glob("*.jpg"))
     os.symlink(c6, tmp_path / "archived_slide.jpg")  # a slide the model never saw measured
     yield tmp_path
     plt.close("all")

@@ -5,20 +5,20 @@ from __future__ import annotations
 import nbformat
 from nbclient import NotebookClient
 
-from tests.conftest import DATA, REPO
+from tests.support import REPO
 
 #: The training cell's budget, cut for the suite: the notebook itself keeps 15 epochs (its
 #: stored outputs), the test runs every cell of it with 2 (68 s of training → about 12 s).
 SMALL = {"    epochs=15,\n": "    epochs=2,\n"}
 
 
-def test_tutorial_executes(tmp_path, monkeypatch):
+def test_tutorial_executes(tmp_path, monkeypatch, data_dir):
     notebook = nbformat.read(REPO / "notebooks" / "tutorial.ipynb", as_version=4)
     for old, new in SMALL.items():
         cells = [cell for cell in notebook.cells if old in cell.source]
         assert len(cells) == 1, f"the tutorial no longer holds {old!r} once: update its test"
         cells[0].source = cells[0].source.replace(old, new)
-    monkeypatch.setenv("STMIX_DATA_DIR", str(DATA))  # the kernel inherits it, absolute
+    monkeypatch.setenv("STMIX_DATA_DIR", str(data_dir))  # the kernel inherits it, absolute
     # conftest sets MPLBACKEND=Agg for the suite; the kernel must keep its inline backend,
     # or the figures never reach the notebook's outputs.
     monkeypatch.delenv("MPLBACKEND", raising=False)

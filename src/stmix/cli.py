@@ -713,8 +713,12 @@ def _cli_words(message: str, parser: argparse.ArgumentParser | None) -> str:
         if flags:
             options[action.dest] = flags[0]
     options.update({k: v for k, v in RENAMED.items() if k in options or k == "key_added"})
+    if "n_genes" in options:  # stmix her2st --n-genes is select_genes's `n`
+        options["n"] = options["n_genes"]
     if "tissue" in options:  # the command line takes no mask
         message = message.replace(", or a boolean mask with `tissue=`", "")
+    # the command line reads images from the file's uns['spatial'] only
+    message = message.replace("Pass the image with `image=` or load", "Load")
     for name, flag in options.items():
         message = message.replace(f"`{name}=`", f"`{flag}`").replace(f"`{name}`", f"`{flag}`")
         # name='value' and name=3, as the command line spells them: --flag value

@@ -5,24 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from stmix.nn import encoder as encoder_module
 from stmix.nn.encoder import DIHEDRAL, Encoder
-
-CFG = {"mean": (0.1, 0.2, 0.3), "std": (0.5, 0.25, 0.125), "input_size": (3, 6, 6)}
-
-
-class Pixels(nn.Module):
-    """A backbone whose features are its input's pixels, with a pretrained configuration."""
-
-    def __init__(self, cfg):
-        super().__init__()
-        self.pretrained_cfg = cfg
-        self.num_features = 48
-
-    def forward(self, x):
-        return x.flatten(1)
+from tests.support import CFG, Pixels
 
 
 @pytest.fixture

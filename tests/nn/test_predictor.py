@@ -7,7 +7,7 @@ import torch
 
 from stmix.nn import encoder as encoder_module
 from stmix.nn.model import ExpressionPredictor
-from tests.nn.test_encoder import CFG, Pixels
+from tests.support import CFG, Pixels
 
 
 @pytest.fixture

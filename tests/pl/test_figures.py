@@ -10,7 +10,7 @@ import pytest
 from matplotlib.collections import PatchCollection
 
 import stmix
-from tests.conftest import TINY
+from tests.support import TINY
 
 
 @pytest.fixture

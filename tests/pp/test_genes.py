@@ -5,7 +5,7 @@ import pytest
 import scanpy as sc
 
 import stmix
-from tests.conftest import assert_unchanged, snapshot
+from tests.support import assert_unchanged, snapshot
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from scipy.spatial.distance import cdist
 import stmix
 from stmix import _distance
 from stmix.pp import _neighbors
-from tests.conftest import assert_unchanged, defaults, snapshot
+from tests.support import assert_unchanged, defaults, snapshot
 
 
 @pytest.fixture

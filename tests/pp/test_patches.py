@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import stmix
-from tests.conftest import assert_unchanged, snapshot
+from tests.support import assert_unchanged, snapshot
 
 
 def _full_image(adata, library="C2"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import stmix
-from tests.conftest import assert_unchanged, snapshot
+from tests.support import assert_unchanged, snapshot
 
 
 @pytest.mark.parametrize("section", ["C2", "C6"])

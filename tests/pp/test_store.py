@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 import stmix
-from tests.conftest import assert_unchanged, snapshot
+from tests.support import assert_unchanged, snapshot
 
 
 def test_a_store_holds_the_same_patches_lazily(her2st, tmp_path):

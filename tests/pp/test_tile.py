@@ -11,7 +11,7 @@ from PIL import Image
 from scipy.spatial import cKDTree
 
 import stmix
-from tests.conftest import TINY
+from tests.support import TINY
 
 
 @pytest.fixture(scope="module")

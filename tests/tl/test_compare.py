@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import stmix
-from tests.conftest import TINY, assert_unchanged, snapshot
+from tests.support import TINY, assert_unchanged, snapshot
 
 
 def test_every_method_on_the_same_splits(prepared):

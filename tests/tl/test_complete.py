@@ -14,7 +14,7 @@ import stmix
 from stmix.nn import NeighbourhoodTransformer
 from stmix.pp import _median, _rings
 from stmix.tl import _completion
-from tests.conftest import assert_unchanged, defaults, snapshot
+from tests.support import assert_unchanged, defaults, snapshot
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 import stmix
-from tests.conftest import TINY
 from tests.recorders import FileRecorder
+from tests.support import TINY
 
 #: Spawned processes pickle the plan and its data, as a user's script (or torchrun's) run does;
 #: forked ones (Lightning's ``ddp_fork``, its notebook strategy) start in a second instead of

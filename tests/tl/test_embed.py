@@ -9,7 +9,7 @@ import torch
 
 import stmix
 from stmix.nn.encoder import DIHEDRAL, Encoder
-from tests.conftest import TINY, assert_unchanged, snapshot
+from tests.support import TINY, assert_unchanged, snapshot
 
 TEST = {"backbone": "test_efficientnet", "pretrained": False, "progress": False, "size": 32}
 

@@ -5,7 +5,7 @@ import pytest
 
 import stmix
 from stmix._metrics import gene_metrics
-from tests.conftest import assert_unchanged, snapshot
+from tests.support import assert_unchanged, snapshot
 
 
 def _with_predictions(adata, noise=0.3):

@@ -11,7 +11,7 @@ import torch
 import stmix
 from stmix.nn import METHODS
 from stmix.tl import _fit
-from tests.conftest import TINY, assert_unchanged, snapshot
+from tests.support import TINY, assert_unchanged, snapshot
 
 
 @pytest.mark.parametrize("augment", METHODS)

@@ -8,7 +8,7 @@ import scanpy as sc
 from scipy import sparse
 
 import stmix
-from tests.conftest import TINY, assert_unchanged, snapshot
+from tests.support import TINY, assert_unchanged, snapshot
 
 
 @pytest.fixture

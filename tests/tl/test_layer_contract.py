@@ -13,7 +13,7 @@ import scanpy as sc
 from scipy import sparse
 
 import stmix
-from tests.conftest import TINY
+from tests.support import TINY
 
 
 @pytest.fixture(scope="module")

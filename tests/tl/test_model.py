@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import stmix
-from tests.conftest import TINY
+from tests.support import TINY
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 import stmix
-from tests.conftest import LEARN, assert_unchanged, snapshot
 from tests.recorders import Recorder
+from tests.support import LEARN, assert_unchanged, snapshot
 
 
 @pytest.mark.parametrize("augment", ["mixup", "cmixup", "knn", "snr"])

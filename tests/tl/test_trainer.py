@@ -11,8 +11,8 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 import stmix
-from tests.conftest import LEARN, assert_unchanged, snapshot
 from tests.recorders import Raise
+from tests.support import LEARN, assert_unchanged, snapshot
 
 SHORT = {**LEARN, "epochs": 6}
 

@@ -20,8 +20,8 @@ import stmix
 from stmix.nn import METHODS
 from stmix.nn.images import to_float
 from stmix.tl._baseline import training_mean
-from tests.conftest import LEARN
 from tests.recorders import Recorder
+from tests.support import LEARN
 
 
 def _val_mse_of(model, adata) -> float:

@@ -9,6 +9,7 @@ import numpy as np
 
 from stmix import _anndata, _owner, _validate
 from stmix._deprecation import renamed
+from stmix._docs import doc_params
 from stmix._keys import SELECTED, SPATIAL, SPLIT
 from stmix._loggers import held_back
 
@@ -18,6 +19,7 @@ METHODS = ("moran", "mean", "hvg")
 WRITER = "stmix.pp.select_genes"
 
 
+@doc_params
 @renamed("n_neighs", "n_neighbors")
 def select_genes(
     adata: ad.AnnData,
@@ -55,13 +57,12 @@ def select_genes(
     layer
         Layer with the expression; ``None`` uses ``X``.
     spatial_key
-        Key of the spot centres in ``obsm``.
+        {spatial_key}
     n_neighbors
         Neighbours per spot in the Moran graph (``n_neighs``, squidpy's name, is accepted
         for one version with a FutureWarning).
     library_key
-        Column of ``obs`` naming each spot's section (default ``"library_id"`` when
-        ``uns["spatial"]`` holds several libraries and that column exists).
+        {library_key}
     split
         Score the genes on the spots labelled ``split`` in ``obs[split_key]`` only
         (``"train"``: chosen without looking at the spots a model is tested on, as the
@@ -71,7 +72,7 @@ def select_genes(
     key_added
         Column of ``var`` to write.
     copy
-        Return a new AnnData instead of writing into ``adata``.
+        {copy}
 
     Returns
     -------

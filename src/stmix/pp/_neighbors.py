@@ -10,6 +10,7 @@ from scipy import sparse
 from scipy.spatial import cKDTree
 
 from stmix import _anndata, _distance, _owner, _validate
+from stmix._docs import doc_params
 from stmix._keys import (
     NEIGHBORS,
     SPATIAL,
@@ -27,6 +28,7 @@ KNN_BLOCK_ELEMENTS = 2**25
 WRITER = "stmix.pp.neighbors"
 
 
+@doc_params
 def neighbors(
     adata: ad.AnnData,
     n_neighbors: int = 10,
@@ -84,7 +86,7 @@ def neighbors(
     layer
         Layer holding the expression; ``None`` uses ``X``.
     spatial_key
-        Key of the spot centres in ``obsm``.
+        {spatial_key}
     split_key
         Column of ``obs`` with the ``train`` / ``val`` / ``test`` labels.
     library_key
@@ -97,7 +99,7 @@ def neighbors(
     seed
         Seed for the sampled median.
     copy
-        Return a new AnnData instead of writing into ``adata``.
+        {copy}
 
     Returns
     -------

@@ -15,6 +15,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from stmix import _anndata, _image, _memory, _owner, _store, _validate
+from stmix._docs import doc_params
 from stmix._image import SpotImage
 from stmix._keys import PATCHES, SPATIAL
 
@@ -25,6 +26,7 @@ WRITER = "stmix.pp.patches"
 FILL = 255
 
 
+@doc_params
 def patches(
     adata: ad.AnnData,
     size: int = 224,
@@ -72,8 +74,7 @@ def patches(
         Library of ``uns["spatial"]``, for an AnnData of one section whose ``uns["spatial"]``
         holds several.
     library_key
-        Column of ``obs`` naming each spot's section (squidpy's ``library_key``); default
-        ``"library_id"`` when ``uns["spatial"]`` holds several libraries and that column exists.
+        {library_key}
     image
         An image to cut from instead of those stored with ``adata``; with several sections, a
         dict ``{library_id: image}`` (sections not in it use their stored images).
@@ -101,13 +102,13 @@ def patches(
         file; ``del adata.obsm[key_added]`` first to keep it small: stmix reopens the store
         that ``uns[key_added]["params"]["store"]`` names.
     spatial_key
-        Key of the spot centres in ``obsm``.
+        {spatial_key}
     key_added
         Key of the patches in ``obsm`` and of their parameters in ``uns``.
     progress
-        Show a progress bar.
+        {progress}
     copy
-        Return a new AnnData instead of writing into ``adata``.
+        {copy}
 
     Returns
     -------

@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 
 from stmix import _anndata, _owner, _validate
+from stmix._docs import doc_params
 from stmix._keys import SPLIT, SPLIT_CATEGORIES
 
 BY = ("spot", "library")
 WRITER = "stmix.pp.split"
 
 
+@doc_params
 def split(
     adata: ad.AnnData,
     train: float = 0.3,
@@ -60,12 +62,11 @@ def split(
     seed
         Seed of the permutations.
     library_key
-        Column of ``obs`` naming each spot's section; default ``"library_id"`` when
-        ``uns["spatial"]`` holds several libraries and that column exists.
+        {library_key}
     key_added
         Column of ``obs`` to write.
     copy
-        Return a new AnnData instead of writing into ``adata``.
+        {copy}
 
     Returns
     -------

@@ -9,6 +9,7 @@ import anndata as ad
 import numpy as np
 
 from stmix import _anndata, _history, _owner, _validate
+from stmix._docs import doc_params
 from stmix._keys import COMPLETED, SPATIAL
 from stmix.pp import _median, _rings
 from stmix.tl import _trainer
@@ -20,6 +21,7 @@ METHODS = ("transformer", "median")
 WRITER = "stmix.tl.complete"
 
 
+@doc_params
 def complete(
     adata: ad.AnnData,
     method: str = "transformer",
@@ -104,7 +106,7 @@ def complete(
         and the fallback median come from the spot's own section; one transformer learns from
         all sections.
     copy
-        Return a new AnnData instead of writing into ``adata``.
+        {copy}
     **trainer_kwargs
         Passed to :class:`lightning.pytorch.Trainer` (``precision``, ``logger``, ...).
 

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from stmix import _anndata, _owner, _validate
+from stmix._docs import doc_params
 from stmix._keys import EMBEDDING, PATCHES
 from stmix.nn import hub
 from stmix.nn.encoder import DIHEDRAL, Encoder
@@ -26,6 +27,7 @@ DEFAULT_ENCODER = "tf_efficientnet_lite0"
 WRITER = "stmix.tl.embed"
 
 
+@doc_params
 def embed(
     adata: ad.AnnData,
     *,
@@ -82,9 +84,9 @@ def embed(
     key_added
         Key of the embedding in ``obsm`` and of its record in ``uns``.
     progress
-        Show a progress bar.
+        {progress}
     copy
-        Return a new AnnData instead of writing into ``adata``.
+        {copy}
 
     Returns
     -------

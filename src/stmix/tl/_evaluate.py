@@ -8,11 +8,13 @@ import pandas as pd
 
 from stmix import _anndata, _deprecation, _metrics, _owner, _predictions
 from stmix._deprecation import UNSET
+from stmix._docs import doc_params
 from stmix._keys import METRICS, PREDICTIONS, SPLIT, metrics_uns_key, predicted_key
 
 WRITER = "stmix.tl.evaluate"
 
 
+@doc_params
 def evaluate(
     adata: ad.AnnData,
     *,
@@ -47,8 +49,7 @@ def evaluate(
     split
         ``"train"``, ``"val"``, ``"test"`` or ``None`` for every spot.
     library_key
-        Column of ``obs`` naming each spot's section (default ``"library_id"`` when
-        ``uns["spatial"]`` holds several libraries and that column exists).
+        {library_key}
     split_key
         Column of ``obs`` with the split.
     key_added

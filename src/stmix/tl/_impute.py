@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from stmix import _anndata, _owner, _predictions, _validate
+from stmix._docs import doc_params
 from stmix._keys import PATCHES, PREDICTIONS, SPATIAL, impute_uns_key, predicted_key
 from stmix.tl._model import Imputer
 
@@ -17,6 +18,7 @@ logger = logging.getLogger(__name__)
 WRITER = "stmix.tl.impute"
 
 
+@doc_params
 def impute(
     adata: ad.AnnData,
     model: Imputer,
@@ -59,9 +61,9 @@ def impute(
     patches_key
         Key of the patches in ``obsm``.
     progress
-        Show a progress bar.
+        {progress}
     copy
-        Return a new AnnData instead of writing into ``adata``.
+        {copy}
 
     Returns
     -------

@@ -374,8 +374,7 @@ def test_two_processes_train_as_one_with_twice_the_batch():
     one = Scripted(n_train=16, n_val=7, batch_size=8)
     _run(one, epochs=3)
     two = Scripted(n_train=16, n_val=7, batch_size=4)
-    # forked (Lightning's notebook strategy): a second to start; test_ddp.py spawns
-    ran = _run(two, epochs=3, devices=2, strategy="ddp_fork")
+    ran = _run(two, epochs=3, devices=2, strategy="ddp_spawn")
     assert ran["devices"] == 2 and ran["strategy"] == "DDPStrategy"
     assert len(two.history) == 3 and two.best_epoch == one.best_epoch
     for ours, theirs in zip(two.history, one.history, strict=True):

@@ -103,7 +103,7 @@ class ExpressionHead(nn.Module):
 
 
 def _unbounded_if_missing(module, state_dict, prefix, *args) -> None:
-    """Heads saved before ``low`` / ``high`` existed load without bounds, as they predicted."""
+    """A saved head without ``low`` / ``high`` buffers loads unbounded (the range is not known)."""
     for name, fill in (("low", -torch.inf), ("high", torch.inf)):
         if prefix + name not in state_dict and prefix + "center" in state_dict:
             state_dict[prefix + name] = torch.full_like(state_dict[prefix + "center"], fill)

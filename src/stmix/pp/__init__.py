@@ -16,7 +16,8 @@ __all__ = ["concat", "neighbors", "patches", "select_genes", "split", "tile"]
 
 
 def __getattr__(name: str) -> Any:
-    # moved in 0.2: completion trains a network, so it lives in tl (pp never imports torch)
+    # completion trains a network, so it lives in tl (pp never imports torch); the old name
+    # forwards there with a FutureWarning
     if name == "complete":
         warnings.warn(
             "stmix.pp.complete moved to stmix.tl.complete; the old name will be removed.",

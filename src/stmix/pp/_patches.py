@@ -94,7 +94,7 @@ def patches(
         ``metadata["microns_per_pixel"]``.
     store
         Write the patches to this zarr store, block by block, and keep a lazy (dask) array in
-        ``obsm``: memory no longer grows with the number of spots. With several sections, a
+        ``obsm``: memory does not grow with the number of spots. With several sections, a
         folder that gets one store per section (``<store>/<library_id>.zarr``). A complete store
         of the same patches is reused; one of other patches, or one cut short, is refused.
         :func:`stmix.tl.embed`, :func:`stmix.tl.fit` and :func:`stmix.tl.impute` read lazy

@@ -271,6 +271,16 @@ def split_indices(adata: ad.AnnData, key: str, split: str) -> np.ndarray:
     return np.flatnonzero(split_labels(adata, key).to_numpy() == split)
 
 
+def labelled(adata: ad.AnnData, key: str, split: str | None) -> np.ndarray:
+    """:func:`split_indices`, every spot for ``split=None``, and an error when none is labelled."""
+    if split is None:
+        return np.arange(adata.n_obs)
+    spots = split_indices(adata, key, split)
+    if not len(spots):
+        raise ValueError(f"No spot is labelled {split!r} in adata.obs[{key!r}].")
+    return spots
+
+
 def warn_if_counts(y: np.ndarray, layer: str | None) -> None:
     """Warn when expression looks like raw counts (all integers) instead of log-normalised."""
     sample = y[: min(len(y), 50)]

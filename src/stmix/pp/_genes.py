@@ -90,11 +90,7 @@ def select_genes(
         key_added,
         [("var", key_added), ("var", f"{key_added}_score"), ("uns", key_added)],
     )
-    spots_used = (
-        np.arange(adata.n_obs) if split is None else _anndata.split_indices(adata, split_key, split)
-    )
-    if not len(spots_used):
-        raise ValueError(f"No spot is labelled {split!r} in adata.obs[{split_key!r}].")
+    spots_used = _anndata.labelled(adata, split_key, split)
     x = _anndata.expression(adata, layer, obs=spots_used)
     varies = x.std(axis=0) > 0
     if varies.sum() < n:

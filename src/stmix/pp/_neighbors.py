@@ -135,7 +135,7 @@ def neighbors(
         ],
     )
 
-    train = _anndata.split_indices(adata, split_key, "train")
+    train = _anndata.labelled(adata, split_key, "train")
     graph = basis not in ("spatial", "expression")
     key = _anndata.library_key(adata, library_key)
     labels = (
@@ -152,8 +152,6 @@ def neighbors(
             )
         if graph and len(spots) < 2:
             raise ValueError(f"Mixing needs at least two training spots{where}.")
-    if not sections:
-        raise ValueError(f"No spot is labelled 'train' in adata.obs[{split_key!r}].")
     y_all = _anndata.expression(adata, layer, obs=train, dtype=np.float64)
     _anndata.warn_if_counts(y_all, layer)
     coords = _anndata.spatial_coordinates(adata, spatial_key) if basis == "spatial" else None

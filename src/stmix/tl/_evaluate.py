@@ -84,11 +84,7 @@ def evaluate(
         [*(("var", f"{key_added}_{m}") for m in ("mse", "mae", "pcc")), ("uns", record_key)],
     )
     frame = _predictions.read(adata, key)
-    spots = (
-        np.arange(adata.n_obs) if split is None else _anndata.split_indices(adata, split_key, split)
-    )
-    if len(spots) == 0:
-        raise ValueError(f"No spot is labelled {split!r} in adata.obs[{split_key!r}].")
+    spots = _anndata.labelled(adata, split_key, split)
     measured = [g for g in frame.columns if g in adata.var_names]
     if not measured:
         raise ValueError(

@@ -405,10 +405,8 @@ def _training_data(
         inputs, embedding = _anndata.patches(adata, patches_key), None
     else:
         inputs, embedding = representation(adata, use_rep)
-    train = _anndata.split_indices(adata, split_key, "train")
+    train = _anndata.labelled(adata, split_key, "train")
     val = _anndata.split_indices(adata, split_key, "val")
-    if len(train) == 0:
-        raise ValueError(f"No spot is labelled 'train' in adata.obs[{split_key!r}].")
     columns = _anndata.genes(adata, genes)
     y_train = _anndata.expression(adata, layer, obs=train, var=columns)
     y_val = _anndata.expression(adata, layer, obs=val, var=columns)

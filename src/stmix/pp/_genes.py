@@ -11,7 +11,7 @@ from stmix import _anndata, _owner, _validate
 from stmix._deprecation import renamed
 from stmix._docs import doc_params
 from stmix._keys import SELECTED, SPATIAL, SPLIT
-from stmix._loggers import held_back
+from stmix._loggers import held_back, quiet_import
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ _SQUIDPY_LOGGER = "spatialdata._logging"
 
 
 def _moran(x: np.ndarray, coords: np.ndarray, n_neighs: int) -> np.ndarray:
-    import squidpy as sq
+    sq = quiet_import("squidpy")
 
     work = ad.AnnData(x)
     work.obsm["spatial"] = coords

@@ -159,7 +159,8 @@ def test_settings_reach_the_plan():
         rows = Rows(np.zeros((N_TRAIN, DIM)), np.arange(N_TRAIN))
         val_rows = Rows(np.zeros((N_VAL, DIM)), np.arange(N_VAL))
         streamed = _make(Plain(), (rows, val_rows), workers=workers)
-        streamed.trainer = trainer
+        inputs = streamed.datamodule()  # the plan's store reader
+        inputs.trainer = trainer
         assert streamed.workers == workers
-        assert streamed.train_dataloader().num_workers == workers
-        assert streamed.val_dataloader().num_workers == workers
+        assert inputs.train_dataloader().num_workers == workers
+        assert inputs.val_dataloader().num_workers == workers

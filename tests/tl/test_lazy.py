@@ -76,15 +76,15 @@ def test_reading_keeps_workers_across_epochs_when_there_are_any():
     from types import SimpleNamespace
 
     from stmix.tl._batches import synchronous_dask
-    from stmix.tl._imputer_plan import ImputerPlan
+    from stmix.tl._inputs import StoredInputs
 
     for workers in (1, 4):
-        reading = ImputerPlan.reading(SimpleNamespace(workers=workers))
+        reading = StoredInputs.reading(SimpleNamespace(workers=workers))
         assert reading == {
             "num_workers": workers,
             "worker_init_fn": synchronous_dask,
             "persistent_workers": True,
         }
-    reading = ImputerPlan.reading(SimpleNamespace(workers=0))
+    reading = StoredInputs.reading(SimpleNamespace(workers=0))
     assert reading == {"num_workers": 0, "worker_init_fn": None, "persistent_workers": False}
     torch.utils.data.DataLoader(range(4), **reading)  # persistent workers need workers

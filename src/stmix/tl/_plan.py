@@ -32,8 +32,9 @@ import lightning.pytorch as L
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
+from stmix.tl._inputs import train_indices, val_indices
 from stmix.tl._quiet import quiet
 
 
@@ -140,32 +141,15 @@ class TrainingPlan(L.LightningModule):
         A last batch of a single item is dropped (BatchNorm cannot normalise one image; the
         item is in a full batch the next epoch, as the order is drawn anew).
         """
-        sampler = self.shard(self.n_train, shuffle=True)
-        return DataLoader(
-            range(self.n_train),
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=self.single_last(sampler),
-        )
+        return train_indices(self.n_train, self.batch_size, self.trainer, self.seed)
 
     def val_dataloader(self) -> DataLoader:
         """Validation indices in order, sharded across processes."""
-        sampler = self.shard(self.n_val, shuffle=False)
-        return DataLoader(range(self.n_val), batch_size=max(self.batch_size, 256), sampler=sampler)
+        return val_indices(self.n_val, self.batch_size, self.trainer, self.seed)
 
-    def shard(self, n: int, *, shuffle: bool, kind: type = DistributedSampler):
-        """The share of ``n`` items for this process (seeded shuffle, or in order)."""
-        return kind(
-            range(n),
-            num_replicas=self.trainer.world_size,
-            rank=self.trainer.global_rank,
-            shuffle=shuffle,
-            seed=self.seed,
-        )
-
-    def single_last(self, sampler) -> bool:
-        """Whether the last training batch would hold one item (it is dropped then)."""
-        return self.batch_size > 1 and len(sampler) % self.batch_size == 1
+    def datamodule(self) -> L.LightningDataModule | None:
+        """The data module to train on, or ``None``: the plan's own batches of indices."""
+        return None
 
     # ---- optimisation -------------------------------------------------------------------
 
@@ -195,14 +179,19 @@ class TrainingPlan(L.LightningModule):
     def training_step(self, batch: Tensor, batch_idx: int) -> dict[str, Tensor] | None:
         """The step's losses; the terms are summed on the device for the epoch's record."""
         torch.manual_seed(_step_seed(self.seed, self.current_epoch, batch_idx, self.global_rank))
-        losses = self.losses(batch)
+        losses, extras = self.outputs(batch)
         if losses is None:
             return None
         for key, value in losses.items():
             value = value.detach()
             self._sums[key] = self._sums[key] + value if key in self._sums else value
         self._steps += 1
-        return {"loss": losses["total"], **self.extras(batch)}
+        return {"loss": losses["total"], **extras}
+
+    def outputs(self, batch: Tensor) -> tuple[dict[str, Tensor] | None, dict[str, Tensor]]:
+        """A training step's loss terms (:meth:`losses`) and its extras (:meth:`extras`)."""
+        losses = self.losses(batch)
+        return losses, ({} if losses is None else self.extras(batch))
 
     # ---- validation ---------------------------------------------------------------------
 

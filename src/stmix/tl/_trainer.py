@@ -201,7 +201,7 @@ def run(
         )
     started = time.perf_counter()
     with quiet(), _interrupt_raises(lightning, checkpoint_dir), _foreign_checkpoint(ckpt_path):
-        lightning.fit(plan, ckpt_path=ckpt_path)
+        lightning.fit(plan, datamodule=plan.datamodule(), ckpt_path=ckpt_path)
     return {
         "accelerator": lightning.strategy.root_device.type,
         "devices": int(lightning.num_devices),

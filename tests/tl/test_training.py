@@ -95,7 +95,7 @@ class _GradientCheck(Callback):
     def on_before_optimizer_step(self, trainer, pl_module, optimizer):
         clone = copy.deepcopy(pl_module.model)
         clone.zero_grad(set_to_none=True)
-        x = to_float(pl_module.train_patches[self.batch])
+        x = to_float(pl_module.datamodule().train[self.batch])
         loss = torch.nn.functional.mse_loss(clone(x), pl_module.train_targets[self.batch])
         loss.backward()
         for got, want in zip(pl_module.model.parameters(), clone.parameters(), strict=True):

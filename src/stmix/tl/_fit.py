@@ -11,23 +11,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import anndata as ad
-import numpy as np
 import torch
 
-import stmix
-from stmix import _anndata, _history, _owner, _presets, _store, _validate
+from stmix import _owner, _presets, _validate
 from stmix._keys import FIT, NEIGHBORS, PATCHES, SPLIT
 from stmix._presets import TrainingConfig
 from stmix.nn import hub
 from stmix.nn.constants import METHODS, PIXEL
 from stmix.nn.head import ExpressionHead
-from stmix.nn.model import ExpressionPredictor
 from stmix.tl import _augmentations, _trainer
-from stmix.tl._batches import Rows, is_lazy
-from stmix.tl._embed import representation
+from stmix.tl._fit_record import Run, model_config, record
 from stmix.tl._imputer_plan import ImputerPlan
 from stmix.tl._model import Imputer, plain
+from stmix.tl._network import STANDARDISED, build_network, check_single_images
 from stmix.tl._ridge import fit_ridge
+from stmix.tl._training_data import TrainingData, read_training_data
 
 logger = logging.getLogger(__name__)
 
@@ -211,36 +209,99 @@ def fit(
         lr=lr,
         **_plan_kwargs(plan_kwargs),
     )
-    augment = _check_method(augment, use_rep, head)
-    seed = _validate.integer("seed", seed, minimum=0)
     trainer_kwargs = _trainer.check_trainer_kwargs(trainer_kwargs, PLAN_SETTINGS)
     if head != "ridge":  # the ridge solves on the CPU, without a Trainer
         _trainer.check_hardware(accelerator, devices, trainer_kwargs)
     ckpt_path = _trainer.check_checkpoint(ckpt_path, checkpoint_dir)
     _owner.claim(adata, WRITER, key_added, [("uns", key_added)])
-    recorded_kwargs = hub.record_kwargs(backbone_kwargs)  # refused now, not after training
-    data = _training_data(
-        adata, layer, genes, augment, use_rep, library_key, split_key, patches_key, neighbors_key
+    choices = _Choices(
+        augment=_check_method(augment, use_rep, head),
+        head=head,
+        layer=layer,
+        seed=_validate.integer("seed", seed, minimum=0),
+        preset=preset if isinstance(preset, str) else "custom",
+        pretrained=bool(pretrained),
+        weights=weights,
+        backbone_kwargs=backbone_kwargs,
+        recorded_kwargs=hub.record_kwargs(backbone_kwargs),  # refused now, not after training
+    )
+    data = read_training_data(
+        adata,
+        layer=layer,
+        genes=genes,
+        augment=choices.augment,
+        use_rep=use_rep,
+        library_key=library_key,
+        split_key=split_key,
+        patches_key=patches_key,
+        neighbors_key=neighbors_key,
     )
     if data.patch_size is not None:
         config = config.replace(size=data.patch_size)  # the record says what was trained on
     if head == "ridge":
-        model, plan_record = _fit_ridge(data, config, seed, layer)
-        adata.uns[key_added] = _record(
-            model, plan_record, {"seconds": plan_record.seconds, "accelerator": "cpu", "devices": 1}
+        model, run = _fit_ridge(data, config, choices)
+    else:
+        model, run = _fine_tune(
+            adata,
+            data,
+            config,
+            choices,
+            neighbors_key=neighbors_key,
+            workers=workers,
+            epochs=config.epochs,
+            patience=config.patience,
+            accelerator=accelerator,
+            devices=devices,
+            checkpoint_dir=checkpoint_dir,
+            ckpt_path=ckpt_path,
+            progress=progress,
+            **trainer_kwargs,
         )
-        return model
-    if not len(data.val):
-        logger.warning(
-            "No validation spots: training runs all %d epochs without early stopping and "
-            "keeps the last epoch.",
-            config.epochs,
-        )
+    adata.uns[key_added] = record(model, run, WRITER)
+    return model
 
-    torch.manual_seed(seed)
+
+@dataclass(frozen=True)
+class _Choices:
+    """What a fit was asked for beyond the preset's settings."""
+
+    augment: str
+    head: str
+    layer: str | None
+    seed: int
+    preset: str
+    pretrained: bool
+    weights: str | os.PathLike | None
+    backbone_kwargs: Mapping[str, Any] | None
+    recorded_kwargs: dict | None  # backbone_kwargs as the model's JSON holds them
+
+    def params(self, config: TrainingConfig, data: TrainingData, hardware: dict) -> dict:
+        """The settings a trained network records (``uns[key_added]["params"]``)."""
+        return {
+            **config.to_dict(),
+            "preset": self.preset,
+            "augment": self.augment,
+            "layer": self.layer,
+            "seed": self.seed,
+            "pretrained": self.pretrained,
+            "weights": None if self.weights is None else str(self.weights),
+            "backbone_kwargs": self.recorded_kwargs,
+            "use_rep": data.use_rep,
+            "head": self.head if data.use_rep is not None else None,
+            "library_key": data.library_key,
+            "sections": data.sections,
+            **{k: hardware[k] for k in ("accelerator", "devices", "strategy", "precision")},
+        }
+
+
+def _fine_tune(
+    adata, data: TrainingData, config: TrainingConfig, choices: _Choices, *, neighbors_key, **run
+) -> tuple[Imputer, Run]:
+    """Build the augmentation and the network, train, and wrap the result as a model."""
+    torch.manual_seed(choices.seed)
     augmentation = _augmentations.build(
         adata,
-        augment,
+        choices.augment,
         data.train,
         data.y_train,
         alpha=config.alpha,
@@ -249,65 +310,36 @@ def fit(
         neighbors_key=neighbors_key,
         groups=data.groups,
     )
-    offset = torch.from_numpy(data.y_train.mean(axis=0)) if config.target == "delta" else None
-    if use_rep is None:
-        network = ExpressionPredictor(
-            len(data.genes),
-            config.backbone,
-            pretrained=pretrained,
-            weights=weights,
-            dropout=config.dropout,
-            offset=offset,
-            img_size=data.patch_size,
-            backbone_kwargs=dict(backbone_kwargs or {}) or None,
-        )
-        logger.info("Backbone %s (%s).", config.backbone, network.weights_source)
-    else:
-        train_inputs = data.inputs[data.train]
-        spread = train_inputs.std(axis=0)
-        # a feature constant over the training spots says nothing: an infinite scale mutes it
-        # (it may still vary on new spots, where a scale of 1 would let it through unlearnt)
-        scale = np.where(spread > 1e-6 * max(float(spread.max()), 1e-30), spread, np.inf)
-        scale = scale.astype(np.float32)
-        constant = int(np.isinf(scale).sum())
-        if constant > scale.size / 2:
-            logger.warning(
-                "%d of the %d features of obsm[%r] are constant over the training spots: the "
-                "embedding says little about these patches (patches too small for the encoder? "
-                "Lite0 and ResNets want 64 px and more).",
-                constant,
-                scale.size,
-                use_rep,
-            )
-        center = train_inputs.mean(axis=0)
-        seen = (train_inputs - center) / scale  # new spots are held to this range
-        network = ExpressionHead(
-            train_inputs.shape[1],
-            len(data.genes),
-            kind=head,
-            dropout=config.dropout,
-            center=torch.from_numpy(center),
-            scale=torch.from_numpy(scale),
-            offset=offset,
-            low=torch.from_numpy(seen.min(axis=0)),
-            high=torch.from_numpy(seen.max(axis=0)),
-        )
-    batch_norm = any(
-        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in network.modules()
+    network = build_network(
+        data,
+        config,
+        head=choices.head,
+        pretrained=choices.pretrained,
+        weights=choices.weights,
+        backbone_kwargs=choices.backbone_kwargs,
     )
-    if config.batch_size == 1 and augment in ("none", "basic") and batch_norm:
-        raise ValueError(
-            f"batch_size=1 with augment={augment!r} runs {config.backbone} on one image per step, "
-            f"and its BatchNorm layers cannot normalise a single image: use batch_size >= 2 (a "
-            f"mixing method runs three images per anchor)."
+    check_single_images(network, config, choices.augment)
+    done = _train(network, augmentation, data, config, choices, **run)
+    params = choices.params(config, data, done.hardware)
+    settings = model_config(
+        data, config, choices.augment, choices.layer, choices.head, done.best_epoch, params
+    )
+    if data.use_rep is None:
+        settings["weights_source"] = network.weights_source
+    return Imputer(network, settings, done.history), done
+
+
+def _train(
+    network, augmentation, data: TrainingData, config, choices: _Choices, *, workers, **run
+) -> Run:
+    """Train ``network`` with ``augmentation`` on the training spots; the best epoch's weights."""
+    if not len(data.val):
+        logger.warning(
+            "No validation spots: training runs all %d epochs without early stopping and "
+            "keeps the last epoch.",
+            config.epochs,
         )
-    if is_lazy(data.inputs):  # patches in a store: streamed by DataLoader workers
-        fast = _store.reader(data.inputs, (adata.uns.get(patches_key) or {}).get("params") or {})
-        train_inputs = Rows(data.inputs, data.train, fast)
-        val_inputs = Rows(data.inputs, data.val, fast)
-    else:
-        train_inputs = torch.from_numpy(data.inputs[data.train])
-        val_inputs = torch.from_numpy(data.inputs[data.val])
+    train_inputs, val_inputs = data.split_inputs()
     plan = ImputerPlan(
         network,
         augmentation,
@@ -322,117 +354,27 @@ def fit(
         weight_decay=config.weight_decay,
         betas=config.betas,
         eps=config.eps,
-        seed=seed,
-        fingerprint={
-            "augment": augment,
-            "use_rep": use_rep,
-            "head": head if use_rep is not None else None,
-            "genes": data.genes,
-            "n_train": len(data.train),
-            "n_val": len(data.val),
-            "settings": plain(config.to_dict()),
-        },
+        seed=choices.seed,
+        fingerprint=_fingerprint(data, config, choices),
     )
-    hardware = _trainer.run(
-        plan,
-        epochs=config.epochs,
-        patience=config.patience,
-        accelerator=accelerator,
-        devices=devices,
-        checkpoint_dir=checkpoint_dir,
-        ckpt_path=ckpt_path,
-        progress=progress,
-        desc=f"fit {augment}" if use_rep is None else f"fit {head} head, {augment}",
-        **trainer_kwargs,
-    )
+    augment, head = choices.augment, choices.head
+    desc = f"fit {augment}" if data.use_rep is None else f"fit {head} head, {augment}"
+    hardware = _trainer.run(plan, desc=desc, **run)
     network.eval()
+    return Run(plan.history, plan.best_epoch, hardware)
 
-    params = {
-        **config.to_dict(),
-        "preset": preset if isinstance(preset, str) else "custom",
-        "augment": augment,
-        "layer": layer,
-        "seed": seed,
-        "pretrained": bool(pretrained),
-        "weights": None if weights is None else str(weights),
-        "backbone_kwargs": recorded_kwargs,
-        "use_rep": use_rep,
-        "head": head if use_rep is not None else None,
-        "library_key": data.library_key,
-        "sections": data.sections,
-        **{k: hardware[k] for k in ("accelerator", "devices", "strategy", "precision")},
+
+def _fingerprint(data: TrainingData, config: TrainingConfig, choices: _Choices) -> dict:
+    """What must match for a checkpoint to resume this run."""
+    return {
+        "augment": choices.augment,
+        "use_rep": data.use_rep,
+        "head": choices.head if data.use_rep is not None else None,
+        "genes": data.genes,
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+        "settings": plain(config.to_dict()),
     }
-    model = Imputer(
-        network,
-        _model_config(data, config, augment, layer, head, plan.best_epoch, params)
-        | ({} if use_rep is not None else {"weights_source": network.weights_source}),
-        plan.history,
-    )
-    adata.uns[key_added] = _record(model, plan, hardware)
-    return model
-
-
-@dataclass
-class _TrainingData:
-    """What a fit reads from the AnnData, checked before anything is built."""
-
-    inputs: np.ndarray  # uint8 patches, or a float32 representation
-    embedding: dict | None  # how the representation was made (use_rep), else None
-    use_rep: str | None
-    train: np.ndarray
-    val: np.ndarray
-    genes: list[str]
-    y_train: np.ndarray
-    y_val: np.ndarray
-    spot_scale: float
-    geometry: dict  # spot_diameter_px, microns_per_pixel, spot_diameter_um of the patches
-    library_key: str | None
-    groups: np.ndarray | None  # each training spot's section
-    sections: list[str] | None  # the sections trained on
-
-    @property
-    def patch_size(self) -> int | None:
-        if self.use_rep is None:
-            return int(self.inputs.shape[1])
-        return ((self.embedding or {}).get("patches") or {}).get("size")
-
-
-def _training_data(
-    adata, layer, genes, augment, use_rep, library_key, split_key, patches_key, neighbors_key
-):
-    key = _anndata.library_key(adata, library_key)
-    if use_rep is None:
-        inputs, embedding = _anndata.patches(adata, patches_key), None
-    else:
-        inputs, embedding = representation(adata, use_rep)
-    train = _anndata.labelled(adata, split_key, "train")
-    val = _anndata.split_indices(adata, split_key, "val")
-    columns = _anndata.genes(adata, genes)
-    y_train = _anndata.expression(adata, layer, obs=train, var=columns)
-    y_val = _anndata.expression(adata, layer, obs=val, var=columns)
-    _anndata.warn_if_counts(y_train, layer)
-    groups = None if key is None else adata.obs[key].astype(str).to_numpy()[train]
-    _augmentations.check_neighbors(adata, augment, train, neighbors_key, groups)
-    patch_params = (adata.uns.get(patches_key) or {}).get("params") or {}
-    geometry = _anndata.spot_geometry(adata, patches_key)
-    if use_rep is not None:
-        patch_params = (embedding or {}).get("patches") or {}
-        geometry = {k: patch_params.get(k) for k in geometry}
-    return _TrainingData(
-        inputs=inputs,
-        embedding=embedding,
-        use_rep=use_rep,
-        train=train,
-        val=val,
-        genes=[str(g) for g in adata.var_names[columns]],
-        y_train=y_train,
-        y_val=y_val,
-        spot_scale=float(patch_params.get("spot_scale", 1.0)),
-        geometry=geometry,
-        library_key=key,
-        groups=groups,
-        sections=None if groups is None else list(dict.fromkeys(groups)),
-    )
 
 
 def _plan_kwargs(plan_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -446,32 +388,6 @@ def _plan_kwargs(plan_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
                 + (f"; pass it as {where}." if where else f"; the settings are {PLAN_SETTINGS}.")
             )
     return plan_kwargs
-
-
-def _record(model: Imputer, plan: ImputerPlan, hardware: dict) -> dict:
-    history = _history.columns(plan.history)
-    return {
-        _owner.WRITER: WRITER,
-        # older anndata cannot write None into uns: a setting that is None is left out there
-        "params": {k: v for k, v in model.config["params"].items() if v is not None},
-        "history": history,
-        "best_epoch": int(plan.best_epoch),
-        "genes": np.array(model.genes, dtype=object),
-        "timing": {
-            "seconds": float(hardware["seconds"]),
-            "seconds_per_epoch": float(np.mean(history.get("seconds", [np.nan]))),
-            "epochs_run": len(plan.history),
-            "device": hardware["accelerator"],
-            "devices": int(hardware["devices"]),
-        },
-        "model": {
-            "backbone": model.config["backbone"],
-            "weights": model.config["weights_source"],
-            "patch_size": model.patch_size,
-            "target": model.config["target"],
-            "augment": model.config["augment"],
-        },
-    }
 
 
 def _check_method(augment: str | None, use_rep: str | None, head: str) -> str:
@@ -499,51 +415,7 @@ def _check_method(augment: str | None, use_rep: str | None, head: str) -> str:
     return augment
 
 
-def _model_config(data, config, augment, layer, head, best_epoch, params) -> dict:
-    common = {
-        "genes": data.genes,
-        "patch_size": data.patch_size,
-        "spot_scale": data.spot_scale,
-        **data.geometry,
-        "dropout": config.dropout,
-        "target": config.target,
-        "augment": augment,
-        "layer": layer,
-        "best_epoch": best_epoch,
-        "params": plain(params),
-        "stmix_version": stmix.__version__,
-    }
-    if data.use_rep is None:
-        return {
-            "kind": "image",
-            "backbone": config.backbone,
-            "backbone_kwargs": plain(dict(params.get("backbone_kwargs") or {})),
-            **common,
-        }
-    embedding = data.embedding or {}
-    return {
-        "kind": "head",
-        "head": head,
-        "use_rep": data.use_rep,
-        "in_features": int(data.inputs.shape[1]),
-        "hidden": 256,
-        "embedding": plain(embedding),
-        "backbone": embedding.get("backbone", f"obsm[{data.use_rep!r}]"),
-        "weights_source": embedding.get("weights", "unknown"),
-        **common,
-    }
-
-
-@dataclass
-class _ClosedForm:
-    """What the ridge probe leaves in the record in place of a training history."""
-
-    history: list[dict]
-    best_epoch: int
-    seconds: float
-
-
-def _fit_ridge(data, config, seed, layer) -> tuple[Imputer, _ClosedForm]:
+def _fit_ridge(data: TrainingData, config, choices: _Choices) -> tuple[Imputer, Run]:
     started = time.perf_counter()
     fitted = fit_ridge(data.inputs[data.train], data.y_train, data.inputs[data.val], data.y_val)
     network = ExpressionHead(
@@ -551,10 +423,7 @@ def _fit_ridge(data, config, seed, layer) -> tuple[Imputer, _ClosedForm]:
         len(data.genes),
         kind="linear",
         dropout=0.0,
-        center=torch.from_numpy(fitted.center),
-        scale=torch.from_numpy(fitted.scale),
-        low=torch.from_numpy(fitted.low),
-        high=torch.from_numpy(fitted.high),
+        **{k: torch.from_numpy(getattr(fitted, k)) for k in STANDARDISED},
     )
     with torch.no_grad():
         network.head.weight.copy_(torch.from_numpy(fitted.weight))
@@ -567,13 +436,16 @@ def _fit_ridge(data, config, seed, layer) -> tuple[Imputer, _ClosedForm]:
         "alpha": fitted.alpha,
         "n_components": fitted.n_components,
         "penalties": [row["relative"] for row in fitted.history],
-        "seed": seed,
-        "layer": layer,
+        "seed": choices.seed,
+        "layer": choices.layer,
         "library_key": data.library_key,
         "sections": data.sections,
     }
     config = config.replace(dropout=0.0, target="expression")
     model = Imputer(
-        network, _model_config(data, config, "none", layer, "ridge", 0, params), fitted.history
+        network,
+        model_config(data, config, "none", choices.layer, "ridge", 0, params),
+        fitted.history,
     )
-    return model, _ClosedForm(fitted.history, 0, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return model, Run(fitted.history, 0, {"seconds": seconds, "accelerator": "cpu", "devices": 1})

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stmix.tl._standardise import standardise
+
 #: Penalties tried, as multiples of the mean eigenvalue of the kept components.
 PENALTIES = np.logspace(-3, 4, 15)
 #: Components kept (HEST: 256), at most the number of training spots.
@@ -31,7 +33,7 @@ class RidgeFit:
     """The probe as an affine map of the raw embedding, and how its penalty was chosen."""
 
     center: np.ndarray  # (d,) standardisation
-    scale: np.ndarray  # (d,)
+    scale: np.ndarray  # (d,); inf for a feature constant over the training spots
     low: np.ndarray  # (d,) range of the standardised training embedding
     high: np.ndarray  # (d,)
     weight: np.ndarray  # (genes, d) on the standardised embedding
@@ -59,18 +61,14 @@ def fit_ridge(
             "split with val > 0 (stmix.pp.split)."
         )
     x_train = x_train.astype(np.float64)
-    center = x_train.mean(axis=0)
-    scale = x_train.std(axis=0)
-    scale[scale == 0] = 1.0
-    z = (x_train - center) / scale
-    low, high = z.min(axis=0), z.max(axis=0)
+    seen = standardise(x_train)
+    z = (x_train - seen.center) / seen.scale
     u, s, vt = np.linalg.svd(z, full_matrices=False)
     k = int(min(n_components, len(s)))
     u, s, components = u[:, :k], s[:k], vt[:k]
     y_mean = y_train.mean(axis=0)
     uy = u.T @ (y_train - y_mean)  # (k, genes)
-    z_val = np.clip((x_val.astype(np.float64) - center) / scale, low, high)
-    z_val = z_val @ components.T  # scores (n_val, k)
+    z_val = seen.apply(x_val.astype(np.float64)) @ components.T  # scores (n_val, k)
     eigen = float(np.mean(s**2))
     history, best = [], None
     for relative in penalties:
@@ -82,10 +80,10 @@ def fit_ridge(
             best = (mse, alpha, beta)
     _, alpha, beta = best
     return RidgeFit(
-        center=center.astype(np.float32),
-        scale=scale.astype(np.float32),
-        low=low.astype(np.float32),
-        high=high.astype(np.float32),
+        center=seen.center.astype(np.float32),
+        scale=seen.scale.astype(np.float32),
+        low=seen.low.astype(np.float32),
+        high=seen.high.astype(np.float32),
         weight=(components.T @ beta).T.astype(np.float32),
         bias=y_mean.astype(np.float32),
         alpha=alpha,

@@ -1,0 +1,97 @@
+"""What a fit reads from the AnnData: inputs, targets, split, genes, sections, patch geometry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anndata as ad
+import numpy as np
+import torch
+
+from stmix import _anndata, _store
+from stmix.tl import _augmentations
+from stmix.tl._batches import Rows, is_lazy
+from stmix.tl._embed import representation
+
+
+@dataclass
+class TrainingData:
+    """What a fit reads from the AnnData, checked before anything is built."""
+
+    inputs: np.ndarray  # uint8 patches, or a float32 representation
+    embedding: dict | None  # how the representation was made (use_rep), else None
+    use_rep: str | None
+    train: np.ndarray
+    val: np.ndarray
+    genes: list[str]
+    y_train: np.ndarray
+    y_val: np.ndarray
+    spot_scale: float
+    geometry: dict  # spot_diameter_px, microns_per_pixel, spot_diameter_um of the patches
+    library_key: str | None
+    groups: np.ndarray | None  # each training spot's section
+    sections: list[str] | None  # the sections trained on
+    store_params: dict  # how the patches were cut (a store's reader needs it)
+
+    @property
+    def patch_size(self) -> int | None:
+        """The side of the patches trained on, or that the representation was made from."""
+        if self.use_rep is None:
+            return int(self.inputs.shape[1])
+        return ((self.embedding or {}).get("patches") or {}).get("size")
+
+    def split_inputs(self) -> tuple[torch.Tensor | Rows, torch.Tensor | Rows]:
+        """The training and validation inputs: tensors, or rows read from the patch store."""
+        if not is_lazy(self.inputs):
+            return tuple(torch.from_numpy(self.inputs[rows]) for rows in (self.train, self.val))
+        fast = _store.reader(self.inputs, self.store_params)
+        return Rows(self.inputs, self.train, fast), Rows(self.inputs, self.val, fast)
+
+
+def read_training_data(
+    adata: ad.AnnData,
+    *,
+    layer: str | None,
+    genes,
+    augment: str,
+    use_rep: str | None,
+    library_key: str | None,
+    split_key: str,
+    patches_key: str,
+    neighbors_key: str,
+) -> TrainingData:
+    """Read and check what a fit trains on, before anything is built or written."""
+    key = _anndata.library_key(adata, library_key)
+    if use_rep is None:
+        inputs, embedding = _anndata.patches(adata, patches_key), None
+    else:
+        inputs, embedding = representation(adata, use_rep)
+    train = _anndata.labelled(adata, split_key, "train")
+    val = _anndata.split_indices(adata, split_key, "val")
+    columns = _anndata.genes(adata, genes)
+    y_train = _anndata.expression(adata, layer, obs=train, var=columns)
+    y_val = _anndata.expression(adata, layer, obs=val, var=columns)
+    _anndata.warn_if_counts(y_train, layer)
+    groups = None if key is None else adata.obs[key].astype(str).to_numpy()[train]
+    _augmentations.check_neighbors(adata, augment, train, neighbors_key, groups)
+    patch_params = (adata.uns.get(patches_key) or {}).get("params") or {}
+    geometry = _anndata.spot_geometry(adata, patches_key)
+    if use_rep is not None:
+        patch_params = (embedding or {}).get("patches") or {}
+        geometry = {k: patch_params.get(k) for k in geometry}
+    return TrainingData(
+        inputs=inputs,
+        embedding=embedding,
+        use_rep=use_rep,
+        train=train,
+        val=val,
+        genes=[str(g) for g in adata.var_names[columns]],
+        y_train=y_train,
+        y_val=y_val,
+        spot_scale=float(patch_params.get("spot_scale", 1.0)),
+        geometry=geometry,
+        library_key=key,
+        groups=groups,
+        sections=None if groups is None else list(dict.fromkeys(groups)),
+        store_params=(adata.uns.get(patches_key) or {}).get("params") or {},
+    )

@@ -10,6 +10,8 @@ import json
 import warnings
 from pathlib import Path
 
+from stmix._model_config import SCHEMA, ModelConfig
+
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
@@ -22,7 +24,7 @@ def genes(folder: Path) -> list[str]:
             f"{folder} is not a saved stmix model (it needs {CONFIG_FILE} and {WEIGHTS_FILE})."
         )
     config, _ = read_config(folder / CONFIG_FILE)
-    return list(config["genes"])
+    return list(config.genes)
 
 
 def check_save_target(path: Path, overwrite: bool) -> None:
@@ -54,7 +56,7 @@ def is_stmix_config(file: Path) -> bool:
     return isinstance(record, dict) and "stmix_version" in (record.get("config") or {})
 
 
-def read_config(file: Path) -> tuple[dict, list]:
+def read_config(file: Path) -> tuple[ModelConfig, list]:
     """``config.json``, checked: what a model needs, of the right types and in range."""
     try:
         record = json.loads(file.read_text())
@@ -101,8 +103,14 @@ def read_config(file: Path) -> tuple[dict, list]:
             UserWarning,
             stacklevel=3,
         )
+    schema = config.get("schema", SCHEMA)
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema > SCHEMA:
+        raise ValueError(
+            f"{file} has config schema {schema}, newer than this stmix reads ({SCHEMA}): it was "
+            f"saved by stmix {saved}; update stmix (pip install -U stmix) to load it."
+        )
     history = record.get("history") or []
-    return config, history if isinstance(history, list) else []
+    return ModelConfig.from_json(config), history if isinstance(history, list) else []
 
 
 def _number(lo: float, hi: float, *, low_open: bool = False):

@@ -223,7 +223,7 @@ def _impute(args: argparse.Namespace) -> int:
         stmix.pp.patches(
             adata,
             size=model.patch_size,
-            spot_scale=model.config["spot_scale"],
+            spot_scale=model.config.spot_scale,
             progress=not args.quiet,
         )
     if not adata.var_names.isin(model.genes).any():  # a section that was never measured
@@ -310,10 +310,10 @@ def _predict(args: argparse.Namespace) -> int:
     config = model.config
     diameter, mpp = args.spot_diameter, args.mpp
     if diameter is None:
-        if mpp is not None and config.get("spot_diameter_um"):
-            diameter = float(config["spot_diameter_um"])  # the same physical size
-        elif config.get("spot_diameter_px"):
-            diameter, mpp = float(config["spot_diameter_px"]), None  # scanned like training
+        if mpp is not None and config.spot_diameter_um:
+            diameter = float(config.spot_diameter_um)  # the same physical size
+        elif config.spot_diameter_px:
+            diameter, mpp = float(config.spot_diameter_px), None  # scanned like training
         else:
             raise ValueError(
                 "The model does not record its spot diameter: pass --spot-diameter (pixels, or "
@@ -336,7 +336,7 @@ def _predict(args: argparse.Namespace) -> int:
     stmix.pp.patches(
         grid,
         size=model.patch_size,
-        spot_scale=config.get("spot_scale", 1.0),
+        spot_scale=config.spot_scale,
         progress=not args.quiet,
     )
     pred = stmix.tl.predict(grid, model, device=args.device, progress=not args.quiet)
@@ -431,7 +431,7 @@ def _her2st(args: argparse.Namespace) -> int:
     model = stmix.tl.fit(adata, genes="stmix_selected", **_fit_kwargs(args))
     record = adata.uns["stmix"]
     print(
-        f"fit {args.augment}: {model.config['backbone']} ({model.config['weights_source']}), "
+        f"fit {args.augment}: {model.config.backbone} ({model.config.weights_source}), "
         f"{model.patch_size} px, best epoch {record['best_epoch']} of "
         f"{record['timing']['epochs_run']}, {record['timing']['seconds_per_epoch']:.1f} s/epoch "
         f"on {record['timing']['device']}"

@@ -92,5 +92,5 @@ def _columns(obj: Any, key: str) -> tuple[dict, int]:
             raise ValueError("The model has no training history.")
         keys = dict.fromkeys(k for row in obj.history for k in row)
         columns = {k: np.array([row.get(k, np.nan) for row in obj.history]) for k in keys}
-        return columns, int(obj.config["best_epoch"])
+        return columns, int(obj.config.best_epoch)
     raise TypeError("Pass a model from stmix.tl.fit or an AnnData it was fitted on.")

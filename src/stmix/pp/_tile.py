@@ -101,7 +101,7 @@ def tile(
             raise ValueError(
                 "The spot diameter is unknown: pass `spot_diameter=` (in full-resolution pixels, "
                 "or in µm together with `mpp=`), e.g. the diameter of the model's training spots "
-                "(model.config['spot_diameter_px'])."
+                "(model.config.spot_diameter_px)."
             )
         diameter_px = float(slide.diameter)
     else:

@@ -1,5 +1,6 @@
 """Tools: training, prediction and scoring. The only place where AnnData meets tensors."""
 
+from stmix._model_config import ModelConfig
 from stmix._presets import PRESETS, TrainingConfig
 from stmix.tl._compare import compare
 from stmix.tl._complete import complete
@@ -13,6 +14,7 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "PRESETS",
     "Imputer",
+    "ModelConfig",
     "TrainingConfig",
     "compare",
     "complete",

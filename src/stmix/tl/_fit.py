@@ -325,7 +325,7 @@ def _fine_tune(
         data, config, choices.augment, choices.layer, choices.head, done.best_epoch, params
     )
     if data.use_rep is None:
-        settings["weights_source"] = network.weights_source
+        settings = settings.replace(weights_source=network.weights_source)
     return Imputer(network, settings, done.history), done
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 import stmix
 from stmix import _history, _owner
+from stmix._model_config import ModelConfig
 from stmix._presets import TrainingConfig
 from stmix.tl._model import Imputer, plain
 from stmix.tl._training_data import TrainingData
@@ -30,7 +31,7 @@ def model_config(
     head: str,
     best_epoch: int,
     params: dict,
-) -> dict:
+) -> ModelConfig:
     """The settings a saved model needs to be rebuilt and to predict as it was trained."""
     common = {
         "genes": data.genes,
@@ -46,24 +47,28 @@ def model_config(
         "stmix_version": stmix.__version__,
     }
     if data.use_rep is None:
-        return {
-            "kind": "image",
-            "backbone": config.backbone,
-            "backbone_kwargs": plain(dict(params.get("backbone_kwargs") or {})),
+        return ModelConfig.from_json(
+            {
+                "kind": "image",
+                "backbone": config.backbone,
+                "backbone_kwargs": plain(dict(params.get("backbone_kwargs") or {})),
+                **common,
+            }
+        )
+    embedding = data.embedding or {}
+    return ModelConfig.from_json(
+        {
+            "kind": "head",
+            "head": head,
+            "use_rep": data.use_rep,
+            "in_features": int(data.inputs.shape[1]),
+            "hidden": 256,
+            "embedding": plain(embedding),
+            "backbone": embedding.get("backbone", f"obsm[{data.use_rep!r}]"),
+            "weights_source": embedding.get("weights", "unknown"),
             **common,
         }
-    embedding = data.embedding or {}
-    return {
-        "kind": "head",
-        "head": head,
-        "use_rep": data.use_rep,
-        "in_features": int(data.inputs.shape[1]),
-        "hidden": 256,
-        "embedding": plain(embedding),
-        "backbone": embedding.get("backbone", f"obsm[{data.use_rep!r}]"),
-        "weights_source": embedding.get("weights", "unknown"),
-        **common,
-    }
+    )
 
 
 def record(model: Imputer, run: Run, writer: str) -> dict:
@@ -73,7 +78,7 @@ def record(model: Imputer, run: Run, writer: str) -> dict:
     return {
         _owner.WRITER: writer,
         # older anndata cannot write None into uns: a setting that is None is left out there
-        "params": {k: v for k, v in model.config["params"].items() if v is not None},
+        "params": {k: v for k, v in model.config.params.items() if v is not None},
         "history": history,
         "best_epoch": int(run.best_epoch),
         "genes": np.array(model.genes, dtype=object),
@@ -85,10 +90,10 @@ def record(model: Imputer, run: Run, writer: str) -> dict:
             "devices": int(hardware["devices"]),
         },
         "model": {
-            "backbone": model.config["backbone"],
-            "weights": model.config["weights_source"],
+            "backbone": model.config.backbone,
+            "weights": model.config.weights_source,
             "patch_size": model.patch_size,
-            "target": model.config["target"],
-            "augment": model.config["augment"],
+            "target": model.config.target,
+            "augment": model.config.augment,
         },
     }

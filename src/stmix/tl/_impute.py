@@ -231,18 +231,18 @@ def _predict(adata, model, clip, batch_size, device, patches_key, progress) -> n
 
 def _warn_if_other_scale(adata: ad.AnnData, model: Imputer, patches_key: str) -> None:
     stored_scale = ((adata.uns.get(patches_key) or {}).get("params") or {}).get("spot_scale")
-    if stored_scale is not None and abs(stored_scale - model.config.get("spot_scale", 1.0)) > 1e-6:
+    if stored_scale is not None and abs(stored_scale - model.config.spot_scale) > 1e-6:
         logger.warning(
             "The patches were cut with spot_scale=%s but the model was trained on "
             "spot_scale=%s: the tissue appears at another magnification.",
             stored_scale,
-            model.config.get("spot_scale"),
+            model.config.spot_scale,
         )
 
 
 def _warn_if_negative(adata: ad.AnnData, model: Imputer, columns: np.ndarray) -> None:
     """``clip=True`` on expression that is negative (scaled, centred) hides real values."""
-    layer = model.config.get("layer")
+    layer = model.config.layer
     matrix = adata.X if layer is None else adata.layers.get(layer)
     if matrix is None:
         return
@@ -262,7 +262,7 @@ def _warn_if_negative(adata: ad.AnnData, model: Imputer, columns: np.ndarray) ->
 
 def _record(model: Imputer, clip: bool, patches_key: str, genes: list[str], layer) -> dict:
     params = {
-        "backbone": model.config["backbone"],
+        "backbone": model.config.backbone,
         "patch_size": model.patch_size,
         "n_genes": len(model.genes),
         "genes": list(genes),
@@ -298,9 +298,9 @@ def head_inputs(adata, model: Imputer, patches_key, batch_size, device, progress
     from stmix.tl._device import resolve_device
     from stmix.tl._embed import encode, representation
 
-    use_rep = model.config["use_rep"]
-    made = model.config.get("embedding") or {}
-    width = int(model.config["in_features"])
+    use_rep = model.config.use_rep
+    made = model.config.embedding
+    width = int(model.config.in_features)
     if use_rep in adata.obsm:
         try:
             values, record = representation(adata, use_rep)

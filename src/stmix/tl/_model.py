@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from stmix._io import atomic_folder
+from stmix._model_config import ModelConfig
 from stmix._model_files import CONFIG_FILE, WEIGHTS_FILE, check_save_target, read_config
 from stmix.nn.head import ExpressionHead
 from stmix.nn.images import to_input
@@ -31,36 +32,40 @@ class Imputer:
         (``kind == "image"``), or an :class:`~stmix.nn.ExpressionHead` that takes an embedding
         (``kind == "head"``, trained with ``use_rep``).
     config
-        Everything needed to rebuild it and to know what it predicts: ``kind``, ``backbone``,
-        ``genes``, ``patch_size``, ``dropout``, ``target``, the fit ``params``, ``best_epoch``;
-        for heads also ``head``, ``use_rep``, ``in_features`` and ``embedding`` (how the
-        embedding was made, to make it again for new spots).
+        A :class:`~stmix.tl.ModelConfig`: everything needed to rebuild the network and to know
+        what it predicts: ``kind``, ``backbone``, ``genes``, ``patch_size``, ``dropout``,
+        ``target``, the fit ``params``, ``best_epoch``; for heads also ``head``, ``use_rep``,
+        ``in_features`` and ``embedding`` (how the embedding was made, to make it again for new
+        spots). Read by attribute or by key, as ``config.json`` holds it.
     history
         One dict per epoch: the training loss terms, ``val_mse``, ``val_mae``, ``val_pcc``,
         ``lr`` and ``seconds``.
     """
 
     def __init__(
-        self, module: ExpressionPredictor, config: dict, history: list[dict] | None = None
+        self,
+        module: ExpressionPredictor | ExpressionHead,
+        config: ModelConfig | dict,
+        history: list[dict] | None = None,
     ):
         self.module = module
-        self.config = config
+        self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_json(config)
         self.history = list(history or [])
 
     @property
     def genes(self) -> list[str]:
         """The genes the model predicts, in output order."""
-        return list(self.config["genes"])
+        return list(self.config.genes)
 
     @property
     def kind(self) -> str:
         """``"image"`` (takes patches) or ``"head"`` (takes an embedding)."""
-        return str(self.config.get("kind", "image"))
+        return self.config.kind
 
     @property
     def patch_size(self) -> int | None:
         """Side of the patches the model (or its embedding) takes, in pixels."""
-        size = self.config.get("patch_size")
+        size = self.config.patch_size
         return None if size is None else int(size)
 
     @property
@@ -69,21 +74,17 @@ class Imputer:
         return next(self.module.parameters()).device
 
     def __repr__(self) -> str:
-        best = self.config.get("best_epoch")
+        config = self.config
         what = (
-            f"{self.config['backbone']}, {len(self.genes)} genes, {self.patch_size} px patches"
+            f"{config.backbone}, {len(self.genes)} genes, {self.patch_size} px patches"
             if self.kind == "image"
-            else f"{self.config['head']} head on obsm[{self.config['use_rep']!r}] "
-            f"({self.config['backbone']}), {len(self.genes)} genes"
+            else f"{config.head} head on obsm[{config.use_rep!r}] "
+            f"({config.backbone}), {len(self.genes)} genes"
         )
-        return (
-            f"Imputer({what}, augment={self.config.get('augment')!r}"
-            + (
-                f", best epoch {best}"
-                if best is not None and self.config.get("head") != "ridge"
-                else ""
-            )
-            + ")"
+        best = config.best_epoch
+        shown = best is not None and config.head != "ridge"
+        return f"Imputer({what}, augment={config.augment!r}" + (
+            f", best epoch {best})" if shown else ")"
         )
 
     @torch.inference_mode()
@@ -106,12 +107,12 @@ class Imputer:
                 np.asarray(patches) if not torch.is_tensor(patches) else patches
             )
         if self.kind == "head":
-            width = int(self.config["in_features"])
+            width = int(self.config.in_features)
             if patches.ndim != 2 or patches.shape[1] != width:
                 raise ValueError(
                     f"The head takes embeddings of shape (n, {width}), not "
                     f"{tuple(patches.shape)}: compute them as stmix.tl.embed did (backbone "
-                    f"{self.config['backbone']!r})."
+                    f"{self.config.backbone!r})."
                 )
         elif patches.ndim != 4 or patches.shape[1:] != (self.patch_size, self.patch_size, 3):
             raise ValueError(
@@ -139,7 +140,7 @@ class Imputer:
         path = Path(path)
         check_save_target(path, overwrite)
         state = {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-        record = {"config": self.config, "history": self.history}
+        record = {"config": self.config.to_json(), "history": self.history}
         try:
             with atomic_folder(path) as folder:
                 (folder / CONFIG_FILE).write_text(json.dumps(plain(record), indent=1))
@@ -193,8 +194,8 @@ class Imputer:
         except RuntimeError as error:
             first = str(error).split("\n")[1].strip() if "\n" in str(error) else str(error)
             raise ValueError(
-                f"{path / WEIGHTS_FILE} does not fit {CONFIG_FILE} ({len(config['genes'])} genes, "
-                f"backbone {config['backbone']!r}): {first}"
+                f"{path / WEIGHTS_FILE} does not fit {CONFIG_FILE} ({len(config.genes)} genes, "
+                f"backbone {config.backbone!r}): {first}"
             ) from None
         module.to(resolve_device(device)).eval()
         return cls(module, config, history)
@@ -236,23 +237,23 @@ def predict_batches(
     return torch.cat(out)
 
 
-def build_module(config: dict) -> torch.nn.Module:
+def build_module(config: ModelConfig) -> torch.nn.Module:
     """An untrained network of the architecture ``config`` describes (weights load after)."""
-    if config.get("kind", "image") == "head":
+    if config.kind == "head":
         return ExpressionHead(
-            int(config["in_features"]),
-            len(config["genes"]),
-            kind="linear" if config["head"] == "ridge" else config["head"],
-            hidden=int(config.get("hidden", 256)),
-            dropout=config.get("dropout", 0.2),
+            int(config.in_features),
+            len(config.genes),
+            kind="linear" if config.head == "ridge" else config.head,
+            hidden=int(config.hidden),
+            dropout=config.dropout,
         )
     return ExpressionPredictor(
-        len(config["genes"]),
-        config["backbone"],
+        len(config.genes),
+        config.backbone,
         pretrained=False,
-        dropout=config.get("dropout", 0.2),
-        img_size=config["patch_size"],
-        backbone_kwargs=config.get("backbone_kwargs") or None,
+        dropout=config.dropout,
+        img_size=config.patch_size,
+        backbone_kwargs=config.backbone_kwargs or None,
     )
 
 

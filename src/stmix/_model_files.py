@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 from stmix._model_config import SCHEMA, ModelConfig
+from stmix.nn.constants import HEADS
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -91,7 +92,7 @@ def read_config(file: Path) -> tuple[ModelConfig, list]:
         need("patch_size", integer(8, 4096), "an integer from 8 to 4096 pixels")
     else:
         need("in_features", integer(1, 1 << 20), "a positive integer")
-        need("head", lambda v: v in ("linear", "mlp", "ridge"), "'linear', 'mlp' or 'ridge'")
+        need("head", lambda v: v in HEADS, " or ".join(map(repr, HEADS)))
         if config.get("patch_size") is not None:
             need("patch_size", integer(8, 4096), "an integer from 8 to 4096 pixels")
     _optional(config, file)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stmix import _validate
-from stmix.nn.constants import LOSS_WEIGHTS
+from stmix.nn.constants import DEFAULT_BACKBONE, LOSS_WEIGHTS
 
 TARGETS = ("expression", "delta")
 EDGE_WEIGHTS = ("paper", "reference")
@@ -56,7 +56,7 @@ class TrainingConfig:
         ``"reference"``: by the expression kernel normalised over all training spots.
     """
 
-    backbone: str = "tf_efficientnet_lite0"
+    backbone: str = DEFAULT_BACKBONE
     size: int = 112
     epochs: int = 40
     batch_size: int = 8

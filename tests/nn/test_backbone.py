@@ -63,9 +63,9 @@ def test_fixed_size_backbones_are_built_for_the_patch_size():
 def test_model_normalises_with_the_backbone_statistics():
     model = ExpressionPredictor(3, "test_efficientnet").eval()
     cfg = model.backbone.pretrained_cfg
-    torch.testing.assert_close(model.mean.flatten(), torch.tensor(cfg["mean"]))
+    torch.testing.assert_close(model.encoder.mean.flatten(), torch.tensor(cfg["mean"]))
     x = torch.rand(2, 3, 32, 32)
-    normalised = (x - model.mean) / model.std
+    normalised = (x - model.encoder.mean) / model.encoder.std
     expected = model.head(model.backbone(normalised)) + model.offset
     torch.testing.assert_close(model(x), expected)
     with pytest.raises(ValueError, match="offset"):

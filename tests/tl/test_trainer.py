@@ -90,7 +90,7 @@ def test_a_gpu_this_machine_lacks_is_refused_before_any_work(synthetic, monkeypa
     from stmix.tl import _fit
 
     calls = []
-    monkeypatch.setattr(_fit, "_training_data", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(_fit, "read_training_data", lambda *a, **k: calls.append(a))
     before = snapshot(synthetic)
     with pytest.raises(ValueError, match=r"accelerator='gpu'.*finds no CUDA GPU.*'cpu'"):
         stmix.tl.fit(synthetic, augment="none", **{**LEARN, "accelerator": "gpu"})

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from stmix.nn.backbone import create_backbone
+from stmix.nn.constants import DEFAULT_BACKBONE
 
 #: The eight right-angle rotations and flips of a square patch (an H&E patch has no orientation).
 DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))
@@ -36,7 +37,7 @@ class Encoder(nn.Module):
 
     def __init__(
         self,
-        backbone: str = "tf_efficientnet_lite0",
+        backbone: str = DEFAULT_BACKBONE,
         *,
         pretrained: bool = False,
         weights: str | os.PathLike | None = None,

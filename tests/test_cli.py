@@ -7,6 +7,7 @@ import scanpy as sc
 from PIL import Image
 
 import stmix
+import stmix.errors
 from stmix.cli import main
 from tests.support import TINY as TINY_FIT
 
@@ -432,3 +433,29 @@ def test_predict_on_a_blank_slide_names_the_tissue_option(files, capsys):
     assert not (files / "pred.h5ad").exists()
     assert main([*argv, "--tissue", "all"]) == 0
     assert ad.read_h5ad(files / "pred.h5ad").n_obs == 247  # the whole image, hexagonal
+
+
+@pytest.mark.parametrize(
+    ("raised", "status"),
+    [
+        (stmix.errors.MissingKeyError("adata.layers['x'] does not exist."), 2),
+        (stmix.errors.InputTypeError("`genes` must be names."), 2),
+        (stmix.errors.UnavailableError("Cannot fetch the weights."), 2),
+        (ValueError("`epochs` must be at least 1."), 2),
+        (KeyError("spot_scale"), 1),  # raised by no check of stmix: a bug
+        (TypeError("unsupported operand"), 1),
+        (RuntimeError("shape mismatch"), 1),
+    ],
+)
+def test_user_errors_are_one_line_and_bugs_ask_for_debug(raised, status, monkeypatch, capsys):
+    """stmix's own errors (and ValueError) are the user's; anything else is reported as a bug."""
+
+    def fails(args):
+        raise raised
+
+    monkeypatch.setattr("stmix.cli._evaluate", fails)
+    assert main(["evaluate", "in.h5ad"]) == status
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == (1 if status == 2 else 2)
+    assert ("--debug" in err) == (status == 1)
+    assert str(raised.args[0]) in err

@@ -15,7 +15,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-_SUBMODULES = ("datasets", "nn", "pl", "pp", "tl")
+_SUBMODULES = ("datasets", "errors", "nn", "pl", "pp", "tl")
 __all__ = ["__version__", *_SUBMODULES]
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from scipy import sparse
 
 from stmix._keys import LIBRARY_KEY, SPATIAL, SPLIT_CATEGORIES
+from stmix.errors import MissingKeyError
 
 logger = logging.getLogger("stmix")
 
@@ -23,7 +24,7 @@ logger = logging.getLogger("stmix")
 def spatial_coordinates(adata: ad.AnnData, key: str = SPATIAL) -> np.ndarray:
     """Spot centres ``obsm[key]`` as a float64 (n_obs, 2) array, checked."""
     if key not in adata.obsm:
-        raise KeyError(
+        raise MissingKeyError(
             f"adata.obsm[{key!r}] is missing: stmix needs the spot centres in full-resolution "
             f"image pixels (x, y), as scanpy.read_visium and stmix.datasets write them."
         )
@@ -57,7 +58,7 @@ def library(adata: ad.AnnData, library_id: str | None = None) -> tuple[str, dict
     """The ``uns["spatial"]`` entry of ``library_id`` (or of the only library)."""
     libraries = adata.uns.get(SPATIAL)
     if not isinstance(libraries, dict) or not libraries:
-        raise KeyError(
+        raise MissingKeyError(
             "adata.uns['spatial'] is missing: no image or scale factors are stored with this "
             "AnnData. Pass the image with `image=` or load the data with scanpy.read_visium / "
             "stmix.datasets."
@@ -70,7 +71,7 @@ def library(adata: ad.AnnData, library_id: str | None = None) -> tuple[str, dict
             )
         library_id = next(iter(libraries))
     if library_id not in libraries:
-        raise KeyError(
+        raise MissingKeyError(
             f"Library {library_id!r} is not in adata.uns['spatial'] "
             f"(libraries: {sorted(libraries)})."
         )
@@ -87,7 +88,7 @@ def library_key(adata: ad.AnnData, key: str | None) -> str | None:
     """
     if key is not None:
         if key not in adata.obs.columns:
-            raise KeyError(
+            raise MissingKeyError(
                 f"`library_key={key!r}` is not a column of adata.obs (columns: "
                 f"{list(adata.obs.columns)}); it names each spot's section, as squidpy's "
                 f"library_key does."
@@ -134,7 +135,9 @@ def expression(
 ) -> np.ndarray:
     """Dense expression of ``layer`` (``None``: ``X``) for some spots and genes, checked finite."""
     if layer is not None and layer not in adata.layers:
-        raise KeyError(f"adata.layers[{layer!r}] does not exist (layers: {list(adata.layers)}).")
+        raise MissingKeyError(
+            f"adata.layers[{layer!r}] does not exist (layers: {list(adata.layers)})."
+        )
     matrix = adata.X if layer is None else adata.layers[layer]
     if matrix is None:
         raise ValueError("adata.X is empty; pass `layer=` to read expression from a layer.")
@@ -175,7 +178,7 @@ def gene_indices(adata: ad.AnnData, genes: Sequence[str] | None) -> np.ndarray:
     missing = [g for g, i in zip(genes, index, strict=True) if i < 0]
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise KeyError(f"Genes not in adata.var_names: {missing[:5]}{more}.")
+        raise MissingKeyError(f"Genes not in adata.var_names: {missing[:5]}{more}.")
     if len(set(index)) != len(index):
         raise ValueError("`genes` lists a gene more than once.")
     return index
@@ -208,7 +211,7 @@ def patches(adata: ad.AnnData, key: str, size: int | None = None):
             records = params.get("by_library") or {params.get("library_id", ""): params}
             return _store.lazy(adata.n_obs, records, int(params["size"]))
         hint = "" if size is None else f"size={size}"
-        raise KeyError(
+        raise MissingKeyError(
             f"adata.obsm[{key!r}] is missing: cut the H&E patches first with "
             f"stmix.pp.patches(adata, {hint or 'size=...'})."
         )
@@ -251,7 +254,7 @@ def spot_geometry(adata: ad.AnnData, patches_key: str) -> dict[str, float | None
 def split_labels(adata: ad.AnnData, key: str) -> pd.Series:
     """The train / val / test labels of ``obs[key]``, checked."""
     if key not in adata.obs:
-        raise KeyError(
+        raise MissingKeyError(
             f"adata.obs[{key!r}] is missing: assign training, validation and test spots with "
             f"stmix.pp.split(adata) first (or pass `split_key=`)."
         )

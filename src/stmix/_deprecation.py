@@ -11,6 +11,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from stmix.errors import InputTypeError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -32,7 +34,7 @@ def renamed(old: str, new: str, *, since: str = "0.2") -> Callable[[F], F]:
         def wrapper(*args, **kwargs):
             if old in kwargs:
                 if new in kwargs:
-                    raise TypeError(
+                    raise InputTypeError(
                         f"{function.__name__}() got both `{old}` and its new name `{new}`; "
                         f"pass only `{new}`."
                     )

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from stmix.errors import InputTypeError
+
 logger = logging.getLogger(__name__)
 
 #: JPEG DCT scaling factors PIL can decode at directly.
@@ -207,7 +209,7 @@ def from_user(image: Any, *, source_px: float, size: int) -> SpotImage:
         return _from_container(image)
     if isinstance(image, np.ndarray) or hasattr(image, "__array__"):
         return SpotImage(_rgb(image, "image"), 1.0, "array")
-    raise TypeError(
+    raise InputTypeError(
         f"`image` must be an array, a file path, a PIL image or a squidpy ImageContainer, "
         f"not {type(image).__name__}."
     )

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stmix.errors import MissingKeyError
+
 #: The layout of ``config.json``; files without one (stmix 0.1.0) have the same keys.
 SCHEMA = 1
 
@@ -71,7 +73,7 @@ class ModelConfig(Mapping):
 
     def __getitem__(self, key: str) -> Any:
         if key not in self.__dataclass_fields__:
-            raise KeyError(key)
+            raise MissingKeyError(key)
         return getattr(self, key)
 
     def __iter__(self) -> Iterator[str]:

@@ -19,6 +19,7 @@ import pandas as pd
 from scipy import sparse
 
 from stmix._keys import impute_uns_key, predicted_key
+from stmix.errors import MissingKeyError
 
 
 def layer(values: np.ndarray, columns: np.ndarray, n_vars: int) -> np.ndarray | sparse.csr_matrix:
@@ -79,7 +80,7 @@ def read(adata: ad.AnnData, key: str) -> pd.DataFrame:
     value = adata.obsm.get(key) if key in adata.obsm else None
     if isinstance(value, pd.DataFrame):
         return value
-    raise KeyError(
+    raise MissingKeyError(
         f"No predictions under {key!r}: adata.layers[{key!r}] is missing (predict with "
         f"stmix.tl.impute(adata, model), or pass the `key` it wrote)."
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stmix import _validate
+from stmix.errors import InputTypeError
 from stmix.nn.constants import DEFAULT_BACKBONE, LOSS_WEIGHTS
 
 TARGETS = ("expression", "delta")
@@ -99,7 +100,7 @@ class TrainingConfig:
         _validate.number("alpha", self.alpha, above=0)
         _validate.choice("edge_weight", self.edge_weight, EDGE_WEIGHTS)
         if not isinstance(self.loss_weights, Mapping):
-            raise TypeError(f"`loss_weights` must be a dict, not {self.loss_weights!r}.")
+            raise InputTypeError(f"`loss_weights` must be a dict, not {self.loss_weights!r}.")
         unknown = set(self.loss_weights) - set(LOSS_WEIGHTS)
         if unknown:
             raise ValueError(

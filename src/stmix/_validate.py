@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from stmix.errors import InputTypeError
+
 
 def integer(name: str, value: Any, *, minimum: int = 1, none: bool = False) -> int | None:
     """``value`` as an ``int`` of at least ``minimum`` (``None`` passes when ``none``).
@@ -27,7 +29,7 @@ def integer(name: str, value: Any, *, minimum: int = 1, none: bool = False) -> i
     )
     message = f"`{name}` must be {what}{' or None' if none else ''}, not {value!r}."
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(message)
+        raise InputTypeError(message)
     if value < minimum:
         raise ValueError(message)
     return int(value)
@@ -47,7 +49,7 @@ def number(
     if value is None and none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a number, not {value!r}.")
+        raise InputTypeError(f"`{name}` must be a number, not {value!r}.")
     value = float(value)
     bounds = []
     if above is not None:

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from stmix.errors import StmixError
+
 logger = logging.getLogger("stmix")
 
 EPILOG = """\
@@ -538,7 +540,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parser._commands = commands.choices  # the subcommands' parsers, for errors in their words
+    _add_her2st(commands)
+    _add_fit(commands)
+    _add_impute(commands)
+    _add_predict(commands)
+    _add_benchmark(commands)
+    _add_evaluate(commands)
+    return parser
 
+
+def _add_her2st(commands) -> None:
+    """The ``stmix her2st`` command."""
     her2st = commands.add_parser(
         "her2st",
         help="run the whole pipeline on one HER2ST breast cancer section",
@@ -559,6 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     _training_options(her2st)
     her2st.set_defaults(run=_her2st)
 
+
+def _add_fit(commands) -> None:
+    """The ``stmix fit`` command."""
     fit = commands.add_parser(
         "fit",
         help="train a model on the training spots of an .h5ad file",
@@ -583,6 +598,9 @@ def build_parser() -> argparse.ArgumentParser:
     _training_options(fit)
     fit.set_defaults(run=_fit)
 
+
+def _add_impute(commands) -> None:
+    """The ``stmix impute`` command."""
     impute = commands.add_parser("impute", help="predict every spot with a saved model")
     impute.add_argument("input", help="input .h5ad")
     impute.add_argument("--model", required=True, help="folder of a saved model")
@@ -594,6 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     impute.add_argument("--quiet", action="store_true", help="no progress bars")
     impute.set_defaults(run=_impute)
 
+
+def _add_predict(commands) -> None:
+    """The ``stmix predict`` command."""
     predict = commands.add_parser(
         "predict",
         help="predict expression over an H&E slide that was never measured",
@@ -641,6 +662,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--quiet", action="store_true", help="no progress bars")
     predict.set_defaults(run=_predict)
 
+
+def _add_benchmark(commands) -> None:
+    """The ``stmix benchmark`` command."""
     benchmark = commands.add_parser(
         "benchmark",
         help="compare augmentations on an .h5ad file (same splits, same budget)",
@@ -667,6 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
     _training_options(benchmark)
     benchmark.set_defaults(run=_benchmark)
 
+
+def _add_evaluate(commands) -> None:
+    """The ``stmix evaluate`` command."""
     evaluate = commands.add_parser("evaluate", help="score predictions against measurements")
     evaluate.add_argument("input", help=".h5ad with predictions (stmix impute)")
     evaluate.add_argument("--key", default="stmix", help="layer of the predictions (stmix)")
@@ -686,19 +713,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--top", type=int, default=10, help="genes to list (10)")
     evaluate.add_argument("--csv", default=None, help="write the per-gene table here")
     evaluate.set_defaults(run=_evaluate)
-    return parser
 
 
-#: Errors that are a user's mistake or the machine's state: one line, exit status 2.
-EXPECTED = (
-    ValueError,
-    KeyError,
-    TypeError,
-    OSError,
-    RuntimeError,
-    FloatingPointError,
-    MemoryError,
-)
+#: Errors that are a user's mistake or the machine's state: one line, exit status 2. stmix
+#: raises its own (:mod:`stmix.errors`) and ValueErrors with what to do; OSError and
+#: MemoryError come from the machine. Anything else is a bug: the --debug hint, exit status 1.
+EXPECTED = (ValueError, StmixError, OSError, FloatingPointError, MemoryError)
+
+
+def _expected(error: BaseException) -> bool:
+    """Whether ``error`` is a user's mistake or the machine's state (a GPU out of memory too)."""
+    return isinstance(error, EXPECTED) or type(error).__name__ == "OutOfMemoryError"
+
+
 #: Python parameter names whose CLI option is not simply ``--name-with-dashes``.
 RENAMED = {"key_added": "--key", "key": "--key", "layer": "--layer"}
 
@@ -750,7 +777,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         message = _cli_words(str(message), command)
-        if isinstance(error, EXPECTED):
+        if _expected(error):
             print(f"stmix {args.command}: error: {message}", file=sys.stderr)
             return 2
         print(

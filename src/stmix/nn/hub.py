@@ -20,6 +20,8 @@ from typing import Any
 import timm
 from torch import nn
 
+from stmix.errors import UnavailableError
+
 PREFIX = "hf-hub:"
 #: Weight files a timm model folder may hold, in timm's order of preference.
 WEIGHT_FILES = ("model.safetensors", "open_clip_model.safetensors", "pytorch_model.bin")
@@ -84,7 +86,7 @@ def create(
     snapshot = cached_snapshot(name)
     repo, _ = split(name)
     if snapshot is None and not online:
-        raise RuntimeError(
+        raise UnavailableError(
             f"Cannot build {name!r}: it is not in the local hub cache ({cache_dir()}) and the "
             f"hub cannot be reached (no network?). Download it once where there is a network "
             f"(it is then cached), or pass a local weights file with `weights=` (the "
@@ -114,7 +116,7 @@ def _hub_errors(name: str, snapshot: Path | None) -> Iterator[None]:
     try:
         yield
     except GatedRepoError:
-        raise RuntimeError(
+        raise UnavailableError(
             f"{name!r} is gated: accept its licence on {page} with your account, then log in "
             f"here (`huggingface-cli login`, or set HF_TOKEN)."
         ) from None

@@ -14,6 +14,7 @@ from stmix import _anndata, _predictions
 from stmix._deprecation import renamed
 from stmix._keys import SPLIT
 from stmix._metrics import gene_metrics
+from stmix.errors import MissingKeyError
 from stmix.pl._show import finish
 
 
@@ -143,7 +144,7 @@ def _mse(adata, source, split, layer, split_key) -> pd.Series:
         )
         pred = frame[measured].to_numpy(dtype=np.float64)[spots]
         return pd.Series(gene_metrics(truth, pred)["mse"], index=measured)
-    raise KeyError(f"{source!r} is neither predictions (a layer) nor a var column of adata.")
+    raise MissingKeyError(f"{source!r} is neither predictions (a layer) nor a var column of adata.")
 
 
 def _name(source, default: str) -> str:

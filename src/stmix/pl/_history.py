@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from stmix._keys import FIT
+from stmix.errors import InputTypeError, MissingKeyError
 from stmix.pl._show import finish
 
 #: Loss terms in the order they are drawn, with their labels.
@@ -84,7 +85,9 @@ def history(
 def _columns(obj: Any, key: str) -> tuple[dict, int]:
     if isinstance(obj, ad.AnnData):
         if key not in obj.uns or "history" not in obj.uns[key]:
-            raise KeyError(f"adata.uns[{key!r}] has no training history: run stmix.tl.fit first.")
+            raise MissingKeyError(
+                f"adata.uns[{key!r}] has no training history: run stmix.tl.fit first."
+            )
         record = obj.uns[key]
         return {k: np.asarray(v) for k, v in record["history"].items()}, int(record["best_epoch"])
     if hasattr(obj, "history") and hasattr(obj, "config"):
@@ -93,4 +96,4 @@ def _columns(obj: Any, key: str) -> tuple[dict, int]:
         keys = dict.fromkeys(k for row in obj.history for k in row)
         columns = {k: np.array([row.get(k, np.nan) for row in obj.history]) for k in keys}
         return columns, int(obj.config.best_epoch)
-    raise TypeError("Pass a model from stmix.tl.fit or an AnnData it was fitted on.")
+    raise InputTypeError("Pass a model from stmix.tl.fit or an AnnData it was fitted on.")

@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from stmix import _anndata, _deprecation, _predictions, _validate
 from stmix._deprecation import UNSET
 from stmix._keys import PREDICTIONS, SPATIAL, SPLIT, SPLIT_CATEGORIES, predicted_key
+from stmix.errors import MissingKeyError
 from stmix.pl import _spots
 from stmix.pl._show import finish
 
@@ -199,7 +200,9 @@ def _values(adata: ad.AnnData, kind: str, name: str | None, genes: list[str]) ->
     made_by_user = name in adata.layers and predicted_key(name) not in adata.var.columns
     if kind == "measured" or made_by_user:
         if name is not None and name not in adata.layers:
-            raise KeyError(f"adata.layers[{name!r}] is missing (layers: {list(adata.layers)}).")
+            raise MissingKeyError(
+                f"adata.layers[{name!r}] is missing (layers: {list(adata.layers)})."
+            )
         columns = _anndata.gene_indices(adata, genes)
         matrix = adata.X if name is None else adata.layers[name]
         matrix = matrix[:, columns]
@@ -208,7 +211,7 @@ def _values(adata: ad.AnnData, kind: str, name: str | None, genes: list[str]) ->
     frame = _predictions.read(adata, name)
     missing = [g for g in genes if g not in frame.columns]
     if missing:
-        raise KeyError(
+        raise MissingKeyError(
             f"The predictions under {name!r} have no gene {missing[:5]} (they hold "
             f"{frame.shape[1]} genes, e.g. {list(frame.columns[:3])})."
         )
@@ -221,7 +224,9 @@ def _sections(adata: ad.AnnData, key: str | None, library_id) -> list[tuple]:
         return [(library_id, np.arange(adata.n_obs))]
     by_name = _anndata.libraries(adata, key)
     if library_id is not None and str(library_id) not in by_name:
-        raise KeyError(f"Section {library_id!r} is not in adata.obs[{key!r}] ({list(by_name)}).")
+        raise MissingKeyError(
+            f"Section {library_id!r} is not in adata.obs[{key!r}] ({list(by_name)})."
+        )
     chosen = [str(library_id)] if library_id is not None else list(by_name)
     return [(name, by_name[name]) for name in chosen]
 

@@ -9,6 +9,7 @@ import anndata as ad
 import pandas as pd
 
 from stmix._keys import LIBRARY_KEY, SPATIAL
+from stmix.errors import InputTypeError
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def _named(adatas) -> dict[str, ad.AnnData]:
             named[name] = section
     for name, section in named.items():
         if not isinstance(section, ad.AnnData):
-            raise TypeError(f"Section {name!r} is a {type(section).__name__}, not an AnnData.")
+            raise InputTypeError(f"Section {name!r} is a {type(section).__name__}, not an AnnData.")
         entries = section.uns.get(SPATIAL)
         if isinstance(entries, dict) and len(entries) > 1:
             raise ValueError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 
+from stmix.errors import MissingKeyError
 from stmix.pp import _rings
 
 #: The adaptive median widens up to this many rings before it falls back to the gene's median.
@@ -21,7 +22,9 @@ def missing_mask(adata: ad.AnnData, x: np.ndarray, missing) -> np.ndarray:
         return x == 0
     if isinstance(missing, str):
         if missing not in adata.layers:
-            raise KeyError(f"`missing` names adata.layers[{missing!r}], which does not exist.")
+            raise MissingKeyError(
+                f"`missing` names adata.layers[{missing!r}], which does not exist."
+            )
         missing = adata.layers[missing]
         missing = missing.toarray() if hasattr(missing, "toarray") else missing
     mask = np.asarray(missing)

@@ -18,6 +18,7 @@ from stmix import _anndata, _image, _memory, _owner, _store, _validate
 from stmix._docs import doc_params
 from stmix._image import SpotImage
 from stmix._keys import PATCHES, SPATIAL
+from stmix.errors import InputTypeError, MissingKeyError
 
 logger = logging.getLogger(__name__)
 
@@ -224,14 +225,14 @@ def _jobs(adata: ad.AnnData, key: str | None, library_id, image) -> list[tuple]:
             f"sections (library_key={key!r}) each is cut from its own image."
         )
     if image is not None and not isinstance(image, Mapping):
-        raise TypeError(
+        raise InputTypeError(
             "With several sections, `image` must be a dict {library_id: image}, not a "
             f"{type(image).__name__}."
         )
     sections = _anndata.libraries(adata, key)
     unknown = sorted(set(image or {}) - set(sections))
     if unknown:
-        raise KeyError(f"`image` names sections that adata does not hold: {unknown}.")
+        raise MissingKeyError(f"`image` names sections that adata does not hold: {unknown}.")
     return [(name, spots, (image or {}).get(name)) for name, spots in sections.items()]
 
 
@@ -270,14 +271,14 @@ def _section_image(
         except KeyError:
             if image is None:
                 raise
-            raise KeyError(
+            raise MissingKeyError(
                 "adata.uns['spatial'] is missing, so the spot diameter is unknown: pass "
                 "`spot_diameter=` (in full-resolution pixels)."
             ) from None
     if side_um is not None and mpp is None:
         mpp = ((entry or {}).get("metadata") or {}).get("microns_per_pixel")
         if mpp is None:
-            raise KeyError(
+            raise MissingKeyError(
                 f"side_um needs the pixel size, and adata.uns['spatial'][{library_id!r}]"
                 f"['metadata'] has no 'microns_per_pixel': pass `mpp=`."
             )
@@ -286,7 +287,7 @@ def _section_image(
     elif diameter is None:
         diameter = (entry.get("scalefactors") or {}).get("spot_diameter_fullres")
         if diameter is None:
-            raise KeyError(
+            raise MissingKeyError(
                 f"adata.uns['spatial'][{library_id!r}]['scalefactors'] has no "
                 f"'spot_diameter_fullres'; pass `spot_diameter=` (full-resolution pixels)."
             )
@@ -353,11 +354,11 @@ def _choose(entry, library_id, img_key, coords, names, side, size) -> SpotImage:
     if img_key is not None:
         options = [(name, load) for name, load in options if name == img_key]
         if not options:
-            raise KeyError(
+            raise MissingKeyError(
                 f"No image {img_key!r} with a scale factor in adata.uns['spatial'][{library_id!r}]."
             )
     if not options:
-        raise KeyError(
+        raise MissingKeyError(
             f"adata.uns['spatial'][{library_id!r}] has no usable image: no existing "
             f"metadata['source_image_path'] and no images with tissue_<key>_scalef. "
             f"Pass the image with `image=`."

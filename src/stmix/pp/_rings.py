@@ -10,6 +10,7 @@ from scipy.spatial import cKDTree
 
 from stmix import _anndata, _validate
 from stmix._keys import SPATIAL
+from stmix.errors import MissingKeyError
 
 GRIDS = ("auto", "hexagonal", "square", "knn")
 
@@ -56,7 +57,7 @@ def rings(
         coords = _anndata.spatial_coordinates(adata, spatial_key)
         return _knn_rings(coords, n_rings)
     if not {"array_row", "array_col"} <= set(adata.obs.columns):
-        raise KeyError(f"grid={grid!r} needs obs['array_row'] and obs['array_col'].")
+        raise MissingKeyError(f"grid={grid!r} needs obs['array_row'] and obs['array_col'].")
     row = adata.obs["array_row"].to_numpy(dtype=float)
     col = adata.obs["array_col"].to_numpy(dtype=float)
     if grid == "hexagonal":  # Visium doubled coordinates -> cube coordinates

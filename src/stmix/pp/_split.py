@@ -11,6 +11,7 @@ import pandas as pd
 from stmix import _anndata, _owner, _validate
 from stmix._docs import doc_params
 from stmix._keys import SPLIT, SPLIT_CATEGORIES
+from stmix.errors import MissingKeyError
 
 BY = ("spot", "library")
 WRITER = "stmix.pp.split"
@@ -160,7 +161,7 @@ def _held_out(adata, sections, val, test, seed) -> tuple[np.ndarray, dict]:
     for given, what in ((test, "test"), (val_names, "val")):
         unknown = [s for s in given if str(s) not in sections]
         if unknown:
-            raise KeyError(
+            raise MissingKeyError(
                 f"`{what}` names sections that do not exist: {unknown}; the sections are {names}."
             )
     if set(map(str, test)) & set(map(str, val_names)):

@@ -16,6 +16,7 @@ from PIL import Image
 
 from stmix import _anndata, _image, _tissue, _validate
 from stmix._keys import SPATIAL
+from stmix.errors import InputTypeError, MissingKeyError
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class _Slide:
         if isinstance(image, np.ndarray):
             full = _image.as_uint8_rgb(image, "image")
             return cls(library_id or "slide", full, 1.0, (full.shape[1], full.shape[0]), full=full)
-        raise TypeError(
+        raise InputTypeError(
             f"`image` must be a file path, an array, a PIL image or an AnnData, not "
             f"{type(image).__name__}."
         )
@@ -218,7 +219,7 @@ class _Slide:
                 scale = float(scalefactors[f"tissue_{key}_scalef"])
                 size = (round(preview.shape[1] / scale), round(preview.shape[0] / scale))
                 return cls(name, preview, scale, size, diameter=diameter, mpp=mpp)
-        raise KeyError(f"adata.uns['spatial'][{name!r}] holds no image to tile.")
+        raise MissingKeyError(f"adata.uns['spatial'][{name!r}] holds no image to tile.")
 
     def entry(self, diameter: float, spacing: float, mpp: float | None, grid: str) -> dict:
         """The slide's ``uns["spatial"]`` library in the scanpy layout."""

@@ -14,6 +14,7 @@ from scipy import sparse
 
 from stmix import _distance
 from stmix._keys import neighbors_uns_key, weights_key
+from stmix.errors import MissingKeyError
 from stmix.nn.augment import METHODS, Augmentation, Mix, Plain
 from stmix.nn.sampling import CandidateSampler, DenseSampler, UniformSampler
 from stmix.pp import _kernel
@@ -37,7 +38,7 @@ def check_neighbors(
         return
     wkey = weights_key(key)
     if wkey not in adata.obsp:
-        raise KeyError(
+        raise MissingKeyError(
             f"augment={method!r} draws partners from adata.obsp[{wkey!r}], which is missing: "
             f"run stmix.pp.neighbors(adata) after stmix.pp.split (or pass `neighbors_key=`)."
         )

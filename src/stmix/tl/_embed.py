@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from stmix import _anndata, _owner, _validate
 from stmix._docs import doc_params
 from stmix._keys import EMBEDDING, PATCHES
+from stmix.errors import MissingKeyError
 from stmix.nn import hub
 from stmix.nn.constants import DEFAULT_BACKBONE
 from stmix.nn.encoder import DIHEDRAL, Encoder
@@ -207,7 +208,7 @@ def representation(
     ``obsm``, they must be the same patches (size, scale and content).
     """
     if key not in adata.obsm:
-        raise KeyError(
+        raise MissingKeyError(
             f"adata.obsm[{key!r}] is missing: compute it with stmix.tl.embed(adata) (or pass the "
             f"`use_rep=` key that holds your embedding)."
         )

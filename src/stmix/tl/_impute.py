@@ -12,6 +12,7 @@ import torch
 from stmix import _anndata, _owner, _predictions, _validate
 from stmix._docs import doc_params
 from stmix._keys import PATCHES, PREDICTIONS, SPATIAL, impute_uns_key, predicted_key
+from stmix.errors import InputTypeError, MissingKeyError
 from stmix.tl._model import Imputer
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def impute(
         - ``uns[f"{key_added}_impute"]``: the model's backbone, patch size, genes and ``clip``.
     """
     if not isinstance(model, Imputer):
-        raise TypeError(f"`model` must be an stmix Imputer (stmix.tl.fit), not {type(model)}.")
+        raise InputTypeError(f"`model` must be an stmix Imputer (stmix.tl.fit), not {type(model)}.")
     batch_size = _validate.integer("batch_size", batch_size)
     _anndata.check_unique_genes(adata)
     columns = adata.var_names.get_indexer(model.genes)
@@ -172,7 +173,7 @@ def predict(
     >>> sc.pl.spatial(pred, color="ERBB2")  # doctest: +SKIP
     """
     if not isinstance(model, Imputer):
-        raise TypeError(f"`model` must be an stmix Imputer (stmix.tl.fit), not {type(model)}.")
+        raise InputTypeError(f"`model` must be an stmix Imputer (stmix.tl.fit), not {type(model)}.")
     batch_size = _validate.integer("batch_size", batch_size)
     _owner.check_name(key_added)
     pred = _predict(adata, model, clip, batch_size, device, patches_key, progress)
@@ -317,7 +318,7 @@ def head_inputs(adata, model: Imputer, patches_key, batch_size, device, progress
                 record.get("backbone"),
             )
     if not made.get("backbone"):
-        raise KeyError(
+        raise MissingKeyError(
             f"adata.obsm[{use_rep!r}] is missing, and the model does not record how its "
             f"embedding was made (it was not made by stmix.tl.embed): compute it as before and "
             f"store it in adata.obsm[{use_rep!r}]."

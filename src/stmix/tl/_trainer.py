@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from stmix._terminate import Terminated
+from stmix.errors import InputTypeError
 from stmix.tl._plan import TrainingPlan
 from stmix.tl._progress import EpochProgressBar
 from stmix.tl._quiet import quiet
@@ -56,15 +57,15 @@ def check_trainer_kwargs(kwargs: dict[str, Any], settings: tuple[str, ...] = ())
     known = set(inspect.signature(L.Trainer.__init__).parameters) - {"self"}
     for key in kwargs:
         if key in settings:
-            raise TypeError(
+            raise InputTypeError(
                 f"`{key}` is a training setting: pass it as plan_kwargs={{{key!r}: ...}}."
             )
         if key in OWNED:
             instead = OWNED[key]
             hint = f"use stmix's `{instead}=`" if instead else "stmix sets it itself"
-            raise TypeError(f"`{key}` cannot be passed to the Trainer here: {hint}.")
+            raise InputTypeError(f"`{key}` cannot be passed to the Trainer here: {hint}.")
         if key not in known:
-            raise TypeError(
+            raise InputTypeError(
                 f"Unexpected keyword argument {key!r}: it is neither a parameter of this function "
                 f"nor of lightning.pytorch.Trainer."
             )

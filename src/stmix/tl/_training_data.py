@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anndata as ad
@@ -52,7 +53,7 @@ def read_training_data(
     adata: ad.AnnData,
     *,
     layer: str | None,
-    genes,
+    genes: Sequence[str] | str | None,
     augment: str,
     use_rep: str | None,
     library_key: str | None,

@@ -96,3 +96,28 @@ def test_a_real_timm_predictor_embeds_its_features():
     model = ExpressionPredictor(5, "test_efficientnet", pretrained=False).eval()
     with torch.no_grad():
         assert model.embed(torch.rand(2, 3, 32, 32)).shape == (2, model.num_features)
+
+
+def test_the_predictor_embeds_as_its_encoder_with_size_and_views():
+    model = ExpressionPredictor(5, "test_efficientnet", pretrained=False).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        resized = model.embed(x, size=48, tta=4)
+        torch.testing.assert_close(resized, model.encoder.embed(x, size=48, tta=4))
+        assert not torch.allclose(resized, model.embed(x))  # size and views reach the encoder
+        assert not torch.allclose(model.embed(x, size=48), model.embed(x, size=48, tta=4))
+        assert not torch.allclose(model.embed(x, tta=4), model.embed(x, size=48, tta=4))
+
+
+def test_weights_saved_before_the_encoder_was_composed_load_the_same():
+    """State dicts with the encoder's parts on the predictor (``backbone.*``, ``mean``, ``std``)."""
+    torch.manual_seed(0)
+    saved = ExpressionPredictor(3, "test_efficientnet", pretrained=False).eval()
+    old = {k.removeprefix("encoder."): v for k, v in saved.state_dict().items()}
+    assert {"mean", "std"} <= set(old) and any(k.startswith("backbone.") for k in old)
+    torch.manual_seed(1)
+    loaded = ExpressionPredictor(3, "test_efficientnet", pretrained=False).eval()
+    loaded.load_state_dict(old)  # strict: every key found its place
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), saved(x))

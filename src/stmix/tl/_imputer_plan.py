@@ -115,10 +115,6 @@ class ImputerPlan(TrainingPlan):
             extras.update(partners=step.partners, lam=step.lam)
         return step.loss(self.model(step.inputs)), extras
 
-    def losses(self, batch: Tensor | dict) -> dict[str, Tensor]:
-        """The loss terms of a training batch."""
-        return self.outputs(batch)[0]
-
     def predict(self, batch: Tensor | dict) -> Tensor:
         """Predicted expression of validation spots."""
         return self.model(to_input(self.data.val_inputs(batch)))

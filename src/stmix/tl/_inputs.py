@@ -25,7 +25,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from stmix.nn.augment import Augmentation, Step
-from stmix.tl._batches import Rows, default_workers, synchronous_dask
+from stmix.tl._batches import Rows, synchronous_dask
 
 
 def shard(n: int, trainer, seed: int, *, shuffle: bool, kind: type = DistributedSampler):
@@ -110,14 +110,14 @@ class StoredInputs(L.LightningDataModule):
         *,
         batch_size: int,
         seed: int,
+        workers: int,
         pair_sampler=None,
-        workers: int | None = None,
     ):
         super().__init__()
         self.train, self.val = train, val
         self.batch_size, self.seed = int(batch_size), int(seed)
         self.pair_sampler = pair_sampler  # stays on the CPU, where the patches are read
-        self.workers = default_workers() if workers is None else int(workers)
+        self.workers = int(workers)
 
     def place(self, device: torch.device) -> None:
         """Nothing moves: the workers read each batch."""

@@ -11,7 +11,8 @@ device. The plan keeps, across processes and checkpoints,
   a tie the earlier epoch stays best), restored when training ends; without validation data, the
   last epoch's.
 
-Subclasses say what a step's losses are (:meth:`TrainingPlan.losses`) and how to score the
+Subclasses say what a step's losses are (:meth:`TrainingPlan.losses`, or
+:meth:`TrainingPlan.outputs` with what callbacks see of the step) and how to score the
 validation data (:meth:`TrainingPlan.predict` and :meth:`TrainingPlan.score`).
 
 Randomness: before every training step torch's global generator is seeded from

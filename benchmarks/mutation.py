@@ -121,7 +121,7 @@ EQUIVALENT: dict[str, str] = {
     "stmix.tl._complete.x__stack_tokens__mutmut_12": (
         "padding marked -2 instead of -1: padding is read as any negative index"
     ),
-    "stmix.tl._imputer_plan.xǁ_Pairsǁ__getitem____mutmut_13": (
+    "stmix.tl._inputs.xǁ_Pairsǁ__getitem____mutmut_13": (
         "`SeedSequence.generate_state(2)[0]` is `generate_state(1)[0]`: the words come from one "
         "stream"
     ),
@@ -260,22 +260,22 @@ EQUIVALENT: dict[str, str] = {
     "stmix.nn.augment.xǁMixǁmake__mutmut_10": f"the ratios drawn {ON_CPU}",
     "stmix.nn.augment.xǁMixǁto__mutmut_9": f"the sampler moved {ON_CPU}",
     **_each(
-        "stmix.tl._imputer_plan.xǁImputerPlanǁon_fit_start", (1, 3), f"the data moved {ON_CPU}"
+        "stmix.tl._imputer_plan.xǁImputerPlanǁon_fit_start",
+        (1, 3, 5, 6),
+        f"the data moved {ON_CPU}",
     ),
+    **_each("stmix.tl._inputs.xǁHeldInputsǁplace", (2, 3), f"the data moved {ON_CPU}"),
     **_each(
         "stmix.nn.loss.x_pearson_loss",
         (7, 9, 15, 17),
         ("a (genes,) mean broadcasts over the batch as the (1, genes) one does"),
     ),
-    **_each(
-        "stmix.tl._imputer_plan.xǁImputerPlanǁon_fit_start", (5, 8, 10), f"the data moved {ON_CPU}"
-    ),
-    "stmix.tl._imputer_plan.xǁImputerPlanǁ__init____mutmut_12": (
+    "stmix.tl._imputer_plan.xǁImputerPlanǁ__init____mutmut_11": (
         "`astype(None)` is float64, as the original"
     ),
     **_each(
-        "stmix.tl._imputer_plan.xǁImputerPlanǁval_dataloader",
-        (4, 6, 7, 14, 16, 19),
+        "stmix.tl._inputs.xǁStoredInputsǁval_dataloader",
+        (3, 5, 6, 13, 16, 17, 22),
         (
             "the validation order and batching: predictions are gathered, sorted by index and "
             "deduplicated before they are scored, so any order or batch size scores the same"
@@ -291,13 +291,16 @@ EQUIVALENT: dict[str, str] = {
         ),
     ),
     **_each(
-        "stmix.tl._plan.xǁTrainingPlanǁval_dataloader",
-        (1, 3, 6, 9, 11, 12, 18),
+        "stmix.tl._inputs.x_val_indices",
+        (1, 4, 5, 10, 13, 15, 16, 22),
         (
             "the validation order, batching and sharding: predictions are gathered, sorted by "
             "index and deduplicated before they are scored (one process seeing every item "
             "scores the same)"
         ),
+    ),
+    "stmix.tl._inputs.xǁHeldInputsǁval_dataloader__mutmut_4": (
+        "the validation shard's seed: it is not shuffled, so no seed changes its order"
     ),
     "stmix.tl._plan.xǁTrainingPlanǁclose_epoch__mutmut_6": "`_open = None` is as false as False",
     **_each(
@@ -309,11 +312,11 @@ EQUIVALENT: dict[str, str] = {
         ),
     ),
     "stmix.tl._plan.xǁTrainingPlanǁ__init____mutmut_45": "`_open = None` is as false as False",
-    "stmix.tl._plan.xǁTrainingPlanǁshard__mutmut_9": (
+    "stmix.tl._inputs.x_shard__mutmut_9": (
         "DistributedSampler's default is shuffle=True: training shuffles anyway, and validation "
         "predictions are sorted by index before they are scored"
     ),
-    "stmix.tl._plan.xǁTrainingPlanǁsingle_last__mutmut_2": (
+    "stmix.tl._inputs.x_single_last__mutmut_2": (
         "with a batch size of 1, `len % 1 == 1` is never true"
     ),
     **_each(

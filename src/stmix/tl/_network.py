@@ -18,6 +18,9 @@ from stmix.tl._training_data import TrainingData
 
 logger = logging.getLogger(__name__)
 
+#: The buffers of :class:`~stmix.nn.ExpressionHead` that a standardisation fills.
+STANDARDISED = ("center", "scale", "low", "high")
+
 
 def build_network(
     data: TrainingData,
@@ -65,10 +68,6 @@ def _head(data: TrainingData, config: TrainingConfig, kind: str, offset) -> Expr
         offset=offset,
         **{k: torch.from_numpy(np.asarray(getattr(seen, k))) for k in STANDARDISED},
     )
-
-
-#: The buffers of :class:`~stmix.nn.ExpressionHead` that a standardisation fills.
-STANDARDISED = ("center", "scale", "low", "high")
 
 
 def check_single_images(network: torch.nn.Module, config: TrainingConfig, augment: str) -> None:

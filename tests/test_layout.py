@@ -55,7 +55,7 @@ TORCH = ("torch", "timm", "lightning", "pytorch_lightning")
                 "stmix.pl",
                 "stmix._",
             ),
-            (),
+            ("stmix._options",),  # how messages name options: the standard library only
         ),
         (
             "pp/*.py",

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from stmix import _options
 from stmix._keys import LIBRARY_KEY, SPATIAL, SPLIT_CATEGORIES
 from stmix.errors import MissingKeyError
 
@@ -58,10 +59,13 @@ def library(adata: ad.AnnData, library_id: str | None = None) -> tuple[str, dict
     """The ``uns["spatial"]`` entry of ``library_id`` (or of the only library)."""
     libraries = adata.uns.get(SPATIAL)
     if not isinstance(libraries, dict) or not libraries:
+        load = "load" if _options.offers("image") else "Load"
+        give = (
+            f"Pass the image with {_options.arg('image')} or " if _options.offers("image") else ""
+        )
         raise MissingKeyError(
             "adata.uns['spatial'] is missing: no image or scale factors are stored with this "
-            "AnnData. Pass the image with `image=` or load the data with scanpy.read_visium / "
-            "stmix.datasets."
+            f"AnnData. {give}{load} the data with scanpy.read_visium / stmix.datasets."
         )
     if library_id is None:
         if len(libraries) > 1:
@@ -140,7 +144,9 @@ def expression(
         )
     matrix = adata.X if layer is None else adata.layers[layer]
     if matrix is None:
-        raise ValueError("adata.X is empty; pass `layer=` to read expression from a layer.")
+        raise ValueError(
+            f"adata.X is empty; pass {_options.arg('layer')} to read expression from a layer."
+        )
     obs = slice(None) if obs is None else obs
     var = slice(None) if var is None else var
     matrix = matrix[obs][:, var]
@@ -173,14 +179,14 @@ def gene_indices(adata: ad.AnnData, genes: Sequence[str] | None) -> np.ndarray:
         return np.arange(adata.n_vars)
     genes = [genes] if isinstance(genes, str) else list(genes)
     if len(genes) == 0:
-        raise ValueError("`genes` is empty.")
+        raise ValueError(f"{_options.name('genes')} is empty.")
     index = adata.var_names.get_indexer(genes)
     missing = [g for g, i in zip(genes, index, strict=True) if i < 0]
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise MissingKeyError(f"Genes not in adata.var_names: {missing[:5]}{more}.")
     if len(set(index)) != len(index):
-        raise ValueError("`genes` lists a gene more than once.")
+        raise ValueError(f"{_options.name('genes')} lists a gene more than once.")
     return index
 
 
@@ -270,7 +276,9 @@ def split_labels(adata: ad.AnnData, key: str) -> pd.Series:
 def split_indices(adata: ad.AnnData, key: str, split: str) -> np.ndarray:
     """Integer positions of the spots labelled ``split`` in ``obs[key]``."""
     if split not in SPLIT_CATEGORIES:
-        raise ValueError(f"`split` must be one of {list(SPLIT_CATEGORIES)}, not {split!r}.")
+        raise ValueError(
+            f"{_options.name('split')} must be one of {list(SPLIT_CATEGORIES)}, not {split!r}."
+        )
     return np.flatnonzero(split_labels(adata, key).to_numpy() == split)
 
 

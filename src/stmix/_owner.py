@@ -19,6 +19,8 @@ from collections.abc import Iterable
 
 import anndata as ad
 
+from stmix import _options
+
 logger = logging.getLogger("stmix")
 
 WRITER = "writer"
@@ -59,7 +61,7 @@ def claim(adata: ad.AnnData, writer: str, record: str, targets: Iterable[tuple[s
         who = f"by {by}" if by else f"by {writer}"
         raise ValueError(
             f"adata.{container}[{key!r}] exists and was not written {who}: {writer} does not "
-            f"replace it. Choose another name with `key_added=`."
+            f"replace it. Choose another name with {_options.arg('key_added')}."
         )
     logger.info(
         "Replacing %s of an earlier %s.",

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from stmix import _options
 from stmix._keys import impute_uns_key, predicted_key
 from stmix.errors import MissingKeyError
 
@@ -82,7 +83,7 @@ def read(adata: ad.AnnData, key: str) -> pd.DataFrame:
         return value
     raise MissingKeyError(
         f"No predictions under {key!r}: adata.layers[{key!r}] is missing (predict with "
-        f"stmix.tl.impute(adata, model), or pass the `key` it wrote)."
+        f"stmix.tl.impute(adata, model), or pass the {_options.name('key')} it wrote)."
     )
 
 

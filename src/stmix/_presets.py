@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stmix import _validate
+from stmix import _options, _validate
 from stmix.errors import InputTypeError
 from stmix.nn.constants import DEFAULT_BACKBONE, LOSS_WEIGHTS
 
@@ -75,7 +75,9 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, str) or not self.backbone:
-            raise ValueError(f"`backbone` must be a timm model name, not {self.backbone!r}.")
+            raise ValueError(
+                f"{_options.name('backbone')} must be a timm model name, not {self.backbone!r}."
+            )
         _validate.integer("size", self.size, minimum=8)
         _validate.integer("epochs", self.epochs)
         _validate.integer("batch_size", self.batch_size)
@@ -83,8 +85,8 @@ class TrainingConfig:
         _validate.number("min_lr", self.min_lr, at_least=0)
         if self.min_lr > self.lr:
             raise ValueError(
-                f"`min_lr` ({self.min_lr:g}) must not exceed `lr` ({self.lr:g}): the cosine "
-                f"schedule anneals from lr down to min_lr."
+                f"`min_lr` ({self.min_lr:g}) must not exceed {_options.name('lr')} ({self.lr:g}): "
+                f"the cosine schedule anneals from lr down to min_lr."
             )
         _validate.number("weight_decay", self.weight_decay, at_least=0)
         betas = tuple(self.betas)
@@ -156,6 +158,7 @@ def resolve(preset: str | TrainingConfig = DEFAULT_PRESET, **changes: Any) -> Tr
         base = PRESETS[preset]
     else:
         raise ValueError(
-            f"`preset` must be one of {list(PRESETS)} or a stmix.tl.TrainingConfig, not {preset!r}."
+            f"{_options.name('preset')} must be one of {list(PRESETS)} or a "
+            f"stmix.tl.TrainingConfig, not {preset!r}."
         )
     return base.replace(**changes)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from stmix import _options
 from stmix.errors import InputTypeError
 
 
@@ -27,7 +28,7 @@ def integer(name: str, value: Any, *, minimum: int = 1, none: bool = False) -> i
     what = {0: "a non-negative integer", 1: "a positive integer"}.get(
         minimum, f"an integer of at least {minimum}"
     )
-    message = f"`{name}` must be {what}{' or None' if none else ''}, not {value!r}."
+    message = f"{_options.name(name)} must be {what}{' or None' if none else ''}, not {value!r}."
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise InputTypeError(message)
     if value < minimum:
@@ -49,7 +50,7 @@ def number(
     if value is None and none:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise InputTypeError(f"`{name}` must be a number, not {value!r}.")
+        raise InputTypeError(f"{_options.name(name)} must be a number, not {value!r}.")
     value = float(value)
     bounds = []
     if above is not None:
@@ -63,7 +64,8 @@ def number(
     wanted = " and ".join(text for _, text in bounds)
     if not math.isfinite(value) or not all(ok for ok, _ in bounds):
         raise ValueError(
-            f"`{name}` must be a finite number{' ' + wanted if wanted else ''}, not {value!r}."
+            f"{_options.name(name)} must be a finite number{' ' + wanted if wanted else ''}, "
+            f"not {value!r}."
         )
     return value
 
@@ -71,7 +73,7 @@ def number(
 def choice(name: str, value: Any, options: Collection[Any]) -> Any:
     """``value`` if it is one of ``options``."""
     if value not in options:
-        raise ValueError(f"`{name}` must be one of {list(options)}, not {value!r}.")
+        raise ValueError(f"{_options.name(name)} must be one of {list(options)}, not {value!r}.")
     return value
 
 

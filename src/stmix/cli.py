@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from stmix import _options
 from stmix.errors import StmixError
 
 logger = logging.getLogger("stmix")
@@ -197,9 +197,7 @@ def _fit(args: argparse.Namespace) -> int:
     check_save_target(Path(args.model), args.overwrite)  # before hours of training
     adata = _read(args.input)
     genes = _genes(args, adata)  # before patches are cut
-    from stmix.tl._trainer import check_hardware
-
-    check_hardware(args.accelerator, args.devices, {})  # a GPU this machine lacks, before work
+    stmix.tl.check_hardware(args.accelerator, args.devices)  # a GPU this machine lacks, before work
     _prepare(adata, args)
     model = stmix.tl.fit(adata, genes=genes, **_fit_kwargs(args))
     model.save(args.model, overwrite=args.overwrite)
@@ -250,7 +248,6 @@ def _impute(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     import stmix
-    from stmix.tl._baseline import training_mean
 
     _check_out(args.csv, "--csv")
     _check_apart({"input": args.input, "--csv": args.csv}, {})
@@ -275,7 +272,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     if split is not None and split != "train":
         genes = list(dict.fromkeys(table.index))
-        mean = training_mean(adata, layer=metrics_layer(metrics), genes=genes, split=split)
+        mean = stmix.tl.training_mean(adata, layer=metrics_layer(metrics), genes=genes, split=split)
         print(f"training mean everywhere, for scale: MSE {mean['mse']:.4f}  MAE {mean['mae']:.4f}")
     print("best predicted genes (PCC):")
     overall = table
@@ -415,7 +412,6 @@ def _her2st(args: argparse.Namespace) -> int:
     import scanpy as sc
 
     import stmix
-    from stmix.tl._baseline import training_mean
 
     adata = stmix.datasets.her2st(args.section, root=args.root)
     adata.layers["counts"] = adata.X.copy()
@@ -441,7 +437,7 @@ def _her2st(args: argparse.Namespace) -> int:
     stmix.tl.impute(adata, model, progress=not args.quiet)
     stmix.tl.evaluate(adata)
     metrics = adata.uns["stmix_metrics"]
-    mean = training_mean(adata, genes="stmix_selected")
+    mean = stmix.tl.training_mean(adata, genes="stmix_selected")
     print(f"test ({metrics['n_spots']} spots, {metrics['n_genes']} genes)   MSE      MAE      PCC")
     print(
         f"  stmix ({args.augment})                 {metrics['mse']:.4f}   {metrics['mae']:.4f}   "
@@ -726,32 +722,21 @@ def _expected(error: BaseException) -> bool:
     return isinstance(error, EXPECTED) or type(error).__name__ == "OutOfMemoryError"
 
 
-#: Python parameter names whose CLI option is not simply ``--name-with-dashes``.
-RENAMED = {"key_added": "--key", "key": "--key", "layer": "--layer"}
+#: API parameters that a command's option feeds under another name.
+ALIASES = {"key_added": "key", "n": "n_genes"}
 
 
-def _cli_words(message: str, parser: argparse.ArgumentParser | None) -> str:
-    """``message`` with the Python parameters it names replaced by the command's options."""
+def _flags(parser: argparse.ArgumentParser | None) -> dict[str, str]:
+    """The command's options by the API parameter each feeds, for :func:`stmix._options.spelled`."""
     if parser is None:
-        return message
-    options = {}
+        return {}
+    flags = {}
     for action in parser._actions:  # the subcommand's own options
-        flags = [f for f in action.option_strings if f.startswith("--")]
-        if flags:
-            options[action.dest] = flags[0]
-    options.update({k: v for k, v in RENAMED.items() if k in options or k == "key_added"})
-    if "n_genes" in options:  # stmix her2st --n-genes is select_genes's `n`
-        options["n"] = options["n_genes"]
-    if "tissue" in options:  # the command line takes no mask
-        message = message.replace(", or a boolean mask with `tissue=`", "")
-    # the command line reads images from the file's uns['spatial'] only
-    message = message.replace("Pass the image with `image=` or load", "Load")
-    for name, flag in options.items():
-        message = message.replace(f"`{name}=`", f"`{flag}`").replace(f"`{name}`", f"`{flag}`")
-        # name='value' and name=3, as the command line spells them: --flag value
-        message = re.sub(rf"(?<![\w.]){name}='([^']*)'", rf"{flag} \1", message)
-        message = re.sub(rf"(?<![\w.]){name}=(-?[\d.]+)\b", rf"{flag} \1", message)
-    return message.replace("pass root=None to download", "leave out --root to download")
+        long = [f for f in action.option_strings if f.startswith("--")]
+        if long:
+            flags[action.dest] = long[0]
+    flags.update({api: flags[dest] for api, dest in ALIASES.items() if dest in flags})
+    return flags
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -766,7 +751,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from stmix._terminate import EXIT_STATUS, Terminated, sigterm_raises
 
     try:
-        with sigterm_raises():
+        with sigterm_raises(), _options.spelled(_flags(command)):
             return args.run(args)
     except KeyboardInterrupt as error:
         how = "terminated (SIGTERM)" if isinstance(error, Terminated) else "interrupted"
@@ -776,7 +761,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        message = _cli_words(str(message), command)
         if _expected(error):
             print(f"stmix {args.command}: error: {message}", file=sys.stderr)
             return 2

@@ -100,6 +100,15 @@ def test_a_gpu_this_machine_lacks_is_refused_before_any_work(synthetic, monkeypa
     assert_unchanged(synthetic, before)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal of a GPU this machine lacks")
+def test_check_hardware_refuses_what_lightning_refuses_and_passes_the_rest():
+    stmix.tl.check_hardware("cpu", 2, strategy="ddp_spawn", max_epochs=3)  # the rest ignored
+    with pytest.raises(ValueError, match=r"accelerator='gpu'.*finds no CUDA GPU"):
+        stmix.tl.check_hardware("gpu")
+    with pytest.raises(ValueError, match=r"precision='bf17'"):
+        stmix.tl.check_hardware("cpu", 1, precision="bf17")
+
+
 def test_a_users_logger_gets_the_metrics(synthetic, tmp_path):
     stmix.tl.fit(
         synthetic,

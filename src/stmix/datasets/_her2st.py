@@ -14,6 +14,7 @@ import pandas as pd
 from PIL import Image
 from scipy import sparse
 
+from stmix import _options
 from stmix._image import large_images, read_image
 from stmix._keys import SPATIAL
 
@@ -200,10 +201,12 @@ def _root_hint(root: Path, section: str, from_env: bool) -> str:
             )
         return f"STMIX_DATA_DIR must name the folder that holds her2st/ {layout}."
     if (root / "her2st" / counts_path(section)).is_file():
-        return f"{root} holds her2st/: use root={str(root / 'her2st')!r}."
+        return f"{root} holds her2st/: use {_options.arg('root', str(root / 'her2st'))}."
     if (root.parent / counts_path(section)).is_file():
-        return f"Use root={str(root.parent)!r}, the folder {layout}."
-    return f"The root folder must be {layout}; pass root=None to download section {section}."
+        return f"Use {_options.arg('root', str(root.parent))}, the folder {layout}."
+    return (
+        f"The root folder must be {layout}; {_options.unset('root')} to download section {section}."
+    )
 
 
 def _download(section: str) -> dict[str, Path]:

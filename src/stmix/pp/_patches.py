@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from stmix import _anndata, _image, _memory, _owner, _store, _validate
+from stmix import _anndata, _image, _memory, _options, _owner, _store, _validate
 from stmix._docs import doc_params
 from stmix._image import SpotImage
 from stmix._keys import PATCHES, SPATIAL
@@ -138,7 +138,7 @@ def patches(
         _memory.check_fits(
             adata.n_obs * size * size * 3,
             f"{adata.n_obs:,} patches of {size} × {size} px",
-            "lower `size`, or write them to disk with `store=`.",
+            f"lower {_options.name('size')}, or write them to disk with {_options.arg('store')}.",
         )
         out = np.empty((adata.n_obs, size, size, 3), dtype=np.uint8)
     records = {}
@@ -273,14 +273,14 @@ def _section_image(
                 raise
             raise MissingKeyError(
                 "adata.uns['spatial'] is missing, so the spot diameter is unknown: pass "
-                "`spot_diameter=` (in full-resolution pixels)."
+                f"{_options.arg('spot_diameter')} (in full-resolution pixels)."
             ) from None
     if side_um is not None and mpp is None:
         mpp = ((entry or {}).get("metadata") or {}).get("microns_per_pixel")
         if mpp is None:
             raise MissingKeyError(
                 f"side_um needs the pixel size, and adata.uns['spatial'][{library_id!r}]"
-                f"['metadata'] has no 'microns_per_pixel': pass `mpp=`."
+                f"['metadata'] has no 'microns_per_pixel': pass {_options.arg('mpp')}."
             )
     if diameter is None and side_um is not None:
         diameter = ((entry or {}).get("scalefactors") or {}).get("spot_diameter_fullres")
@@ -289,7 +289,8 @@ def _section_image(
         if diameter is None:
             raise MissingKeyError(
                 f"adata.uns['spatial'][{library_id!r}]['scalefactors'] has no "
-                f"'spot_diameter_fullres'; pass `spot_diameter=` (full-resolution pixels)."
+                f"'spot_diameter_fullres'; pass {_options.arg('spot_diameter')} (full-resolution "
+                f"pixels)."
             )
         diameter = _validate.number(
             f"uns['spatial'][{library_id!r}]['scalefactors']['spot_diameter_fullres']",
@@ -310,8 +311,9 @@ def _section_image(
         raise ValueError(
             f"A patch side of {side:.0f} px (spot diameter {diameter} × spot_scale "
             f"{spot_scale:g}, or side_um / mpp) is larger than the whole image "
-            f"({width:.0f} × {height:.0f} full-resolution px): check `spot_diameter` "
-            f"(full-resolution pixels) and `spot_scale`, or `side_um`."
+            f"({width:.0f} × {height:.0f} full-resolution px): check "
+            f"{_options.name('spot_diameter')} (full-resolution pixels) and `spot_scale`, or "
+            f"`side_um`."
         )
     side_source = side * spot_image.scale
     if side_source < size / 2:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from stmix import _anndata, _image, _tissue, _validate
+from stmix import _anndata, _image, _options, _tissue, _validate
 from stmix._keys import SPATIAL
 from stmix.errors import InputTypeError, MissingKeyError
 
@@ -100,9 +100,9 @@ def tile(
     if spot_diameter is None:
         if slide.diameter is None:
             raise ValueError(
-                "The spot diameter is unknown: pass `spot_diameter=` (in full-resolution pixels, "
-                "or in µm together with `mpp=`), e.g. the diameter of the model's training spots "
-                "(model.config.spot_diameter_px)."
+                f"The spot diameter is unknown: pass {_options.arg('spot_diameter')} (in "
+                f"full-resolution pixels, or in µm together with {_options.arg('mpp')}), e.g. the "
+                "diameter of the model's training spots (model.config.spot_diameter_px)."
             )
         diameter_px = float(slide.diameter)
     else:
@@ -116,7 +116,8 @@ def tile(
     if diameter_px >= min(width, height):
         raise ValueError(
             f"A spot diameter of {diameter_px:.0f} px does not fit the {width} × {height} px "
-            f"image; check `spot_diameter` (pixels, or µm with `mpp`)."
+            f"image; check {_options.name('spot_diameter')} (pixels, or µm with "
+            f"{_options.name('mpp')})."
         )
 
     mask = _tissue_mask(slide, tissue)
@@ -132,8 +133,12 @@ def tile(
     if not on_tissue.any():
         raise ValueError(
             "No tissue was found under any pseudo-spot: the image has no textured, stained "
-            "region (a blank or glass-only slide?). Pass tissue='all', or a boolean mask with "
-            "`tissue=`."
+            f"region (a blank or glass-only slide?). Pass {_options.arg('tissue', 'all')}"
+            + (
+                f", or a boolean mask with {_options.arg('tissue')}."
+                if _options.from_python()
+                else "."
+            )
         )
     keep = inside if all_spots or points is not None else on_tissue  # given points are kept
     names = [f"{r}x{c}" for r, c in zip(row[keep], col[keep], strict=True)]

@@ -2,6 +2,7 @@
 
 from stmix._model_config import ModelConfig
 from stmix._presets import PRESETS, TrainingConfig
+from stmix.tl._baseline import training_mean
 from stmix.tl._compare import compare
 from stmix.tl._complete import complete
 from stmix.tl._embed import embed
@@ -9,6 +10,7 @@ from stmix.tl._evaluate import evaluate
 from stmix.tl._fit import DEFAULT_BACKBONE, fit
 from stmix.tl._impute import impute, predict, predictions
 from stmix.tl._model import Imputer, load
+from stmix.tl._trainer import check_hardware
 
 __all__ = [
     "DEFAULT_BACKBONE",
@@ -16,6 +18,7 @@ __all__ = [
     "Imputer",
     "ModelConfig",
     "TrainingConfig",
+    "check_hardware",
     "compare",
     "complete",
     "embed",
@@ -25,4 +28,5 @@ __all__ = [
     "load",
     "predict",
     "predictions",
+    "training_mean",
 ]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from stmix import _distance
+from stmix import _distance, _options
 from stmix._keys import neighbors_uns_key, weights_key
 from stmix.errors import MissingKeyError
 from stmix.nn.augment import METHODS, Augmentation, Mix, Plain
@@ -39,8 +39,9 @@ def check_neighbors(
     wkey = weights_key(key)
     if wkey not in adata.obsp:
         raise MissingKeyError(
-            f"augment={method!r} draws partners from adata.obsp[{wkey!r}], which is missing: "
-            f"run stmix.pp.neighbors(adata) after stmix.pp.split (or pass `neighbors_key=`)."
+            f"{_options.arg('augment', method)} draws partners from adata.obsp[{wkey!r}], which "
+            f"is missing: run stmix.pp.neighbors(adata) after stmix.pp.split (or pass "
+            f"`neighbors_key=`)."
         )
     weights = sparse.csr_matrix(adata.obsp[wkey])
     others = np.setdiff1d(np.arange(adata.n_obs), train)
@@ -102,10 +103,14 @@ def build(
     if method == "basic":
         return Plain(geometric=True)
     if method not in METHODS:
-        raise ValueError(f"`augment` must be one of {list(METHODS)}, not {method!r}.")
+        raise ValueError(
+            f"{_options.name('augment')} must be one of {list(METHODS)}, not {method!r}."
+        )
     n = len(train)
     if n < 2:
-        raise ValueError(f"augment={method!r} mixes training spots, but there is only {n}.")
+        raise ValueError(
+            f"{_options.arg('augment', method)} mixes training spots, but there is only {n}."
+        )
     labels = np.zeros(n, dtype=int) if groups is None else np.asarray(groups)
     blocks = [np.flatnonzero(labels == g) for g in dict.fromkeys(labels)]
     names = list(dict.fromkeys(labels))
@@ -162,9 +167,10 @@ def _kernel_params(adata, y_train, key, blocks, names) -> tuple[str, list[float]
 def _check_dense(n: int, method: str) -> None:
     if n > DENSE_LIMIT:
         raise ValueError(
-            f"augment={method!r} with these edge weights holds an n × n matrix over the "
-            f"{n:,} training spots (limit {DENSE_LIMIT:,}); use augment='snr' or 'knn', which "
-            f"scale linearly, or edge_weight='paper'."
+            f"{_options.arg('augment', method)} with these edge weights holds an n × n matrix "
+            f"over the {n:,} training spots (limit {DENSE_LIMIT:,}); use "
+            f"{_options.arg('augment', 'snr')} or 'knn', which scale linearly, or "
+            f"edge_weight='paper'."
         )
 
 

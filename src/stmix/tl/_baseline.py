@@ -19,7 +19,33 @@ def training_mean(
     split: str = "test",
     split_key: str = SPLIT,
 ) -> dict[str, float]:
-    """MSE, MAE (and PCC, NaN) on the ``split`` spots of predicting the training spots' mean."""
+    """The score of predicting the training spots' mean expression everywhere.
+
+    The floor any model must beat: :func:`~stmix.tl.evaluate` scores predictions on the same
+    spots and genes, so the two read side by side. Reads ``adata`` only.
+
+    Parameters
+    ----------
+    adata
+        Spots with the measured expression and ``obs[split_key]``.
+    layer
+        Layer of the measured expression; ``None``: ``X``.
+    genes
+        Genes to score: names, or the name of a boolean column of ``var``; ``None``: all.
+    split
+        Spots to score: ``"val"`` or ``"test"`` (the mean is always the ``"train"`` spots').
+    split_key
+        Column of ``obs`` holding the split (:func:`stmix.pp.split` writes it).
+
+    Returns
+    -------
+    ``{"mse", "mae", "pcc"}`` averaged over genes; ``pcc`` is NaN (a constant prediction has no
+    correlation).
+
+    Examples
+    --------
+    >>> stmix.tl.training_mean(adata, split="test")["mse"]  # doctest: +SKIP
+    """
     columns = _anndata.genes(adata, genes)
     train = _anndata.split_indices(adata, split_key, "train")
     spots = _anndata.split_indices(adata, split_key, split)

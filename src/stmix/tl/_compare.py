@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import anndata as ad
 import pandas as pd
 
-from stmix import _anndata, _validate
+from stmix import _anndata, _options, _validate
 from stmix.nn.constants import METHODS
 from stmix.pp._neighbors import neighbors
 from stmix.pp._split import split
@@ -74,7 +74,9 @@ def compare(
     """
     specs = _specs(methods)
     if "seed" in fit_kwargs:
-        raise ValueError("Pass seeds with `seeds=`; each run uses its seed for split and fit.")
+        raise ValueError(
+            f"Pass seeds with {_options.arg('seeds')}; each run uses its seed for split and fit."
+        )
     _anndata.genes(adata, genes)  # checked before the first run
     seeds = [_validate.integer("seeds", s, minimum=0) for s in _validate.non_empty("seeds", seeds)]
     rows = []
@@ -127,8 +129,9 @@ def _specs(methods) -> dict[str, dict]:
         augment = spec.get("augment")
         if augment not in (MEAN, *METHODS):
             raise ValueError(
-                f"Method {name!r}: `augment` must be one of {[MEAN, *METHODS]}, not {augment!r}."
+                f"Method {name!r}: {_options.name('augment')} must be one of "
+                f"{[MEAN, *METHODS]}, not {augment!r}."
             )
     if not specs:
-        raise ValueError("`methods` is empty.")
+        raise ValueError(f"{_options.name('methods')} is empty.")
     return specs

@@ -136,7 +136,7 @@ def complete(
         )
     trainer_kwargs = _trainer.check_trainer_kwargs(trainer_kwargs)
     if method == "transformer":
-        _trainer.check_hardware(accelerator, devices, trainer_kwargs)
+        _trainer.check_hardware(accelerator, devices, **trainer_kwargs)
     _owner.claim(
         adata,
         WRITER,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from stmix import _options
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"``: CUDA, then Apple MPS, then the CPU; anything else as torch reads it."""
@@ -19,10 +21,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(
-            f"`device` must be 'auto', 'cpu', 'cuda', 'mps'..., not {device!r}."
+            f"{_options.name('device')} must be 'auto', 'cpu', 'cuda', 'mps'..., not {device!r}."
         ) from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for, but torch sees no CUDA GPU; use 'auto'.")
+        raise ValueError(
+            f"{_options.arg('device', 'cuda')} was asked for, but torch sees no CUDA GPU; use "
+            f"{_options.arg('device', 'auto')}."
+        )
     return resolved
 
 

@@ -6,7 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from stmix import _anndata, _deprecation, _metrics, _owner, _predictions
+from stmix import _anndata, _deprecation, _metrics, _options, _owner, _predictions
 from stmix._deprecation import UNSET
 from stmix._docs import doc_params
 from stmix._keys import METRICS, PREDICTIONS, SPLIT, metrics_uns_key, predicted_key
@@ -74,7 +74,7 @@ def evaluate(
         raise ValueError(
             f"X holds the predictions under {key!r} (an AnnData of stmix.tl.predict), so there "
             f"is no measurement to score them against; score the spots' own AnnData after "
-            f"stmix.tl.impute, or name the measured expression with `layer=`."
+            f"stmix.tl.impute, or name the measured expression with {_options.arg('layer')}."
         )
     record_key = metrics_uns_key(key_added)
     _owner.claim(

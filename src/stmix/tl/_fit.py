@@ -13,7 +13,7 @@ from typing import Any
 import anndata as ad
 import torch
 
-from stmix import _owner, _presets, _validate
+from stmix import _options, _owner, _presets, _validate
 from stmix._keys import FIT, NEIGHBORS, PATCHES, SPLIT
 from stmix._presets import TrainingConfig
 from stmix.nn import hub
@@ -209,7 +209,7 @@ def fit(
     )
     trainer_kwargs = _trainer.check_trainer_kwargs(trainer_kwargs, PLAN_SETTINGS)
     if head != "ridge":  # the ridge solves on the CPU, without a Trainer
-        _trainer.check_hardware(accelerator, devices, trainer_kwargs)
+        _trainer.check_hardware(accelerator, devices, **trainer_kwargs)
     ckpt_path = _trainer.check_checkpoint(ckpt_path, checkpoint_dir)
     _owner.claim(adata, WRITER, key_added, [("uns", key_added)])
     choices = _Choices(
@@ -400,15 +400,16 @@ def _check_method(augment: str | None, use_rep: str | None, head: str) -> str:
         if augment != "none":
             raise ValueError(
                 f"head='ridge' is fitted in closed form and takes no augmentation, not "
-                f"augment={augment!r}; train head='linear' or 'mlp' with it."
+                f"{_options.arg('augment', augment)}; train head='linear' or 'mlp' with it."
             )
         return augment
     augment = "snr" if augment is None else augment
     _validate.choice("augment", augment, METHODS)
     if use_rep is not None and augment in PIXEL:
         raise ValueError(
-            f"augment={augment!r} needs pixels, and use_rep={use_rep!r} is a vector per spot: "
-            f"use none, mixup, cmixup, knn or snr, or fine-tune on the patches (use_rep=None)."
+            f"{_options.arg('augment', augment)} needs pixels, and use_rep={use_rep!r} is a "
+            f"vector per spot: use none, mixup, cmixup, knn or snr, or fine-tune on the patches "
+            f"(use_rep=None)."
         )
     return augment
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stmix import _anndata, _owner, _predictions, _validate
+from stmix import _anndata, _options, _owner, _predictions, _validate
 from stmix._docs import doc_params
 from stmix._keys import PATCHES, PREDICTIONS, SPATIAL, impute_uns_key, predicted_key
 from stmix.errors import InputTypeError, MissingKeyError
@@ -80,7 +80,9 @@ def impute(
         - ``uns[f"{key_added}_impute"]``: the model's backbone, patch size, genes and ``clip``.
     """
     if not isinstance(model, Imputer):
-        raise InputTypeError(f"`model` must be an stmix Imputer (stmix.tl.fit), not {type(model)}.")
+        raise InputTypeError(
+            f"{_options.name('model')} must be an stmix Imputer (stmix.tl.fit), not {type(model)}."
+        )
     batch_size = _validate.integer("batch_size", batch_size)
     _anndata.check_unique_genes(adata)
     columns = adata.var_names.get_indexer(model.genes)
@@ -173,7 +175,9 @@ def predict(
     >>> sc.pl.spatial(pred, color="ERBB2")  # doctest: +SKIP
     """
     if not isinstance(model, Imputer):
-        raise InputTypeError(f"`model` must be an stmix Imputer (stmix.tl.fit), not {type(model)}.")
+        raise InputTypeError(
+            f"{_options.name('model')} must be an stmix Imputer (stmix.tl.fit), not {type(model)}."
+        )
     batch_size = _validate.integer("batch_size", batch_size)
     _owner.check_name(key_added)
     pred = _predict(adata, model, clip, batch_size, device, patches_key, progress)

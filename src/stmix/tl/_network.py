@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from stmix import _options
 from stmix._presets import TrainingConfig
 from stmix.nn.head import ExpressionHead
 from stmix.nn.model import ExpressionPredictor
@@ -77,7 +78,8 @@ def check_single_images(network: torch.nn.Module, config: TrainingConfig, augmen
     )
     if config.batch_size == 1 and augment in ("none", "basic") and batch_norm:
         raise ValueError(
-            f"batch_size=1 with augment={augment!r} runs {config.backbone} on one image per step, "
+            f"{_options.arg('batch_size', 1)} with {_options.arg('augment', augment)} runs "
+            f"{config.backbone} on one image per step, "
             f"and its BatchNorm layers cannot normalise a single image: use batch_size >= 2 (a "
             f"mixing method runs three images per anchor)."
         )

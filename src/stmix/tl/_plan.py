@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from stmix import _options
 from stmix.tl._inputs import train_indices, val_indices
 from stmix.tl._quiet import quiet
 
@@ -345,5 +346,6 @@ def _check_finite(terms: dict[str, float], epoch: int) -> None:
         if not math.isfinite(terms[key]):
             raise FloatingPointError(
                 f"Training stopped at epoch {epoch}: the {key!r} loss term is {terms[key]}. "
-                f"Lower `lr`, check the expression for extreme values, or lower `loss_weights`."
+                f"Lower {_options.name('lr')}, check the expression for extreme values, or lower "
+                f"`loss_weights`."
             )

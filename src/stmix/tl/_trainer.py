@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from stmix import _options
 from stmix._terminate import Terminated
 from stmix.errors import InputTypeError
 from stmix.tl._plan import TrainingPlan
@@ -76,12 +77,34 @@ def check_trainer_kwargs(kwargs: dict[str, Any], settings: tuple[str, ...] = ())
 HARDWARE = ("strategy", "precision", "num_nodes")
 
 
-def check_hardware(accelerator: str, devices, trainer_kwargs: dict[str, Any]) -> None:
+def check_hardware(
+    accelerator: str = "auto", devices: int | str | list[int] = "auto", **trainer_kwargs: Any
+) -> None:
     """Refuse hardware this machine does not have, before any data is read or trained.
 
-    Builds a throwaway Trainer with the run's ``accelerator``, ``devices``, ``strategy``,
+    :func:`~stmix.tl.fit` and :func:`~stmix.tl.complete` call it first; call it yourself before
+    long preparation (cutting the patches of a large slide) that a GPU this machine lacks would
+    waste. Builds a throwaway Trainer with the run's ``accelerator``, ``devices``, ``strategy``,
     ``precision`` and ``num_nodes`` (cheap: nothing starts before ``fit``), so that Lightning's
-    own checks fail now, as a ``ValueError`` naming the argument.
+    own checks fail now.
+
+    Parameters
+    ----------
+    accelerator, devices
+        As for :func:`~stmix.tl.fit`.
+    **trainer_kwargs
+        Other Trainer arguments of the run; ``strategy``, ``precision`` and ``num_nodes`` are
+        checked, the rest ignored.
+
+    Raises
+    ------
+    ValueError
+        When Lightning refuses the combination, with its reason and, when no CUDA GPU is
+        found, the accelerator to use instead.
+
+    Examples
+    --------
+    >>> stmix.tl.check_hardware("cpu", 2, strategy="ddp_spawn")  # doctest: +SKIP
     """
     chosen = {k: trainer_kwargs[k] for k in HARDWARE if k in trainer_kwargs}
     with quiet():
@@ -109,10 +132,12 @@ def trainer(**kwargs: Any) -> L.Trainer:
         if str(accelerator) in ("gpu", "cuda") and not torch.cuda.is_available():
             hint = (
                 f" torch {torch.__version__} finds no CUDA GPU on this machine: pass "
-                f"accelerator='cpu', or accelerator='auto' for a GPU when there is one."
+                f"{_options.arg('accelerator', 'cpu')}, or {_options.arg('accelerator', 'auto')} "
+                f"for a GPU when there is one."
             )
         raise ValueError(
-            f"The Trainer cannot run with accelerator={accelerator!r}, devices={devices!r}"
+            f"The Trainer cannot run with {_options.arg('accelerator', accelerator)}, "
+            f"{_options.arg('devices', devices)}"
             f"{''.join(f', {k}={kwargs[k]!r}' for k in HARDWARE if k in kwargs)}: {said}{hint}"
         ) from None
 

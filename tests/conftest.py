@@ -151,3 +151,34 @@ def two_sections(_two_synthetic_sections):
 def c2_to_c6(data_dir):
     """The five real HER2ST sections of patient C in one AnnData, raw counts (session-wide)."""
     return stmix.datasets.her2st(["C2", "C3", "C4", "C5", "C6"], root=data_dir / "her2st")
+
+
+@pytest.fixture(scope="session")
+def c2_slides(data_dir, tmp_path_factory) -> dict:
+    """Section C2's H&E as the whole-slide images users have, written once for the session.
+
+    ``"svs"`` (Aperio), ``"generic"`` (a tiled pyramid, pages in sequence) and ``"ome"`` hold
+    the whole image at its 0.69 µm/px with two coarser levels; ``"flat"`` is one level in
+    strips of a 2,048-px crop from (3,000, 3,000). ``"image"`` is the decoded JPEG, ``"mpp"``
+    its pixel size.
+    """
+    from PIL import Image
+
+    from tests.slides import write_slide
+
+    folder = tmp_path_factory.mktemp("slides")
+    section = stmix.datasets.her2st("C2", root=data_dir / "her2st")
+    metadata = section.uns["spatial"]["C2"]["metadata"]
+    with stmix._image.large_images(), Image.open(metadata["source_image_path"]) as decoded:
+        image = np.asarray(decoded.convert("RGB"))
+    mpp = metadata["microns_per_pixel"]
+    return {
+        "image": image,
+        "mpp": mpp,
+        "svs": write_slide(folder / "C2.svs", image, mpp=mpp, flavour="aperio"),
+        "generic": write_slide(folder / "C2.tif", image, mpp=mpp, flavour="generic"),
+        "ome": write_slide(folder / "C2.ome.tif", image, mpp=mpp, flavour="ome"),
+        "flat": write_slide(
+            folder / "C2_crop.tif", image[3000:5048, 3000:5048], mpp=mpp, flavour="flat"
+        ),
+    }

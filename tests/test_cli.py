@@ -459,3 +459,32 @@ def test_user_errors_are_one_line_and_bugs_ask_for_debug(raised, status, monkeyp
     assert len(err.strip().splitlines()) == (1 if status == 2 else 2)
     assert ("--debug" in err) == (status == 1)
     assert str(raised.args[0]) in err
+
+
+def test_predict_a_whole_slide_and_a_cohort_of_them(files, c2_slides, tmp_path, capsys):
+    out = tmp_path / "svs.h5ad"
+    argv = ["predict", str(c2_slides["svs"]), "--model", str(files / "m"), "--quiet"]
+    assert main([*argv, "--out", str(out)]) == 0
+    grid = ad.read_h5ad(out)
+    entry = grid.uns["spatial"]["C2"]
+    assert entry["metadata"]["microns_per_pixel"] == pytest.approx(c2_slides["mpp"])  # the SVS's
+    assert entry["scalefactors"]["spot_diameter_fullres"] == pytest.approx(100 / c2_slides["mpp"])
+    assert grid.n_obs > 100 and out.with_suffix(".png").is_file()
+
+    other = tmp_path / "other.tif"
+    other.write_bytes(c2_slides["generic"].read_bytes())
+    folder = tmp_path / "cohort"
+    cohort = ["predict", str(c2_slides["svs"]), str(other), "--model", str(files / "m")]
+    assert main([*cohort, "--out", str(folder), "--quiet"]) == 0
+    assert "2 slides predicted, 0 already done" in capsys.readouterr().out
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "C2.h5ad",
+        "C2.png",
+        "other.h5ad",
+        "other.png",
+    ]
+    np.testing.assert_allclose(ad.read_h5ad(folder / "C2.h5ad").X, grid.X, rtol=1e-5, atol=1e-6)
+    assert main([*cohort, "--out", str(folder), "--quiet"]) == 0
+    assert "0 slides predicted, 2 already done" in capsys.readouterr().out
+    assert main([*cohort, "--out", str(tmp_path / "x.h5ad"), "--quiet"]) == 2
+    assert "names a file: with several slides it is the folder" in capsys.readouterr().err

@@ -25,7 +25,7 @@ def test_command_line_spelling_inside_spelled():
         # a parameter the command has no option for keeps its Python name
         assert _options.arg("image") == "`image=`" and not _options.offers("image")
         assert _options.offers("layer") and not _options.from_python()
-        with pytest.raises(ValueError, match="^`--batch-size` must be a positive integer"):
+        with pytest.raises(ValueError, match=r"^`--batch-size` must be a positive integer"):
             _validate.integer("batch_size", 0)
     assert _options.arg("layer") == "`layer=`"  # the block's spelling ends with it
 

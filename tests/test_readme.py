@@ -14,8 +14,11 @@ import warnings
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from PIL import Image
 
+import stmix
 from tests.readme_blocks import python_blocks, shrink
+from tests.slides import write_slide
 
 #: timm's smallest EfficientNet without downloaded weights: the blocks' code, not Lite0's cost
 TINY = 'backbone="test_efficientnet", pretrained=False'
@@ -25,6 +28,7 @@ SMALL = {
         '["C2", "C3", "C4", "C5", "C6"]': '["C5", "C6"]',
         "epochs=12": f"epochs=1, {TINY}",
     },
+    "Whole-slide images, Space Ranger and HEST folders, cohorts": {},
     "Frozen encoders: the cheap baseline, and SNR-ST-Mix on embeddings": {
         "size=224": "size=64",
         "embed(adata)": f"embed(adata, {TINY})",
@@ -39,6 +43,14 @@ def in_a_user_folder(tmp_path, monkeypatch, data_dir):
     monkeypatch.chdir(tmp_path)
     c6 = next((data_dir / "her2st" / "ST-imgs" / "C" / "C6").glob("*.jpg"))
     os.symlink(c6, tmp_path / "archived_slide.jpg")  # a slide the model never saw measured
+    section = stmix.datasets.her2st("C6", root=data_dir / "her2st")
+    with stmix._image.large_images(), Image.open(c6) as image:  # and as a scanner writes it
+        write_slide(
+            tmp_path / "archived_scan.svs",
+            np.asarray(image.convert("RGB")),
+            mpp=section.uns["spatial"]["C6"]["metadata"]["microns_per_pixel"],
+            flavour="aperio",
+        )
     yield tmp_path
     plt.close("all")
 
@@ -81,6 +93,13 @@ def test_every_readme_block_runs(in_a_user_folder):
     assert np.isfinite(adata.uns["stmix_metrics"]["by_library"]["C6"]["pcc"])
     assert list(pred.var_names) == list(model.genes) and np.isfinite(pred.X).all()
     assert pred.n_obs == namespace["slide"].n_obs > 400  # C6's tissue, tiled at 100 µm
+
+    # whole-slide images: the SVS's own pixel size, one output per slide
+    wsi, table = namespace["wsi"], namespace["table"]
+    mpp = wsi.uns["spatial"]["archived_scan"]["metadata"]["microns_per_pixel"]
+    assert mpp == pytest.approx(0.69, abs=0.02) and wsi.obsm["stmix_patches"].shape[1] == 64
+    assert list(table["status"]) == ["predicted", "predicted"]
+    assert [ad.read_h5ad(f).n_vars for f in table["output"]] == [len(model.genes)] * 2
 
     # frozen encoders: both fits on the embedding of every spot
     assert adata.obsm["stmix_embedding"].shape[0] == adata.n_obs

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from stmix._slide import NotRGBError, Slide, is_slide
 from stmix.errors import InputTypeError
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ def image_size(path: Path) -> tuple[int, int]:
     """``(width, height)`` of an image file, from its header; clear errors when it is unreadable."""
     if not path.is_file():
         raise FileNotFoundError(f"Image file {path} does not exist.")
+    slide = open_slide(path)
+    if slide is not None:
+        return slide.size
     with large_images():
         try:
             with Image.open(path) as probe:
@@ -44,16 +48,53 @@ def image_size(path: Path) -> tuple[int, int]:
             raise ValueError(f"{path} is not an image PIL can read: {error}") from None
 
 
+def open_slide(path: Path, mpp: float | None = None) -> Slide | None:
+    """The file as a :class:`~stmix._slide.Slide` read by region, or None for a plain image.
+
+    SVS, NDPI, MIRAX and 8-bit RGB TIFFs (pyramids, tiled or flat) are slides; JPEG, PNG and
+    small single-level TIFFs of other pixel types (16-bit, grey) are decoded whole by PIL.
+    """
+    if not is_slide(path):
+        return None
+    try:
+        return Slide.open(path, mpp=mpp)
+    except NotRGBError as error:
+        if error.pyramid:
+            raise
+        return None
+
+
+def recorded_mpp(path: Path) -> float | None:
+    """The pixel size (µm) an image file records: a slide's metadata; None for other images."""
+    slide = open_slide(path)
+    return None if slide is None else slide.mpp
+
+
+def preview(path: str | os.PathLike, reduce: int) -> tuple[np.ndarray, float]:
+    """An image file ``reduce`` times smaller (at most :data:`PREVIEW_SIDE` px), and its scale."""
+    slide = open_slide(Path(path))
+    if slide is not None:
+        side = min(PREVIEW_SIDE, max(slide.size) / reduce)
+        return slide.thumbnail(round(side))
+    image, scale = read_image(path, reduce)
+    return np.asarray(image), scale
+
+
+#: Longest side of a slide's preview for figures.
+PREVIEW_SIDE = 4000
+
+
 @dataclass
 class SpotImage:
     """An RGB image and how it maps onto the full-resolution frame of ``obsm["spatial"]``.
 
     A spot at full-resolution ``(x, y)`` lies at image pixel ``(x * scale - x0, y * scale - y0)``.
-    The image stays a PIL image: patches are resampled straight from it, without copying the
-    whole slide into an array.
+    The image is a PIL image, from which patches are resampled without copying the whole slide
+    into an array, or a :class:`~stmix._slide.Slide` whose regions are decoded as patches need
+    them.
     """
 
-    image: Image.Image  # mode "RGB"
+    image: Image.Image | Slide  # PIL: mode "RGB"
     scale: float
     source: str
     x0: float = 0.0
@@ -63,10 +104,15 @@ class SpotImage:
         """Image pixel positions of full-resolution coordinates."""
         return coords * self.scale - np.array([self.x0, self.y0])
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)`` of the image in its own pixels."""
+        return self.image.size
+
     def outside(self, coords: np.ndarray) -> np.ndarray:
         """Boolean mask of the coordinates whose centre falls outside the image."""
         xy = self.locate(coords)
-        width, height = self.image.size
+        width, height = self.size
         return (xy[:, 0] < 0) | (xy[:, 1] < 0) | (xy[:, 0] >= width) | (xy[:, 1] >= height)
 
 
@@ -194,6 +240,19 @@ def draft_factor(source_px: float, size: int) -> int:
     return 1
 
 
+def open_file(path: str | os.PathLike, *, source_px: float, size: int, what: str) -> SpotImage:
+    """A :class:`SpotImage` of an image file: a slide read by region, else decoded by PIL.
+
+    A JPEG is decoded at the smallest draft size that still leaves twice ``size`` pixels across
+    a patch of ``source_px`` full-resolution pixels.
+    """
+    slide = open_slide(Path(path))
+    if slide is not None:
+        return SpotImage(slide, 1.0, f"{what} {path}")
+    decoded, scale = read_image(path, draft_factor(source_px, size))
+    return SpotImage(decoded, scale, f"{what} {path}")
+
+
 def from_user(image: Any, *, source_px: float, size: int) -> SpotImage:
     """A :class:`SpotImage` from ``image=``: array, path, PIL image or squidpy ImageContainer.
 
@@ -201,8 +260,7 @@ def from_user(image: Any, *, source_px: float, size: int) -> SpotImage:
     an ImageContainer brings its own ``scale`` (and crop offset).
     """
     if isinstance(image, (str, os.PathLike)):
-        decoded, scale = read_image(image, draft_factor(source_px, size))
-        return SpotImage(decoded, scale, f"file {image}")
+        return open_file(image, source_px=source_px, size=size, what="file")
     if isinstance(image, Image.Image):
         return SpotImage(to_rgb(image, "the PIL image"), 1.0, "PIL image")
     if _is_image_container(image):
@@ -250,8 +308,7 @@ def candidates(entry: dict, *, source_px: float, size: int) -> list[tuple[str, A
     if path and Path(str(path)).is_file():
 
         def load_full(path: str = str(path)) -> SpotImage:
-            image, scale = read_image(path, draft_factor(source_px, size))
-            return SpotImage(image, scale, f"full-resolution image {path}")
+            return open_file(path, source_px=source_px, size=size, what="full-resolution image")
 
         found.append((1.0, "source_image_path", load_full))
     scalefactors = entry.get("scalefactors") or {}

@@ -297,56 +297,99 @@ def metrics_layer(metrics: dict) -> str | None:
 def _predict(args: argparse.Namespace) -> int:
     from stmix import _image, _model_files
 
+    if len(args.slide) > 1:
+        return _predict_cohort(args)
+    slide = args.slide[0]
     _check_out(args.out)
     png = Path(args.png) if args.png else Path(args.out).with_suffix(".png")
     _check_out(str(png), "--png")
-    _check_apart({"--out": args.out, "--png": str(png), "slide": args.slide}, {})
-    _image.image_size(Path(args.slide))  # the slide is readable, before torch is imported
+    _check_apart({"--out": args.out, "--png": str(png), "slide": slide}, {})
+    _image.image_size(Path(slide))  # the slide is readable, before torch is imported
     drawn = _drawn_genes(args.genes, _model_files.genes(Path(args.model)))  # before torch
     import stmix
+    from stmix.tl import _slides
 
     model = stmix.tl.load(args.model, device=args.device)
-    config = model.config
-    diameter, mpp = args.spot_diameter, args.mpp
-    if diameter is None:
-        if mpp is not None and config.spot_diameter_um:
-            diameter = float(config.spot_diameter_um)  # the same physical size
-        elif config.spot_diameter_px:
-            diameter, mpp = float(config.spot_diameter_px), None  # scanned like training
-        else:
-            raise ValueError(
-                "The model does not record its spot diameter: pass --spot-diameter (pixels, or "
-                "µm with --mpp)."
-            )
-    spacing = args.spacing if args.spacing is not None else diameter
-    grid = stmix.pp.tile(
-        args.slide,
-        spot_diameter=diameter,
-        spacing=spacing,
-        mpp=mpp,
-        grid=args.grid,
-        tissue=args.tissue,
+    pred = _slides.predict_slide(
+        slide, model, _geometry(args, model, slide), device=args.device, progress=not args.quiet
     )
-    print(f"{grid.n_obs} pseudo-spots on the tissue of {args.slide}")
-    if model.kind == "head" and not model.patch_size:
-        raise ValueError(
-            "The model's embedding was not made by stmix.tl.embed: it cannot be made here."
-        )
-    stmix.pp.patches(
-        grid,
-        size=model.patch_size,
-        spot_scale=config.spot_scale,
-        progress=not args.quiet,
-    )
-    pred = stmix.tl.predict(grid, model, device=args.device, progress=not args.quiet)
-    _keep_small_image(pred)
+    print(f"{pred.n_obs} pseudo-spots on the tissue of {slide}")
     _write(pred, args.out, compression="gzip")
-    genes = drawn or list(pred.to_df().var().sort_values(ascending=False).index[:3])
-    stmix.pl.maps(pred, genes, show=False, save=png)
+    genes = _draw(pred, drawn, png)
     print(
         f"predicted {pred.n_vars} genes at {pred.n_obs} pseudo-spots into X of {args.out} "
         f"(sc.pl.spatial(sc.read_h5ad(...), color=gene) draws one); maps of "
         f"{', '.join(genes)} in {png}"
+    )
+    return 0
+
+
+def _geometry(args: argparse.Namespace, model, slide: str):
+    from stmix.tl import _slides
+
+    return _slides.geometry(
+        model,
+        slide,
+        spot_diameter=args.spot_diameter,
+        spacing=args.spacing,
+        mpp=args.mpp,
+        grid=args.grid,
+        tissue=args.tissue,
+    )
+
+
+def _draw(pred, drawn: list[str] | None, png: Path) -> list[str]:
+    """Maps of the genes asked for (else the three most variable) into ``png``."""
+    import stmix
+
+    genes = drawn or list(pred.to_df().var().sort_values(ascending=False).index[:3])
+    stmix.pl.maps(pred, genes, show=False, save=png)
+    return genes
+
+
+def _predict_cohort(args: argparse.Namespace) -> int:
+    """Several slides: ``--out`` is a folder of one .h5ad and one .png per slide."""
+    from stmix import _image, _model_files
+
+    if args.png:
+        raise ValueError(
+            "--png names one file: with several slides each map goes beside its .h5ad."
+        )
+    out = Path(args.out)
+    if out.suffix == ".h5ad" or out.is_file():
+        raise ValueError(
+            f"--out {args.out} names a file: with several slides it is the folder that receives "
+            f"one .h5ad per slide."
+        )
+    for slide in args.slide:
+        _image.image_size(Path(slide))  # every slide readable, before torch is imported
+    drawn = _drawn_genes(args.genes, _model_files.genes(Path(args.model)))
+    import anndata as ad
+
+    import stmix
+
+    model = stmix.tl.load(args.model, device="cpu")
+    done = stmix.tl.predict_slides(
+        args.slide,
+        model,
+        out,
+        spot_diameter=args.spot_diameter,
+        spacing=args.spacing,
+        mpp=args.mpp,
+        grid=args.grid,
+        tissue=args.tissue,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        progress=not args.quiet,
+    )
+    for row in done.itertuples():
+        png = Path(row.output).with_suffix(".png")
+        if row.status == "predicted" or not png.exists():
+            _draw(ad.read_h5ad(row.output), drawn, png)
+    counts = done["status"].value_counts()
+    print(
+        f"{counts.get('predicted', 0)} slides predicted, {counts.get('skipped', 0)} already done "
+        f"(their .h5ad kept), into {out}"
     )
     return 0
 
@@ -363,14 +406,6 @@ def _drawn_genes(option: str | None, genes: Sequence[str]) -> list[str] | None:
             f"predicts {len(genes)} genes, e.g. {', '.join(list(genes)[:5])}."
         )
     return names
-
-
-def _keep_small_image(adata) -> None:
-    """Keep only each library's ``lowres`` image, which is enough to draw the maps on."""
-    for entry in (adata.uns.get("spatial") or {}).values():
-        images = entry.get("images") or {}
-        if "lowres" in images:
-            entry["images"] = {"lowres": images["lowres"]}
 
 
 def _benchmark(args: argparse.Namespace) -> int:
@@ -619,28 +654,39 @@ def _add_predict(commands) -> None:
         "model and write an .h5ad of the model's genes (X: the predictions) and a PNG of a few "
         "genes' maps.",
     )
-    predict.add_argument("slide", help="H&E image file (JPEG, PNG, TIFF)")
+    predict.add_argument(
+        "slide",
+        nargs="+",
+        help="H&E image files: JPEG, PNG, or whole-slide images (SVS, NDPI, TIFF)",
+    )
     predict.add_argument("--model", required=True, help="folder of a saved model")
-    predict.add_argument("--out", required=True, help="output .h5ad")
+    predict.add_argument(
+        "--out",
+        required=True,
+        help="output .h5ad; with several slides, a folder of one .h5ad and .png per slide "
+        "(slides already there are skipped, so an interrupted run continues)",
+    )
     predict.add_argument(
         "--spacing",
         type=float,
         default=None,
-        help="distance between pseudo-spots, in the unit of the spot diameter (default: the "
-        "diameter, spots touching)",
+        help="distance between pseudo-spots, in µm when the pixel size is known (--mpp, or a "
+        "slide's own), else pixels (default: the diameter, spots touching)",
     )
     predict.add_argument(
         "--spot-diameter",
         type=float,
         default=None,
-        help="pseudo-spot diameter (default: the model's training spots)",
+        help="pseudo-spot diameter, in µm when the pixel size is known (--mpp, or a slide's "
+        "own), else pixels (default: the model's training spots)",
     )
     predict.add_argument(
         "--mpp",
         type=float,
         default=None,
-        help="micrometres per pixel of the slide; sizes are then in µm (default: the slide is "
-        "scanned like the training slides, sizes in pixels)",
+        help="micrometres per pixel of the slide; sizes are then in µm (default: what a "
+        "whole-slide image records; without it the slide is taken as scanned like the training "
+        "slides, sizes in pixels)",
     )
     predict.add_argument("--grid", default="hexagonal", choices=("hexagonal", "square"))
     predict.add_argument(
@@ -655,6 +701,15 @@ def _add_predict(commands) -> None:
     )
     predict.add_argument("--png", default=None, help="where to draw the maps (OUT with .png)")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (auto)")
+    predict.add_argument(
+        "--accelerator", default="auto", help="several slides: Lightning's accelerator (auto)"
+    )
+    predict.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="several slides: processes that share them, one per GPU (or CPU process) (1)",
+    )
     predict.add_argument("--quiet", action="store_true", help="no progress bars")
     predict.set_defaults(run=_predict)
 

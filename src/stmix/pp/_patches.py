@@ -18,7 +18,9 @@ from stmix import _anndata, _image, _memory, _options, _owner, _store, _validate
 from stmix._docs import doc_params
 from stmix._image import SpotImage
 from stmix._keys import PATCHES, SPATIAL
+from stmix._slide import Slide
 from stmix.errors import InputTypeError, MissingKeyError
+from stmix.pp import _regions
 
 logger = logging.getLogger(__name__)
 
@@ -156,9 +158,9 @@ def patches(
             spot_diameter,
             (side_um, mpp),
         )
-        if store is None:
-            out[spots] = cut_patches(
-                spot_image, coords[spots], record["side_fullres"], size, bar=bar
+        if store is None:  # written in place: no second copy of a slide's patches
+            cut_patches(
+                spot_image, coords[spots], record["side_fullres"], size, bar=bar, out=(out, spots)
             )
         else:
             path = Path(store) if key is None else Path(store) / f"{record['library_id']}.zarr"
@@ -306,7 +308,7 @@ def _section_image(
         _check_inside(spot_image, coords, names)
     else:
         spot_image = _choose(entry, library_id, img_key, coords, names, side, size)
-    width, height = (dim / spot_image.scale for dim in spot_image.image.size)
+    width, height = (dim / spot_image.scale for dim in spot_image.size)
     if side > max(width, height):
         raise ValueError(
             f"A patch side of {side:.0f} px (spot diameter {diameter} × spot_scale "
@@ -343,7 +345,7 @@ def _check_inside(spot_image: SpotImage, coords: np.ndarray, names) -> None:
     if outside.any():
         first = int(np.flatnonzero(outside)[0])
         x, y = spot_image.locate(coords[first : first + 1])[0]
-        width, height = spot_image.image.size
+        width, height = spot_image.size
         raise ValueError(
             f"{outside.sum()} spots lie outside the {spot_image.source} ({width} × {height} px), "
             f"e.g. spot {names[first]!r} at ({x:.1f}, {y:.1f}) in that image's pixels. Check "
@@ -391,40 +393,56 @@ def cut_patches(
     *,
     progress: bool = False,
     bar: tqdm | None = None,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Resample the square of side ``side`` (full-resolution px) around each spot to ``size``.
 
     Pixel ``(i, j)`` of an image covers ``[j, j + 1) × [i, i + 1)``, so a spot at full-resolution
     pixel index ``(x, y)`` is centred at ``(x + 0.5, y + 0.5)``, which lies at
     ``((x + 0.5) * scale, (y + 0.5) * scale)`` in a scaled image. The resampling box is placed at
-    sub-pixel precision (PIL ``resize(box=...)``), so patches are not shifted by rounding.
+    sub-pixel precision (PIL ``resize(box=...)``), so patches are not shifted by rounding. A
+    whole-slide image is read region by region (:mod:`stmix.pp._regions`). ``out=(array, rows)``
+    writes spot ``k``'s patch into ``array[rows[k]]`` (and returns ``array``).
     """
-    image = spot_image.image
-    width, height = image.size
-    centres = spot_image.locate(coords + 0.5)
-    side_px = side * spot_image.scale
-    margin = int(np.ceil(2 * max(side_px / size, 1.0))) + 1
-    out = np.empty((len(coords), size, size, 3), dtype=np.uint8)
+    if out is None:
+        out = (np.empty((len(coords), size, size, 3), dtype=np.uint8), np.arange(len(coords)))
     own = bar is None
     if own:
         bar = tqdm(
             total=len(coords), desc="patches", unit="spot", disable=not progress, leave=False
         )
+    if isinstance(spot_image.image, Slide):
+        _regions.cut(spot_image, coords, side, size, resample, bar.update, out)
+    else:
+        _cut_in_memory(spot_image, coords, side, size, bar, out)
+    if own:
+        bar.close()
+    return out[0]
+
+
+def _cut_in_memory(spot_image: SpotImage, coords, side, size, bar: tqdm, out) -> None:
+    image = spot_image.image
+    width, height = image.size
+    centres = spot_image.locate(coords + 0.5)
+    side_px = side * spot_image.scale
+    margin = int(np.ceil(2 * max(side_px / size, 1.0))) + 1
+    array, rows = out
     for k, (cx, cy) in enumerate(centres):
         left, top = cx - side_px / 2, cy - side_px / 2
         box = (left, top, left + side_px, top + side_px)
         if left >= 0 and top >= 0 and box[2] <= width and box[3] <= height:
-            # PIL resamples only the box (and the filter's support) of the whole image
-            patch = image.resize((size, size), Image.Resampling.BICUBIC, box=box)
+            array[rows[k]] = resample(image, box, size)
         else:
-            patch = _padded(image, box, margin).resize(
-                (size, size), Image.Resampling.BICUBIC, box=_shift(box, margin)
-            )
-        out[k] = np.asarray(patch)
+            array[rows[k]] = resample(_padded(image, box, margin), _shift(box, margin), size)
         bar.update()
-    if own:
-        bar.close()
-    return out
+
+
+def resample(image: Image.Image, box: tuple[float, ...], size: int) -> np.ndarray:
+    """The ``box`` of ``image`` resampled to ``size`` × ``size`` (bicubic, antialiased).
+
+    PIL resamples only the box and the filter's support around it, not the whole image.
+    """
+    return np.asarray(image.resize((size, size), Image.Resampling.BICUBIC, box=box))
 
 
 def _padded(image: Image.Image, box: tuple[float, ...], margin: int) -> Image.Image:

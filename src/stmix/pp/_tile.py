@@ -14,16 +14,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from stmix import _anndata, _image, _options, _tissue, _validate
+from stmix import _anndata, _image, _library, _options, _slide, _tissue, _validate
 from stmix._keys import SPATIAL
+from stmix._library import HIRES_SIDE
 from stmix.errors import InputTypeError, MissingKeyError
 
 logger = logging.getLogger(__name__)
 
 GRIDS = ("hexagonal", "square")
-#: Longest side of the stored ``hires`` and ``lowres`` images, as Space Ranger writes them.
-HIRES_SIDE = 2000
-LOWRES_SIDE = 600
 
 
 def tile(
@@ -31,7 +29,7 @@ def tile(
     *,
     spot_diameter: float | None = None,
     spacing: float | None = None,
-    mpp: float | None = None,
+    mpp: float | str | None = None,
     grid: str = "hexagonal",
     tissue: str | np.ndarray = "auto",
     points: np.ndarray | None = None,
@@ -50,10 +48,12 @@ def tile(
     Parameters
     ----------
     image
-        An image file (JPEG, PNG, TIFF; decoded once, at reduced size where JPEG allows, for the
-        tissue mask and the stored images; :func:`stmix.pp.patches` reads the file itself at
-        full resolution), an RGB array or PIL image, or an AnnData whose section's image to tile
-        (its ``uns["spatial"]`` library; its spot diameter and pixel size are the defaults).
+        An image file: a JPEG or PNG (decoded once, at reduced size where JPEG allows, for the
+        tissue mask and the stored images) or a whole-slide image (SVS, NDPI, a tiled, OME or
+        flat TIFF: only a low-resolution level is read here); :func:`stmix.pp.patches` reads the
+        file itself, region by region for a slide. Or an RGB array or PIL image, or an AnnData
+        whose section's image to tile (its ``uns["spatial"]`` library; its spot diameter and
+        pixel size are the defaults).
     spot_diameter
         Diameter of a pseudo-spot: in pixels of the full-resolution image, or in µm with
         ``mpp``. Default: the AnnData's ``spot_diameter_fullres``; needed otherwise.
@@ -61,8 +61,10 @@ def tile(
         Centre-to-centre distance of neighbouring pseudo-spots, in the unit of
         ``spot_diameter``; default twice the diameter (the ST array; Visium: 100 / 55 times).
     mpp
-        Micrometres per pixel of the full-resolution image. When given, ``spot_diameter`` and
-        ``spacing`` are in micrometres.
+        Micrometres per pixel of the full-resolution image (level 0 of a slide). When given,
+        ``spot_diameter`` and ``spacing`` are in micrometres. ``"slide"``: the pixel size the
+        file records (a slide's metadata: Aperio's ``MPP``, TIFF resolution tags, OME's
+        ``PhysicalSizeX``; an AnnData's ``microns_per_pixel``), sizes in micrometres.
     grid
         ``"hexagonal"`` (rows offset by half a spacing, Visium-like) or ``"square"``.
     tissue
@@ -91,8 +93,13 @@ def tile(
         ``microns_per_pixel``, ``grid``).
     """
     _validate.choice("grid", grid, GRIDS)
-    mpp = _validate.number("mpp", mpp, above=0, none=True)
+    if not isinstance(mpp, str):
+        mpp = _validate.number("mpp", mpp, above=0, none=True)
+    else:
+        _validate.choice("mpp", mpp, ("slide",))
     slide = _Slide.open(image, library_id)
+    if mpp == "slide":
+        mpp = slide.recorded_mpp()
 
     def pixels(value: float) -> float:  # sizes are in µm exactly when `mpp` is passed
         return value / mpp if mpp is not None else value
@@ -184,9 +191,14 @@ class _Slide:
         if isinstance(image, (str, os.PathLike)):
             path = Path(image)
             size = _image.image_size(path)
+            wsi = _image.open_slide(path)
+            name = library_id or path.stem.removesuffix(".ome")
+            if wsi is not None:  # only a low-resolution level is read
+                preview, scale = wsi.thumbnail(HIRES_SIDE)
+                return cls(name, preview, scale, wsi.size, path=path, mpp=wsi.mpp)
             reduce = max(1, math.ceil(max(size) / HIRES_SIDE))
             preview, scale = _image.read_image(path, reduce=min(reduce, 8))
-            return cls(library_id or path.stem, np.asarray(preview), scale, size, path=path)
+            return cls(name, np.asarray(preview), scale, size, path=path)
         if isinstance(image, Image.Image):
             image = np.asarray(image.convert("RGB"))
         if isinstance(image, np.ndarray):
@@ -226,22 +238,21 @@ class _Slide:
                 return cls(name, preview, scale, size, diameter=diameter, mpp=mpp)
         raise MissingKeyError(f"adata.uns['spatial'][{name!r}] holds no image to tile.")
 
+    def recorded_mpp(self) -> float:
+        """The pixel size the image records, or a clear error naming ``mpp``."""
+        if self.mpp is None:
+            source = self.path if self.path is not None else "the image"
+            raise ValueError(
+                f"{source} records no pixel size (no slide metadata, resolution tags or "
+                f"microns_per_pixel): {_slide.mpp_help()}."
+            )
+        return float(self.mpp)
+
     def entry(self, diameter: float, spacing: float, mpp: float | None, grid: str) -> dict:
         """The slide's ``uns["spatial"]`` library in the scanpy layout."""
         width, height = self.size
-        hires_scale = min(1.0, HIRES_SIDE / max(width, height))
-        lowres_scale = min(1.0, LOWRES_SIDE / max(width, height))
-        preview = Image.fromarray(self.preview)
-        images = {}
-        for key, scale in (("hires", hires_scale), ("lowres", lowres_scale)):
-            target = (max(1, round(width * scale)), max(1, round(height * scale)))
-            images[key] = np.asarray(preview.resize(target, Image.Resampling.LANCZOS))
-        scalefactors = {
-            "tissue_hires_scalef": float(hires_scale),
-            "tissue_lowres_scalef": float(lowres_scale),
-            "spot_diameter_fullres": float(diameter),
-            "spacing_fullres": float(spacing),
-        }
+        images, scalefactors = _library.images(self.preview, self.size)
+        scalefactors.update(spot_diameter_fullres=float(diameter), spacing_fullres=float(spacing))
         metadata = {"grid": grid, "full_resolution_shape": [int(height), int(width)]}
         if self.path is not None:
             metadata["source_image_path"] = str(Path(self.path).resolve())

@@ -10,6 +10,7 @@ from stmix.tl._evaluate import evaluate
 from stmix.tl._fit import DEFAULT_BACKBONE, fit
 from stmix.tl._impute import impute, predict, predictions
 from stmix.tl._model import Imputer, load
+from stmix.tl._slides import predict_slides
 from stmix.tl._trainer import check_hardware
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "impute",
     "load",
     "predict",
+    "predict_slides",
     "predictions",
     "training_mean",
 ]

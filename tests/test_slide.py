@@ -194,3 +194,15 @@ def test_without_the_readers_the_error_names_the_extra(c2_slides, monkeypatch, t
     shutil.copy(c2_slides["svs"], mirax)
     with pytest.raises(UnavailableError, match=r"only OpenSlide reads.*stmix\[wsi\]"):
         Slide.open(mirax)
+
+
+def test_patches_of_a_slide_stream_to_a_store(her2st, c2_slides, tmp_path):
+    in_memory = her2st("C2")
+    in_memory.uns["spatial"]["C2"]["metadata"]["source_image_path"] = str(c2_slides["svs"])
+    stored = in_memory.copy()
+    stmix.pp.patches(in_memory, size=32, progress=False)
+    stmix.pp.patches(stored, size=32, store=tmp_path / "c2.zarr", progress=False)
+    assert stored.uns["stmix_patches"]["params"]["store"] == str(tmp_path / "c2.zarr")
+    np.testing.assert_array_equal(
+        np.asarray(stored.obsm["stmix_patches"]), in_memory.obsm["stmix_patches"]
+    )

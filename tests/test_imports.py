@@ -33,6 +33,7 @@ def test_deferred_imports():
         ("import stmix; stmix.pp", ("torch", "lightning", "timm", "matplotlib")),
         ("import stmix; stmix.pl", ("torch", "lightning", "timm")),
         ("import stmix; stmix.datasets", ("torch", "lightning", "timm", "matplotlib")),
+        ("import stmix; stmix.io", ("torch", "lightning", "timm", "spatialdata")),
         ("import stmix.nn", ("torch",)),  # names load on first use
         ("from stmix.nn.constants import METHODS", ("torch",)),
         ("from stmix import cli; cli.build_parser()", ("torch", "lightning", "anndata")),

@@ -64,6 +64,7 @@ TORCH = ("torch", "timm", "lightning", "pytorch_lightning")
         ),
         ("pl/*.py", (*TORCH, "stmix.nn", "stmix.tl", "stmix.pp"), ()),
         ("datasets/*.py", (*TORCH, "stmix.nn", "stmix.tl", "stmix.pl", "matplotlib"), ()),
+        ("io/*.py", (*TORCH, "stmix.nn", "stmix.tl", "stmix.pl", "matplotlib"), ()),
         (
             "_*.py",
             (*TORCH, "matplotlib", "stmix.pp", "stmix.tl", "stmix.pl", "stmix.nn"),
@@ -84,7 +85,7 @@ def test_import_direction(files, forbidden, allowed):
 
 
 def test_every_module_is_checked():
-    checked = {"nn", "pp", "pl", "datasets"}
+    checked = {"nn", "pp", "pl", "datasets", "io"}
     folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__")}
     assert folders - checked == {"tl"}  # tl is where AnnData meets tensors: anything goes
 

@@ -15,7 +15,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0"
 
-_SUBMODULES = ("datasets", "errors", "nn", "pl", "pp", "tl")
+_SUBMODULES = ("datasets", "errors", "io", "nn", "pl", "pp", "tl")
 __all__ = ["__version__", *_SUBMODULES]
 
 
@@ -32,4 +32,4 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from stmix import datasets, nn, pl, pp, tl  # noqa: F401
+    from stmix import datasets, io, nn, pl, pp, tl  # noqa: F401

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from stmix._slide import NotRGBError, Slide, is_slide
+from stmix._slide import NotRGBError, Slide, image_levels, is_slide, spatialdata_image
 from stmix.errors import InputTypeError
 
 logger = logging.getLogger(__name__)
@@ -265,12 +265,21 @@ def from_user(image: Any, *, source_px: float, size: int) -> SpotImage:
         return SpotImage(to_rgb(image, "the PIL image"), 1.0, "PIL image")
     if _is_image_container(image):
         return _from_container(image)
+    if _is_spatialdata_image(image):
+        return SpotImage(Slide.from_arrays(image_levels(image), "image"), 1.0, "SpatialData image")
     if isinstance(image, np.ndarray) or hasattr(image, "__array__"):
         return SpotImage(_rgb(image, "image"), 1.0, "array")
     raise InputTypeError(
         f"`image` must be an array, a file path, a PIL image or a squidpy ImageContainer, "
         f"not {type(image).__name__}."
     )
+
+
+def _is_spatialdata_image(obj: Any) -> bool:
+    """A SpatialData image element: an xarray DataTree of scales, or a DataArray with ``c``."""
+    if type(obj).__name__ == "DataTree":
+        return True
+    return type(obj).__name__ == "DataArray" and "c" in getattr(obj, "dims", ())
 
 
 def _is_image_container(obj: Any) -> bool:
@@ -301,14 +310,38 @@ def _from_container(container: Any) -> SpotImage:
     )
 
 
+def source_exists(entry: dict) -> bool:
+    """Whether a library's full-resolution image is there: a file, or a SpatialData store."""
+    metadata = entry.get("metadata") or {}
+    path = metadata.get("source_image_path")
+    if not path:
+        return False
+    if metadata.get(SPATIALDATA_IMAGE):
+        return Path(str(path)).is_dir()
+    return Path(str(path)).is_file()
+
+
+def open_source(entry: dict, *, source_px: float, size: int) -> SpotImage:
+    """A library's full-resolution image (see :func:`source_exists`)."""
+    metadata = entry.get("metadata") or {}
+    path, element = str(metadata["source_image_path"]), metadata.get(SPATIALDATA_IMAGE)
+    if element:
+        slide = spatialdata_image(path, element)
+        return SpotImage(slide, 1.0, f"full-resolution image {element!r} of {path}")
+    return open_file(path, source_px=source_px, size=size, what="full-resolution image")
+
+
+#: The metadata key naming the image element of a SpatialData store (``source_image_path``).
+SPATIALDATA_IMAGE = "spatialdata_image"
+
+
 def candidates(entry: dict, *, source_px: float, size: int) -> list[tuple[str, Any]]:
     """The images of a ``uns["spatial"]`` library, best resolution first, as lazy loaders."""
     found: list[tuple[float, str, Any]] = []
-    path = (entry.get("metadata") or {}).get("source_image_path")
-    if path and Path(str(path)).is_file():
+    if source_exists(entry):
 
-        def load_full(path: str = str(path)) -> SpotImage:
-            return open_file(path, source_px=source_px, size=size, what="full-resolution image")
+        def load_full() -> SpotImage:
+            return open_source(entry, source_px=source_px, size=size)
 
         found.append((1.0, "source_image_path", load_full))
     scalefactors = entry.get("scalefactors") or {}

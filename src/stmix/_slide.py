@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from stmix._options import arg
-from stmix.errors import UnavailableError
+from stmix.errors import MissingKeyError, UnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,17 @@ class Slide:
         out[y0 - y : y1 - y, x0 - x : x1 - x] = region
         return out
 
+    @classmethod
+    def from_arrays(cls, levels: list[Any], name: str, *, mpp: float | None = None) -> Slide:
+        """A slide of (lazy) arrays, finest first, each (channels, y, x) as SpatialData holds one.
+
+        A region is read from the chunks it touches (dask), never the whole array.
+        """
+        return cls(Path(name), ArrayLevels(levels, name), "array", mpp)
+
     def _read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        if self.backend == "array":
+            return _rgb(self._reader.read(level, x, y, width, height))
         downsample = self.downsamples[level]
         # level-0 location whose level-`level` pixel is exactly (x, y) for both readers
         location = (math.ceil(x * downsample - 1e-9), math.ceil(y * downsample - 1e-9))
@@ -187,6 +197,68 @@ def _downsample(full: tuple[int, int], level: tuple[int, int]) -> float:
     ):
         return float(factor)
     return sum(ratios) / 2
+
+
+def spatialdata_image(path: str | Path, element: str) -> Slide:
+    """The image ``element`` of the SpatialData zarr store at ``path``, read lazily by region."""
+    try:
+        import spatialdata
+    except ImportError:
+        raise UnavailableError(
+            "Reading a SpatialData image needs spatialdata, which is not installed: "
+            "pip install 'stmix[spatialdata]'."
+        ) from None
+    sdata = spatialdata.read_zarr(path, selection=("images",))
+    if element not in sdata.images:
+        raise MissingKeyError(
+            f"The SpatialData store {path} holds no image {element!r} (it holds "
+            f"{sorted(sdata.images)})."
+        )
+    return Slide.from_arrays(image_levels(sdata.images[element]), element)
+
+
+def image_levels(image: Any) -> list[Any]:
+    """The (channels, y, x) arrays of a SpatialData image (DataTree or DataArray), finest first."""
+    if hasattr(image, "children") and image.children:  # a multiscale DataTree
+        names = sorted(image.children, key=lambda n: int("".join(filter(str.isdigit, n)) or 0))
+        return [_channels_first(image[name]) for name in names]
+    return [_channels_first(image)]
+
+
+def _channels_first(node: Any) -> Any:
+    data = node
+    if hasattr(data, "ds"):  # a DataTree node: its dataset's one variable
+        data = data.ds
+    if hasattr(data, "data_vars"):
+        data = data[next(iter(data.data_vars))]
+    if tuple(data.dims) != ("c", "y", "x"):
+        data = data.transpose("c", "y", "x")
+    return data.data  # the (lazy) array itself
+
+
+class ArrayLevels:
+    """The levels of a multiscale image held as (channels, y, x) arrays, read like a slide."""
+
+    def __init__(self, levels: list[Any], name: str):
+        first = levels[0]
+        if first.ndim != 3 or first.shape[0] not in (3, 4):
+            raise NotRGBError(
+                f"The image {name!r} has shape {tuple(first.shape)} (channels, y, x): stmix reads "
+                f"H&E images of 3 (RGB) or 4 (RGBA) channels.",
+                pyramid=len(levels) > 1,
+            )
+        self.levels = levels
+        self.level_dimensions = [(int(a.shape[2]), int(a.shape[1])) for a in levels]
+        self.level_downsamples = [self.level_dimensions[0][0] / d[0] for d in self.level_dimensions]
+        self.properties: dict[str, Any] = {}
+
+    def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        region = self.levels[level][:, y : y + height, x : x + width]
+        region = np.asarray(region.compute() if hasattr(region, "compute") else region)
+        return np.moveaxis(region, 0, -1)
+
+    def close(self) -> None:
+        """Nothing to close: the arrays belong to their container."""
 
 
 def _rescale(row: int, rows: int, target: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from stmix.pp._aggregate import aggregate
 from stmix.pp._concat import concat
 from stmix.pp._genes import select_genes
 from stmix.pp._neighbors import neighbors
@@ -12,7 +13,7 @@ from stmix.pp._patches import patches
 from stmix.pp._split import split
 from stmix.pp._tile import tile
 
-__all__ = ["concat", "neighbors", "patches", "select_genes", "split", "tile"]
+__all__ = ["aggregate", "concat", "neighbors", "patches", "select_genes", "split", "tile"]
 
 
 def __getattr__(name: str) -> Any:

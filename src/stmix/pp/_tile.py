@@ -183,6 +183,7 @@ class _Slide:
         self.full = full  # an in-memory full-resolution array (when there is no file)
         self.diameter = diameter  # spot diameter in full-resolution pixels, when known
         self.mpp = mpp
+        self.kept: dict = {}  # metadata the grid keeps from its section (a SpatialData source)
 
     @classmethod
     def open(cls, image: Any, library_id: str | None) -> _Slide:
@@ -217,7 +218,13 @@ class _Slide:
         diameter = scalefactors.get("spot_diameter_fullres")
         mpp = metadata.get("microns_per_pixel")
         path = metadata.get("source_image_path")
-        if path and Path(str(path)).is_file():
+        if _image.source_exists(entry) and metadata.get(_image.SPATIALDATA_IMAGE):
+            wsi = _image.open_source(entry, source_px=1.0, size=1).image  # a SpatialData image
+            preview, scale = wsi.thumbnail(HIRES_SIDE)
+            slide = cls(name, preview, scale, wsi.size, path=path, diameter=diameter, mpp=mpp)
+            slide.kept = {k: v for k, v in metadata.items() if k.startswith("spatialdata_")}
+            return slide
+        if _image.source_exists(entry):
             slide = cls.open(str(path), name)
             slide.diameter, slide.mpp = diameter, mpp
             return slide
@@ -253,7 +260,7 @@ class _Slide:
         width, height = self.size
         images, scalefactors = _library.images(self.preview, self.size)
         scalefactors.update(spot_diameter_fullres=float(diameter), spacing_fullres=float(spacing))
-        metadata = {"grid": grid, "full_resolution_shape": [int(height), int(width)]}
+        metadata = {"grid": grid, "full_resolution_shape": [int(height), int(width)], **self.kept}
         if self.path is not None:
             metadata["source_image_path"] = str(Path(self.path).resolve())
         elif self.full is not None and self.scale == 1.0 and max(width, height) > HIRES_SIDE:

@@ -470,6 +470,10 @@ def test_predict_a_whole_slide_and_a_cohort_of_them(files, c2_slides, tmp_path, 
     assert entry["metadata"]["microns_per_pixel"] == pytest.approx(c2_slides["mpp"])  # the SVS's
     assert entry["scalefactors"]["spot_diameter_fullres"] == pytest.approx(100 / c2_slides["mpp"])
     assert grid.n_obs > 100 and out.with_suffix(".png").is_file()
+    # the flag of unfamiliar tissue and the spread come by default for a calibrated model
+    assert {"stmix_std", "stmix_lower", "stmix_upper"} <= set(grid.layers)
+    assert grid.obs["stmix_ood"].between(0, 1).all()
+    assert grid.uns["stmix_impute"]["params"]["interval"] == 0.9
 
     other = tmp_path / "other.tif"
     other.write_bytes(c2_slides["generic"].read_bytes())

@@ -66,6 +66,21 @@ def predicted_key(key_added: str) -> str:
     return f"{key_added}_predicted"
 
 
+#: What ``tl.impute(..., interval=)`` writes beside the predictions: layers, then an obs column.
+SPREAD_LAYERS = ("std", "lower", "upper")
+FLAG = "ood"
+
+
+def spread_layer_key(key_added: str, role: str) -> str:
+    """``layers`` key of the spread (``"std"``) or a bound (``"lower"``, ``"upper"``)."""
+    return f"{key_added}_{role}"
+
+
+def flag_key(key_added: str) -> str:
+    """``obs`` key of the 0-1 flag of tissue unlike the training data."""
+    return f"{key_added}_{FLAG}"
+
+
 def impute_uns_key(key_added: str) -> str:
     """``uns`` key of the record written by :func:`stmix.tl.impute` and :func:`stmix.tl.predict`."""
     return record_key(key_added, IMPUTE_ROLE)

@@ -15,6 +15,8 @@ from stmix.nn.constants import HEADS
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+#: Spread, interval and flag calibration (stmix.tl._uncertainty), when the fit had validation spots.
+CALIBRATION_FILE = "calibration.safetensors"
 
 
 def genes(folder: Path) -> list[str]:
@@ -35,7 +37,7 @@ def check_save_target(path: Path, overwrite: bool) -> None:
     if not path.is_dir():
         raise FileExistsError(f"{path} is a file; a model is saved as a folder.")
     contents = {entry.name for entry in path.iterdir()}
-    foreign = sorted(contents - {WEIGHTS_FILE, CONFIG_FILE})
+    foreign = sorted(contents - {WEIGHTS_FILE, CONFIG_FILE, CALIBRATION_FILE})
     if CONFIG_FILE in contents and not is_stmix_config(path / CONFIG_FILE):
         foreign.append(f"{CONFIG_FILE} (not an stmix model's)")
     if foreign:
@@ -139,6 +141,10 @@ _OPTIONAL = {
     "target": (lambda v: isinstance(v, str), "'expression' or 'delta'"),
     "use_rep": (lambda v: isinstance(v, str), "an obsm key"),
     "layer": (lambda v: isinstance(v, str), "a layer name"),
+    "uncertainty": (
+        lambda v: isinstance(v, dict) and v.get("method") in (None, "dropout", "ridge", "constant"),
+        "an object whose 'method' is 'dropout', 'ridge' or 'constant'",
+    ),
 }
 
 

@@ -311,7 +311,12 @@ def _predict(args: argparse.Namespace) -> int:
 
     model = stmix.tl.load(args.model, device=args.device)
     pred = _slides.predict_slide(
-        slide, model, _geometry(args, model, slide), device=args.device, progress=not args.quiet
+        slide,
+        model,
+        _geometry(args, model, slide),
+        interval=_interval(args, model),
+        device=args.device,
+        progress=not args.quiet,
     )
     print(f"{pred.n_obs} pseudo-spots on the tissue of {slide}")
     _write(pred, args.out, compression="gzip")
@@ -338,12 +343,22 @@ def _geometry(args: argparse.Namespace, model, slide: str):
     )
 
 
+def _interval(args: argparse.Namespace, model) -> float | None:
+    """``--interval``; by default 0.9 for a model that can give intervals, else none."""
+    if args.interval is None:
+        return 0.9 if model.calibration is not None else None
+    return args.interval or None  # 0: predictions only
+
+
 def _draw(pred, drawn: list[str] | None, png: Path) -> list[str]:
-    """Maps of the genes asked for (else the three most variable) into ``png``."""
+    """Maps of the genes asked for (else the three most variable) into ``png``.
+
+    With the flag of unfamiliar tissue in the predictions, its map and the spread are drawn too.
+    """
     import stmix
 
     genes = drawn or list(pred.to_df().var().sort_values(ascending=False).index[:3])
-    stmix.pl.maps(pred, genes, show=False, save=png)
+    stmix.pl.maps(pred, genes, trust="stmix_ood" in pred.obs, show=False, save=png)
     return genes
 
 
@@ -378,6 +393,7 @@ def _predict_cohort(args: argparse.Namespace) -> int:
         mpp=args.mpp,
         grid=args.grid,
         tissue=args.tissue,
+        interval=_interval(args, model),
         accelerator=args.accelerator,
         devices=args.devices,
         progress=not args.quiet,
@@ -689,6 +705,14 @@ def _add_predict(commands) -> None:
         "slides, sizes in pixels)",
     )
     predict.add_argument("--grid", default="hexagonal", choices=("hexagonal", "square"))
+    predict.add_argument(
+        "--interval",
+        type=float,
+        default=None,
+        help="coverage level of the bounds written beside the predictions, with their spread "
+        "and the flag of tissue unlike the training data (0.9 when the model can give them; "
+        "0: predictions only)",
+    )
     predict.add_argument(
         "--tissue",
         default="auto",

@@ -18,7 +18,8 @@ def trained(prepared):
 def test_save_load_round_trip(trained, tmp_path):
     model, adata = trained
     path = model.save(tmp_path / "model")
-    assert {p.name for p in path.iterdir()} == {"model.safetensors", "config.json"}
+    names = {"model.safetensors", "config.json", "calibration.safetensors"}
+    assert {p.name for p in path.iterdir()} == names  # the spread's calibration beside them
     umask = os.umask(0)
     os.umask(umask)
     for file in path.iterdir():  # a colleague may read both files (safetensors makes 0600)
@@ -30,6 +31,8 @@ def test_save_load_round_trip(trained, tmp_path):
     np.testing.assert_array_equal(loaded.predict(patches), model.predict(patches))
     assert loaded.genes == model.genes and loaded.history == model.history
     assert loaded.config["best_epoch"] == model.config["best_epoch"]
+    assert loaded.config.uncertainty == {"method": "dropout", "n_val": 37}
+    np.testing.assert_allclose(loaded.calibration.scores, model.calibration.scores, rtol=1e-6)
     assert "test_efficientnet" in repr(loaded) and "24 genes" in repr(loaded)
 
 

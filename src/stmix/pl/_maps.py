@@ -28,6 +28,7 @@ def maps(
     measured: bool | None = None,
     split: str | None = None,
     error: bool = False,
+    trust: bool = False,
     img: bool = True,
     library_id: str | None = None,
     library_key: str | None = None,
@@ -68,6 +69,10 @@ def maps(
     error
         Add a column with the absolute difference between the (last) predictions and the
         measurements.
+    trust
+        Add two columns from ``tl.impute(..., interval=)`` (or ``tl.predict``): the spread of
+        the (last) predictions, ``layers[f"{key}_std"]``, and the flag of tissue unlike the
+        training data, ``obs[f"{key}_ood"]`` (0-1; the same map in every row).
     img
         Draw the H&E image under the spots.
     library_id
@@ -129,17 +134,18 @@ def maps(
     ]
 
     titles = [_title(kind, name) for kind, name in columns]
+    extras = _extras(adata, genes, columns, values, titles, error, trust, error_cmap)
     rows = [(g, s) for g in range(len(genes)) for s in range(len(sections))]
     n_layers = len(columns)
     left, right, bottom, top = canvases[0].extent
     aspect = (right - left) / max(bottom - top, 1e-9)
-    # columns: the layers, their colour bar, then (error=True) the error and its colour bar
-    ratios = [1.0] * n_layers + [0.06] + ([1.0, 0.06] if error else [])
-    n_panels = n_layers + (1 if error else 0)
+    # columns: the layers, their colour bar, then each extra panel and its colour bar
+    ratios = [1.0] * n_layers + [0.06] + [1.0, 0.06] * len(extras)
+    n_panels = n_layers + len(extras)
     fig, axes = plt.subplots(
         len(rows),
         len(ratios),
-        figsize=(panel_size * aspect * n_panels + 1.0 * (1 + error), panel_size * len(rows)),
+        figsize=(panel_size * aspect * n_panels + 1.0 * (1 + len(extras)), panel_size * len(rows)),
         gridspec_kw={"width_ratios": ratios},
         squeeze=False,
         layout="constrained",
@@ -155,18 +161,64 @@ def maps(
             )
             axes[row, col].set_title(f"{gene} · {titles[col]}{where}", fontsize=10)
         fig.colorbar(drawn, cax=axes[row, n_layers], label=gene)
-        if error:
-            diff = np.abs(values[-1][spots, g] - values[0][spots, g])
-            finite = diff[np.isfinite(diff)]
-            top = np.percentile(finite, 99) if finite.size else 0.0
-            err_norm = Normalize(0, top if top > 0 else 1.0)  # no error: a scale from 0
-            ax = axes[row, n_layers + 1]
-            err = _spots.draw(ax, canvases[s], diff, cmap=error_cmap, norm=err_norm, marked=here)
-            ax.set_title(f"{gene} · |{titles[-1]} − {titles[0]}|{where}", fontsize=10)
-            fig.colorbar(err, cax=axes[row, n_layers + 2], label="absolute error")
+        for i, (title, panel, panel_cmap, label, norm) in enumerate(extras):
+            shown = panel[spots, g] if panel.ndim == 2 else panel[spots]
+            ax = axes[row, n_layers + 1 + 2 * i]
+            drawn = _spots.draw(
+                ax, canvases[s], shown, cmap=panel_cmap, norm=norm or _upper(shown), marked=here
+            )
+            ax.set_title(f"{gene} · {title}{where}", fontsize=10)
+            fig.colorbar(drawn, cax=axes[row, n_layers + 2 + 2 * i], label=label)
     if marked is not None:
         fig.suptitle(f"outlined: {split} spots", fontsize=9, x=0.01, ha="left")
     return finish(fig, show=show, save=save)
+
+
+def _extras(adata, genes, columns, values, titles, error, trust, error_cmap) -> list[tuple]:
+    """Panels after the layers: ``(title, values, cmap, colour-bar label, norm or None)``."""
+    extras = []
+    if error:
+        extras.append(
+            (
+                f"|{titles[-1]} − {titles[0]}|",
+                np.abs(values[-1] - values[0]),
+                error_cmap,
+                "absolute error",
+                None,
+            )
+        )
+    if trust:
+        name = columns[-1][1]
+        spread, flag = f"{name}_std", f"{name}_ood"
+        if spread not in adata.layers or flag not in adata.obs:
+            raise MissingKeyError(
+                f"`trust=True` draws layers[{spread!r}] and obs[{flag!r}]: predict with "
+                f"stmix.tl.impute(adata, model, interval=0.9) first."
+            )
+        extras.append((f"spread ({name})", _layer(adata, spread, genes), "magma", "spread", None))
+        extras.append(
+            (
+                "unlike training",
+                adata.obs[flag].to_numpy(dtype=np.float64),
+                "RdYlGn_r",
+                "0: like the validation spots · 1: unlike any",
+                Normalize(0, 1),
+            )
+        )
+    return extras
+
+
+def _layer(adata: ad.AnnData, name: str, genes: list[str]) -> np.ndarray:
+    matrix = adata.layers[name][:, _anndata.gene_indices(adata, genes)]
+    matrix = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+    return matrix.astype(np.float64)
+
+
+def _upper(values: np.ndarray) -> Normalize:
+    """A scale from 0 to the 99th percentile (0 to 1 when there is nothing above 0)."""
+    finite = values[np.isfinite(values)]
+    top = np.percentile(finite, 99) if finite.size else 0.0
+    return Normalize(0, top if top > 0 else 1.0)
 
 
 def _columns(adata, genes, key, layer, measured, layers) -> list[tuple[str, str | None]]:

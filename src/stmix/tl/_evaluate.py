@@ -9,7 +9,14 @@ import pandas as pd
 from stmix import _anndata, _deprecation, _metrics, _options, _owner, _predictions
 from stmix._deprecation import UNSET
 from stmix._docs import doc_params
-from stmix._keys import METRICS, PREDICTIONS, SPLIT, metrics_uns_key, predicted_key
+from stmix._keys import (
+    METRICS,
+    PREDICTIONS,
+    SPLIT,
+    metrics_uns_key,
+    predicted_key,
+    spread_layer_key,
+)
 
 WRITER = "stmix.tl.evaluate"
 
@@ -60,13 +67,16 @@ def evaluate(
     Returns
     -------
     pandas.DataFrame
-        Indexed by gene, with columns ``mse``, ``mae``, ``pcc`` over all scored spots; with
+        Indexed by gene, with columns ``mse``, ``mae``, ``pcc`` over all scored spots (and, for
+        predictions with bounds from ``tl.impute(..., interval=)``, ``coverage``: the share of
+        spots inside them, ``width``: their mean width); with
         several sections, one row per gene and section, with a ``library_id`` column. Also
         writes ``var[f"{key_added}_mse"]``, ``var[f"{key_added}_mae"]``,
         ``var[f"{key_added}_pcc"]`` (NaN for genes not scored) and ``uns[f"{key_added}_metrics"]``
         (``mse``, ``mae``, ``pcc``, ``pcc_heg``, ``n_genes``, ``n_skipped``, ``n_spots``,
-        ``split``, ``key``, ``layer``; with several sections the same per section under
-        ``by_library``).
+        ``split``, ``key``, ``layer``; with bounds also ``coverage``, ``width`` and the
+        ``interval`` asked for, and ``var[f"{key_added}_coverage"]``, ``var[f"{key_added}_width"]``;
+        with several sections the same per section under ``by_library``).
     """
     _owner.check_name(key_added)
     key, layer = _renamed_arguments(adata, key, layer, truth_layer)
@@ -77,11 +87,12 @@ def evaluate(
             f"stmix.tl.impute, or name the measured expression with {_options.arg('layer')}."
         )
     record_key = metrics_uns_key(key_added)
+    names = ("mse", "mae", "pcc") + (INTERVAL_METRICS if _has_bounds(adata, key) else ())
     _owner.claim(
         adata,
         WRITER,
         record_key,
-        [*(("var", f"{key_added}_{m}") for m in ("mse", "mae", "pcc")), ("uns", record_key)],
+        [*(("var", f"{key_added}_{m}") for m in names), ("uns", record_key)],
     )
     frame = _predictions.read(adata, key)
     spots = _anndata.labelled(adata, split_key, split)
@@ -102,9 +113,13 @@ def evaluate(
     section_key = _anndata.library_key(adata, library_key)
 
     metrics = _metrics.gene_metrics(truth, pred)
+    bounds = _bounds(adata, key, spots, genes) if _has_bounds(adata, key) else None
+    if bounds is not None:
+        metrics.update(_coverage(truth, *bounds))
     table = pd.DataFrame(metrics, index=pd.Index(measured, name=None))
     record = {
         **field_summary(truth, metrics),
+        **_interval_summary(metrics, adata, key),
         "n_spots": len(spots),
         "split": "all" if split is None else split,
         "key": key,
@@ -116,18 +131,59 @@ def evaluate(
         for name in dict.fromkeys(labels):
             here = labels == name
             section = _metrics.gene_metrics(truth[here], pred[here])
-            by_library[name] = {**field_summary(truth[here], section), "n_spots": int(here.sum())}
+            if bounds is not None:
+                section.update(_coverage(truth[here], bounds[0][here], bounds[1][here]))
+            by_library[name] = {
+                **field_summary(truth[here], section),
+                **_interval_summary(section, adata, key),
+                "n_spots": int(here.sum()),
+            }
             rows.append(pd.DataFrame({section_key: name, **section}, index=pd.Index(measured)))
         record["by_library"] = by_library
         record["library_key"] = section_key
         table = pd.concat(rows)
 
-    for name in ("mse", "mae", "pcc"):
+    for name in names:
         column = np.full(adata.n_vars, np.nan)
         column[genes] = metrics[name]
         adata.var[f"{key_added}_{name}"] = column
     adata.uns[record_key] = _owner.mark(record, WRITER)
     return table
+
+
+#: Per-gene scores of ``tl.impute(..., interval=)``'s bounds: share of spots inside, mean width.
+INTERVAL_METRICS = ("coverage", "width")
+
+
+def _has_bounds(adata: ad.AnnData, key: str) -> bool:
+    return all(spread_layer_key(key, role) in adata.layers for role in ("lower", "upper"))
+
+
+def _bounds(adata, key: str, spots, genes) -> tuple[np.ndarray, np.ndarray]:
+    """The lower and upper bounds of the scored spots and genes."""
+    found = []
+    for role in ("lower", "upper"):
+        values = adata.layers[spread_layer_key(key, role)][spots][:, genes]
+        values = values.toarray() if hasattr(values, "toarray") else np.asarray(values)
+        found.append(values.astype(np.float64))
+    return found[0], found[1]
+
+
+def _coverage(truth: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> dict[str, np.ndarray]:
+    inside = (truth >= lower) & (truth <= upper)
+    return {"coverage": inside.mean(axis=0), "width": (upper - lower).mean(axis=0)}
+
+
+def _interval_summary(metrics: dict, adata: ad.AnnData, key: str) -> dict:
+    """Mean coverage and width over genes, and the level asked for, when there are bounds."""
+    if "coverage" not in metrics:
+        return {}
+    level = (_predictions.record(adata, key).get("params") or {}).get("interval")
+    return {
+        "coverage": float(np.mean(metrics["coverage"])),
+        "width": float(np.mean(metrics["width"])),
+        "interval": level,
+    }
 
 
 def _renamed_arguments(adata, key, layer, truth_layer) -> tuple[str, str | None]:

@@ -19,7 +19,7 @@ from stmix._presets import TrainingConfig
 from stmix.nn import hub
 from stmix.nn.constants import HEADS, METHODS, PIXEL
 from stmix.nn.head import ExpressionHead
-from stmix.tl import _augmentations, _trainer
+from stmix.tl import _augmentations, _trainer, _uncertainty
 from stmix.tl._fit_record import Run, model_config, record
 from stmix.tl._imputer_plan import ImputerPlan
 from stmix.tl._model import Imputer, plain
@@ -324,7 +324,9 @@ def _fine_tune(
     )
     if data.use_rep is None:
         settings = settings.replace(weights_source=network.weights_source)
-    return Imputer(network, settings, done.history), done
+    model = Imputer(network, settings, done.history)
+    calibrate(model, data)
+    return model, done
 
 
 def _train(
@@ -388,6 +390,23 @@ def _plan_kwargs(plan_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
     return plan_kwargs
 
 
+def calibrate(model: Imputer, data: TrainingData, *, ridge: dict | None = None) -> None:
+    """Fit the model's spread, interval and flag calibration on its validation spots."""
+    if not len(data.val):
+        return
+    method = "ridge" if ridge else ("dropout" if model.config.dropout > 0 else "constant")
+    model.calibration = _uncertainty.calibrate(
+        model.module,
+        data.inputs[data.train],
+        data.inputs[data.val],
+        data.y_val,
+        method=method,
+        ridge=ridge,
+        device=model.device,
+    )
+    model.config = model.config.replace(uncertainty={"method": method, "n_val": len(data.val)})
+
+
 def _check_method(augment: str | None, use_rep: str | None, head: str) -> str:
     _validate.choice("head", head, HEADS)
     if use_rep is None and head != "linear":
@@ -446,5 +465,6 @@ def _fit_ridge(data: TrainingData, config, choices: _Choices) -> tuple[Imputer, 
         model_config(data, config, "none", choices.layer, "ridge", 0, params),
         fitted.history,
     )
+    calibrate(model, data, ridge=fitted.uncertainty())
     seconds = time.perf_counter() - started
     return model, Run(fitted.history, 0, {"seconds": seconds, "accelerator": "cpu", "devices": 1})

@@ -13,6 +13,7 @@ from stmix import _anndata, _options, _owner, _predictions, _validate
 from stmix._docs import doc_params
 from stmix._keys import PATCHES, PREDICTIONS, SPATIAL, impute_uns_key, predicted_key
 from stmix.errors import InputTypeError, MissingKeyError
+from stmix.tl import _intervals
 from stmix.tl._model import Imputer
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ def impute(
     model: Imputer,
     *,
     key_added: str = PREDICTIONS,
+    interval: float | None = None,
     clip: bool = True,
     batch_size: int = 128,
     device: str | torch.device = "auto",
@@ -53,6 +55,13 @@ def impute(
         A trained :class:`~stmix.tl.Imputer` (:func:`stmix.tl.fit` or :func:`stmix.tl.load`).
     key_added
         Key of the predictions' layer (and prefix of the ``var`` column and record).
+    interval
+        Also write, at this coverage level (0.9: 90%), each prediction's spread, its bounds and
+        a flag of tissue unlike the training data (see "Returns"). The bounds are calibrated on
+        the model's validation spots (split conformal): spots exchangeable with those (the same
+        sections) fall inside at least that often per gene; on other sections, patients or
+        stains the coverage is whatever it is (``tl.evaluate`` measures it). Costs one pass
+        over the spots, as the predictions alone do. ``None``: predictions only.
     clip
         Clip the predictions at 0: expression on the log scale cannot be negative.
     batch_size
@@ -77,7 +86,13 @@ def impute(
           stores only the predicted columns, so the ``.h5ad`` grows by about the predictions'
           size. :func:`stmix.tl.evaluate` and :func:`stmix.pl.maps` read it by ``key``;
         - ``var[f"{key_added}_predicted"]``: bool, the genes predicted;
-        - ``uns[f"{key_added}_impute"]``: the model's backbone, patch size, genes and ``clip``.
+        - ``uns[f"{key_added}_impute"]``: the model's backbone, patch size, genes, ``clip`` and
+          ``interval``;
+        - with ``interval``: ``layers[f"{key_added}_std"]`` (the spread: what the network's
+          dropout implies, or the ridge's predictive spread), ``layers[f"{key_added}_lower"]``
+          and ``layers[f"{key_added}_upper"]`` (the bounds), in the predictions' layout, and
+          ``obs[f"{key_added}_ood"]``: 0-1, the share of validation spots that are more like
+          the training spots than this one (1: unlike any tissue the model learned from).
     """
     if not isinstance(model, Imputer):
         raise InputTypeError(
@@ -95,13 +110,15 @@ def impute(
         )
     _owner.check_name(key_added)
     record = impute_uns_key(key_added)
+    level = _intervals.check(model, interval)
     _owner.claim(
         adata,
         WRITER,
         record,
-        [("layers", key_added), ("var", predicted_key(key_added)), ("uns", record)],
+        [("layers", key_added), ("var", predicted_key(key_added)), ("uns", record)]
+        + (_intervals.targets(key_added) if level else []),
     )
-    pred = _predict(adata, model, clip, batch_size, device, patches_key, progress)
+    pred, trust = _predict(adata, model, clip, batch_size, device, patches_key, progress, level)
     if clip:
         _warn_if_negative(adata, model, columns[present])
     if not present.all():
@@ -119,9 +136,11 @@ def impute(
     flag = np.zeros(adata.n_vars, dtype=bool)
     flag[columns[present]] = True
     adata.var[predicted_key(key_added)] = flag
+    if trust is not None:
+        _intervals.write(adata, trust, key_added, present, columns[present])
     if isinstance(adata.obsm.get(key_added), pd.DataFrame):
         del adata.obsm[key_added]  # the DataFrame an earlier version of this step wrote
-    adata.uns[record] = _record(model, clip, patches_key, genes, layer=key_added)
+    adata.uns[record] = _record(model, clip, patches_key, genes, key_added, trust)
     return adata if copy else None
 
 
@@ -130,6 +149,7 @@ def predict(
     model: Imputer,
     *,
     key_added: str = PREDICTIONS,
+    interval: float | None = None,
     clip: bool = True,
     batch_size: int = 128,
     device: str | torch.device = "auto",
@@ -152,8 +172,10 @@ def predict(
         A trained :class:`~stmix.tl.Imputer`.
     key_added
         Prefix of the ``var`` column and of the record in the new AnnData.
-    clip, batch_size, device, patches_key, progress
-        As for :func:`stmix.tl.impute`.
+    interval, clip, batch_size, device, patches_key, progress
+        As for :func:`stmix.tl.impute`; with ``interval`` the new AnnData holds
+        ``layers[f"{key_added}_std"]``, ``layers[f"{key_added}_lower"]``,
+        ``layers[f"{key_added}_upper"]`` and ``obs[f"{key_added}_ood"]``.
     keep_patches
         Keep ``obsm[patches_key]`` in the new AnnData (it is often most of its size).
 
@@ -180,11 +202,14 @@ def predict(
         )
     batch_size = _validate.integer("batch_size", batch_size)
     _owner.check_name(key_added)
-    pred = _predict(adata, model, clip, batch_size, device, patches_key, progress)
+    level = _intervals.check(model, interval)
+    pred, trust = _predict(adata, model, clip, batch_size, device, patches_key, progress, level)
     frame = pd.DataFrame(pred, index=adata.obs_names.copy(), columns=model.genes)
     out = _as_anndata(adata, frame, key_added, keep_patches, patches_key)
+    if trust is not None:
+        _intervals.write(out, trust, key_added, slice(None), None)
     out.uns[impute_uns_key(key_added)] = _record(
-        model, clip, patches_key, list(model.genes), layer=None
+        model, clip, patches_key, list(model.genes), None, trust
     )
     return out
 
@@ -215,14 +240,27 @@ def predictions(adata: ad.AnnData, key: str = PREDICTIONS) -> ad.AnnData:
     return out
 
 
-def _predict(adata, model, clip, batch_size, device, patches_key, progress) -> np.ndarray:
-    """Float32 (n_obs, the model's genes) predictions, checked finite."""
+def _predict(adata, model, clip, batch_size, device, patches_key, progress, level=None):
+    """Float32 (n_obs, the model's genes) predictions, checked finite, and their trust."""
     if model.kind == "head":
         inputs = head_inputs(adata, model, patches_key, batch_size, device, progress)
     else:
         inputs = _anndata.patches(adata, patches_key, size=model.patch_size)
     _warn_if_other_scale(adata, model, patches_key)
-    pred = model.predict(inputs, batch_size=batch_size, device=device, progress=progress)
+    trust = None
+    if level is None:
+        pred = model.predict(inputs, batch_size=batch_size, device=device, progress=progress)
+    else:
+        trust = _intervals.compute(
+            model,
+            inputs,
+            level,
+            clip=clip,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+        )
+        pred = trust.pred
     if not np.isfinite(pred).all():
         bad = int((~np.isfinite(pred)).any(axis=1).sum())
         raise ValueError(
@@ -231,7 +269,7 @@ def _predict(adata, model, clip, batch_size, device, patches_key, progress) -> n
         )
     if clip:
         np.maximum(pred, 0.0, out=pred)
-    return pred
+    return pred, trust
 
 
 def _warn_if_other_scale(adata: ad.AnnData, model: Imputer, patches_key: str) -> None:
@@ -265,7 +303,7 @@ def _warn_if_negative(adata: ad.AnnData, model: Imputer, columns: np.ndarray) ->
         )
 
 
-def _record(model: Imputer, clip: bool, patches_key: str, genes: list[str], layer) -> dict:
+def _record(model: Imputer, clip: bool, patches_key: str, genes: list[str], layer, trust) -> dict:
     params = {
         "backbone": model.config.backbone,
         "patch_size": model.patch_size,
@@ -274,6 +312,7 @@ def _record(model: Imputer, clip: bool, patches_key: str, genes: list[str], laye
         "clip": bool(clip),
         "patches_key": patches_key,
         "layer": layer,
+        **_intervals.record(trust, model),
     }
     return _owner.mark({"params": params}, WRITER)
 

@@ -14,12 +14,19 @@ from tqdm.auto import tqdm
 
 from stmix._io import atomic_folder
 from stmix._model_config import ModelConfig
-from stmix._model_files import CONFIG_FILE, WEIGHTS_FILE, check_save_target, read_config
+from stmix._model_files import (
+    CALIBRATION_FILE,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    check_save_target,
+    read_config,
+)
 from stmix.nn.head import ExpressionHead
 from stmix.nn.images import to_input
 from stmix.nn.model import ExpressionPredictor
 from stmix.tl._batches import batches, is_lazy
 from stmix.tl._device import autocast, resolve_device
+from stmix.tl._uncertainty import Calibration
 
 
 class Imputer:
@@ -40,6 +47,10 @@ class Imputer:
     history
         One dict per epoch: the training loss terms, ``val_mse``, ``val_mae``, ``val_pcc``,
         ``lr`` and ``seconds``.
+    calibration
+        What ``tl.impute(..., interval=)`` needs for the spread, the bounds and the flag of
+        unfamiliar tissue (:class:`~stmix.tl._uncertainty.Calibration`), fitted on the
+        validation spots; ``None`` for a model trained without them.
     """
 
     def __init__(
@@ -47,10 +58,12 @@ class Imputer:
         module: ExpressionPredictor | ExpressionHead,
         config: ModelConfig | dict,
         history: list[dict] | None = None,
+        calibration: Calibration | None = None,
     ):
         self.module = module
         self.config = config if isinstance(config, ModelConfig) else ModelConfig.from_json(config)
         self.history = list(history or [])
+        self.calibration = calibration
 
     @property
     def genes(self) -> list[str]:
@@ -145,9 +158,13 @@ class Imputer:
             with atomic_folder(path) as folder:
                 (folder / CONFIG_FILE).write_text(json.dumps(plain(record), indent=1))
                 save_file(state, str(folder / WEIGHTS_FILE))
+                if self.calibration is not None:
+                    save_file(self.calibration.tensors(), str(folder / CALIBRATION_FILE))
                 # safetensors creates its file for the owner alone; give it config.json's mode
                 # (the user's umask), so that whoever may read the config may load the weights
-                os.chmod(folder / WEIGHTS_FILE, (folder / CONFIG_FILE).stat().st_mode & 0o777)
+                for name in (WEIGHTS_FILE, CALIBRATION_FILE):
+                    if (folder / name).exists():
+                        os.chmod(folder / name, (folder / CONFIG_FILE).stat().st_mode & 0o777)
         except (SafetensorError, OSError) as error:
             reason = getattr(error, "strerror", None) or _os_message(str(error))
             raise OSError(
@@ -198,7 +215,24 @@ class Imputer:
                 f"backbone {config.backbone!r}): {first}"
             ) from None
         module.to(resolve_device(device)).eval()
-        return cls(module, config, history)
+        return cls(module, config, history, _read_calibration(path, config))
+
+
+def _read_calibration(path: Path, config: ModelConfig) -> Calibration | None:
+    """The model's calibration file, when it was saved with one."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    method = (config.uncertainty or {}).get("method")
+    if method is None or not (path / CALIBRATION_FILE).is_file():
+        return None
+    try:
+        return Calibration.from_tensors(load_file(str(path / CALIBRATION_FILE)), method)
+    except (SafetensorError, OSError, ValueError, TypeError) as error:
+        raise ValueError(
+            f"{path / CALIBRATION_FILE} cannot be read ({error}): the model folder is damaged; "
+            f"save the model again."
+        ) from None
 
 
 def _os_message(text: str) -> str:

@@ -41,6 +41,13 @@ class RidgeFit:
     alpha: float  # the penalty chosen
     n_components: int
     history: list[dict]  # one row per penalty tried: alpha, relative, val_mse
+    components: np.ndarray  # (k, d) principal directions of the standardised training spots
+    inverse: np.ndarray  # (k,) 1 / (eigenvalue + alpha): the spread's leverage
+    sigma: np.ndarray  # (genes,) residual standard deviation on the training spots
+
+    def uncertainty(self) -> dict[str, np.ndarray]:
+        """What the probe's predictive spread needs (:mod:`stmix.tl._uncertainty`)."""
+        return {"components": self.components, "inverse": self.inverse, "sigma": self.sigma}
 
 
 def fit_ridge(
@@ -79,6 +86,7 @@ def fit_ridge(
         if best is None or mse < best[0]:
             best = (mse, alpha, beta)
     _, alpha, beta = best
+    residual = y_train - (u * s) @ beta - y_mean
     return RidgeFit(
         center=seen.center.astype(np.float32),
         scale=seen.scale.astype(np.float32),
@@ -89,4 +97,7 @@ def fit_ridge(
         alpha=alpha,
         n_components=k,
         history=history,
+        components=components.astype(np.float32),
+        inverse=(1 / (s**2 + alpha)).astype(np.float32),
+        sigma=residual.std(axis=0).astype(np.float32),
     )

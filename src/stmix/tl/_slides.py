@@ -83,12 +83,14 @@ def predict_slide(
     model: Imputer,
     where: Geometry,
     *,
+    interval: float | None = None,
     device: str | torch.device = "auto",
     progress: bool = True,
 ) -> ad.AnnData:
     """The model's genes predicted at pseudo-spots over one slide's tissue.
 
-    Returns :func:`stmix.tl.predict`'s AnnData with only the ``lowres`` image kept (enough to
+    Returns :func:`stmix.tl.predict`'s AnnData (with ``interval``: the spread, the bounds and
+    the flag of tissue unlike the training data) with only the ``lowres`` image kept (enough to
     draw the maps on), the size an ``.h5ad`` of a slide should have.
     """
     import stmix
@@ -108,7 +110,7 @@ def predict_slide(
     stmix.pp.patches(
         grid, size=model.patch_size, spot_scale=model.config.spot_scale, progress=progress
     )
-    pred = stmix.tl.predict(grid, model, device=device, progress=progress)
+    pred = stmix.tl.predict(grid, model, interval=interval, device=device, progress=progress)
     for entry in (pred.uns.get("spatial") or {}).values():
         images = entry.get("images") or {}
         if "lowres" in images:
@@ -131,17 +133,20 @@ def write(adata: ad.AnnData, path: str | os.PathLike) -> None:
 class SlidePredictor(L.LightningModule):
     """Each step predicts one slide and writes its ``.h5ad``: Lightning spreads the slides."""
 
-    def __init__(self, model: Imputer, jobs: list[tuple[str, str, Geometry]], progress: bool):
+    def __init__(self, model: Imputer, jobs: list, interval: float | None, progress: bool):
         super().__init__()
         self.network = model.module  # registered: Lightning moves it to the process's device
         self.model = model
         self.jobs = jobs
+        self.interval = interval
         self.progress = progress
 
     def predict_step(self, batch: torch.Tensor, batch_idx: int) -> dict[str, Any]:
         slide, out, where = self.jobs[int(batch[0])]
         try:
-            pred = predict_slide(slide, self.model, where, device=self.device, progress=False)
+            pred = predict_slide(
+                slide, self.model, where, interval=self.interval, device=self.device, progress=False
+            )
             write(pred, out)
         except Exception as error:  # the same error, naming the slide
             error.args = (f"{Path(slide).name}: {error}", *error.args[1:])
@@ -162,6 +167,7 @@ def predict_slides(
     mpp: float | None = None,
     grid: str = "hexagonal",
     tissue: str = "auto",
+    interval: float | None = None,
     overwrite: bool = False,
     accelerator: str = "auto",
     devices: int | str | list[int] = 1,
@@ -188,6 +194,9 @@ def predict_slides(
     spot_diameter, spacing, mpp, grid, tissue
         The pseudo-spots, as :func:`stmix.pp.tile` takes them; by default the model's training
         spots, in µm when the slide records its pixel size (see :func:`geometry`).
+    interval
+        Also write the spread, bounds at this level and the flag of tissue unlike the training
+        data (:func:`stmix.tl.impute`'s ``interval``).
     overwrite
         Predict slides whose output exists again.
     accelerator, devices
@@ -210,6 +219,9 @@ def predict_slides(
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file: pass the folder that receives one .h5ad per slide.")
     model = model if isinstance(model, Imputer) else load(model, device="cpu")
+    from stmix.tl import _intervals
+
+    interval = _intervals.check(model, interval)
     outputs = _outputs(slides, out)
     jobs, rows = [], []
     for slide, target in outputs.items():
@@ -229,7 +241,8 @@ def predict_slides(
             jobs.append((slide, str(target), where))
     if jobs:
         out.mkdir(parents=True, exist_ok=True)
-        _run(SlidePredictor(model, jobs, progress), len(jobs), accelerator, devices, trainer_kwargs)
+        predictor = SlidePredictor(model, jobs, interval, progress)
+        _run(predictor, len(jobs), accelerator, devices, trainer_kwargs)
     for row in rows:
         row["status"] = row["status"] or "predicted"
     return pd.DataFrame(rows)

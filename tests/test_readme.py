@@ -24,6 +24,7 @@ from tests.slides import write_slide
 TINY = 'backbone="test_efficientnet", pretrained=False'
 SMALL = {
     "Quickstart": {'augment="snr")': f'augment="snr", epochs=1, {TINY})'},
+    "Where a map can be trusted": {},
     "Many sections, and slides nobody measured": {
         '["C2", "C3", "C4", "C5", "C6"]': '["C5", "C6"]',
         "epochs=12": f"epochs=1, {TINY}",
@@ -65,6 +66,8 @@ def test_every_readme_block_runs(in_a_user_folder):
             warnings.simplefilter("always")
             exec(compile(shrink(code, SMALL[name]), f"README: {name}", "exec"), namespace)
         plt.close("all")
+        if name == "Where a map can be trusted":
+            trusted = dict(namespace["adata"].uns["stmix_metrics"])
         # what Python and Jupyter show a user by default (deprecations aimed at libraries aside)
         shown[name] = [
             f"{w.category.__name__}: {w.message} ({w.filename})"
@@ -82,6 +85,9 @@ def test_every_readme_block_runs(in_a_user_folder):
     predicted = saved.var_names[saved.var["stmix_predicted"].to_numpy()]
     assert set(predicted) == set(stmix.tl.load("c3_model").genes)
     assert len(predicted) == 64 and "stmix_metrics" in saved.uns
+
+    # trust: C3's test spots are exchangeable with its validation spots: about 90% inside
+    assert 0.8 <= trusted["coverage"] <= 0.98 and trusted["interval"] == 0.9
 
     # many sections: genes from the training spots, validation from every training section
     adata, model, pred = namespace["adata"], namespace["model"], namespace["pred"]

@@ -6,10 +6,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image, ImageFilter
 
 import stmix
 from stmix.errors import MissingKeyError
+from tests.artefacts import artefacts as _artefacts
 from tests.support import TINY, assert_unchanged, snapshot
 
 
@@ -35,7 +35,11 @@ def _dense(x) -> np.ndarray:
 @pytest.mark.parametrize("head", ["ridge", "linear"])
 def test_intervals_cover_spots_like_the_validation_ones(head):
     adata = _known_noise()
-    extra = {} if head == "ridge" else {"augment": "none", "epochs": 30, "batch_size": 64, "progress": False}
+    extra = (
+        {}
+        if head == "ridge"
+        else {"augment": "none", "epochs": 30, "batch_size": 64, "progress": False}
+    )
     model = stmix.tl.fit(adata, use_rep="emb", head=head, **extra)
     stmix.tl.impute(adata, model, interval=0.9, progress=False)
     test = (adata.obs["stmix_split"] == "test").to_numpy()
@@ -75,31 +79,16 @@ def test_bounds_widen_with_the_level_and_survive_h5ad(prepared, tmp_path):
     np.testing.assert_allclose(pred.layers["stmix_upper"], layers[0.95]["upper"], rtol=1e-5)
 
 
-def _artefacts(patches: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
-    """Blank glass, blur, a pen mark, and another stain (HED jitter), of real patches."""
-    from skimage.color import hed2rgb, rgb2hed
-
-    rng = np.random.default_rng(seed)
-    blurred = np.stack(
-        [np.asarray(Image.fromarray(p).filter(ImageFilter.GaussianBlur(4))) for p in patches]
-    )
-    pen = patches.copy()
-    pen[:, :, : patches.shape[2] // 2] = (30, 60, 200)  # a blue marker over half the patch
-    hed = rgb2hed(patches / 255.0)
-    shifted = hed * rng.uniform(0.3, 0.5, 3) + rng.uniform(0.05, 0.1, 3)
-    stained = (np.clip(hed2rgb(shifted), 0, 1) * 255).astype(np.uint8)
-    return {
-        "blank": np.full_like(patches, 245),
-        "blur": blurred,
-        "pen": pen,
-        "stain": stained,
-    }
-
-
-def test_the_flag_is_higher_on_artefacts_than_on_tissue(prepared):
-    """Frozen Lite0 features of real C2 spots against blank, blurred, inked, re-stained ones."""
-    stmix.tl.embed(prepared, size=112, progress=False)
-    model = stmix.tl.fit(prepared, use_rep="stmix_embedding", head="ridge")
+@pytest.mark.parametrize("kind", ["ridge", "fine-tuned"])
+def test_the_flag_is_higher_on_artefacts_than_on_tissue(prepared, kind):
+    """Real C2 spots against blank, blurred, inked, re-stained ones: frozen Lite0 features (the
+    ridge's embedding, or the encoder the flag of a fine-tuned network reads)."""
+    if kind == "ridge":
+        stmix.tl.embed(prepared, size=112, progress=False)
+        model = stmix.tl.fit(prepared, use_rep="stmix_embedding", head="ridge")
+    else:
+        model = stmix.tl.fit(prepared, augment="none", **TINY)
+        assert model.config.uncertainty["flag_encoder"] == "tf_efficientnet_lite0"
     test = (prepared.obs["stmix_split"] == "test").to_numpy()
     stmix.tl.impute(prepared, model, interval=0.9, progress=False)
     tissue = prepared.obs["stmix_ood"].to_numpy()[test]
@@ -107,7 +96,7 @@ def test_the_flag_is_higher_on_artefacts_than_on_tissue(prepared):
     for name, patches in _artefacts(prepared.obsm["stmix_patches"][test]).items():
         odd = prepared[test].copy()
         odd.obsm["stmix_patches"] = patches
-        del odd.obsm["stmix_embedding"]  # made again from the altered patches
+        odd.obsm.pop("stmix_embedding", None)  # made again from the altered patches
         flagged = stmix.tl.predict(odd, model, interval=0.9, progress=False).obs["stmix_ood"]
         assert flagged.mean() > tissue.mean() + 0.25, name
 

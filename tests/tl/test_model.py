@@ -31,7 +31,11 @@ def test_save_load_round_trip(trained, tmp_path):
     np.testing.assert_array_equal(loaded.predict(patches), model.predict(patches))
     assert loaded.genes == model.genes and loaded.history == model.history
     assert loaded.config["best_epoch"] == model.config["best_epoch"]
-    assert loaded.config.uncertainty == {"method": "dropout", "n_val": 37}
+    assert loaded.config.uncertainty == {
+        "method": "dropout",
+        "n_val": 37,
+        "flag_encoder": "tf_efficientnet_lite0",
+    }
     np.testing.assert_allclose(loaded.calibration.scores, model.calibration.scores, rtol=1e-6)
     assert "test_efficientnet" in repr(loaded) and "24 genes" in repr(loaded)
 

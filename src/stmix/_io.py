@@ -67,3 +67,19 @@ def atomic_folder(target: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(previous, ignore_errors=True)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def write_h5ad(adata, path: str | os.PathLike, compression: str | None = None) -> None:
+    """``adata.write_h5ad(path)`` whole or not at all: a failed write keeps the old file.
+
+    Errors are one ``OSError`` that says which (h5py reports a full disk as ``OSError`` or
+    ``RuntimeError``).
+    """
+    existed = Path(path).exists()
+    try:
+        with atomic_file(path) as temporary:
+            adata.write_h5ad(temporary, compression=compression)
+    except (OSError, RuntimeError) as error:
+        reason = str(error).split("error message = ")[-1].strip("')") or type(error).__name__
+        kept = "the existing file is as it was" if existed else "no partial file was left"
+        raise OSError(f"could not write {path} ({reason}); {kept}.") from error

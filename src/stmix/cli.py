@@ -97,16 +97,9 @@ def _check_apart(files: dict[str, str | None], folders: dict[str, str | None]) -
 
 
 def _write(adata, path: str, compression: str | None = None) -> None:
-    from stmix._io import atomic_file
+    from stmix._io import write_h5ad
 
-    existed = Path(path).exists()
-    try:
-        with atomic_file(path) as temporary:  # a failed write keeps the old file, leaves no part
-            adata.write_h5ad(temporary, compression=compression)
-    except (OSError, RuntimeError) as error:  # h5py reports a full disk as either
-        reason = str(error).split("error message = ")[-1].strip("')") or type(error).__name__
-        kept = "the existing file is as it was" if existed else "no partial file was left"
-        raise OSError(f"could not write {path} ({reason}); {kept}.") from error
+    write_h5ad(adata, path, compression)
 
 
 def _genes(args: argparse.Namespace, adata) -> list[str] | str | None:
@@ -332,15 +325,13 @@ def _predict(args: argparse.Namespace) -> int:
 def _geometry(args: argparse.Namespace, model, slide: str):
     from stmix.tl import _slides
 
-    return _slides.geometry(
-        model,
-        slide,
-        spot_diameter=args.spot_diameter,
-        spacing=args.spacing,
-        mpp=args.mpp,
-        grid=args.grid,
-        tissue=args.tissue,
-    )
+    return _slides.geometry(model, slide, **_tile_options(args))
+
+
+def _tile_options(args: argparse.Namespace) -> dict:
+    """The pseudo-spots the command line asks for, as ``pp.tile`` names them."""
+    names = ("spot_diameter", "spacing", "mpp", "grid", "tissue")
+    return {name: getattr(args, name) for name in names}
 
 
 def _interval(args: argparse.Namespace, model) -> float | None:
@@ -388,11 +379,7 @@ def _predict_cohort(args: argparse.Namespace) -> int:
         args.slide,
         model,
         out,
-        spot_diameter=args.spot_diameter,
-        spacing=args.spacing,
-        mpp=args.mpp,
-        grid=args.grid,
-        tissue=args.tissue,
+        **_tile_options(args),
         interval=_interval(args, model),
         accelerator=args.accelerator,
         devices=args.devices,

@@ -118,18 +118,6 @@ def predict_slide(
     return pred
 
 
-def write(adata: ad.AnnData, path: str | os.PathLike) -> None:
-    """``adata`` to ``path`` (gzip), whole or not at all: an existing file stays as it was."""
-    existed = Path(path).exists()
-    try:
-        with _io.atomic_file(path) as temporary:
-            adata.write_h5ad(temporary, compression="gzip")
-    except (OSError, RuntimeError) as error:  # h5py reports a full disk as either
-        reason = str(error).split("error message = ")[-1].strip("')") or type(error).__name__
-        kept = "the existing file is as it was" if existed else "no partial file was left"
-        raise OSError(f"could not write {path} ({reason}); {kept}.") from error
-
-
 class SlidePredictor(L.LightningModule):
     """Each step predicts one slide and writes its ``.h5ad``: Lightning spreads the slides."""
 
@@ -147,7 +135,7 @@ class SlidePredictor(L.LightningModule):
             pred = predict_slide(
                 slide, self.model, where, interval=self.interval, device=self.device, progress=False
             )
-            write(pred, out)
+            _io.write_h5ad(pred, out, compression="gzip")
         except Exception as error:  # the same error, naming the slide
             error.args = (f"{Path(slide).name}: {error}", *error.args[1:])
             raise

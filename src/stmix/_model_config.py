@@ -48,6 +48,7 @@ class ModelConfig(Mapping):
     embedding: dict = field(default_factory=dict)  # how the embedding was made
     params: dict = field(default_factory=dict)  # the fit's settings
     uncertainty: dict = field(default_factory=dict)  # how its spread is made (calibration file)
+    stain: dict = field(default_factory=dict)  # the stain normalisation of its patches
     stmix_version: str = "0"
     schema: int = SCHEMA
 
@@ -57,7 +58,7 @@ class ModelConfig(Mapping):
         names = {f.name for f in dataclasses.fields(cls)}
         known = {k: v for k, v in record.items() if k in names}
         known.setdefault("schema", SCHEMA)
-        for key in ("backbone_kwargs", "embedding", "params", "uncertainty"):
+        for key in ("backbone_kwargs", "embedding", "params", "uncertainty", "stain"):
             if known.get(key) is None:
                 known.pop(key, None)
         if known.get("hidden") is None:

@@ -141,6 +141,10 @@ _OPTIONAL = {
     "target": (lambda v: isinstance(v, str), "'expression' or 'delta'"),
     "use_rep": (lambda v: isinstance(v, str), "an obsm key"),
     "layer": (lambda v: isinstance(v, str), "a layer name"),
+    "stain": (
+        lambda v: isinstance(v, dict) and (not v or isinstance(v.get("target"), dict)),
+        "an object with the 'target' colours of its patches",
+    ),
     "uncertainty": (
         lambda v: isinstance(v, dict) and v.get("method") in (None, "dropout", "ridge", "constant"),
         "an object whose 'method' is 'dropout', 'ridge' or 'constant'",

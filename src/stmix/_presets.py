@@ -55,6 +55,10 @@ class TrainingConfig:
     edge_weight
         ``"paper"``: the edge term weighs a pair by the probability it was drawn with (eq. 6);
         ``"reference"``: by the expression kernel normalised over all training spots.
+    stain
+        Strength σ of the HED jitter that re-colours every training image (Tellez et al. 2018:
+        each stain scaled by 1 + U(-σ, σ) and shifted by U(-σ, σ); their "HED-light" is 0.05);
+        0: none. Images only (an embedding cannot be re-coloured).
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -72,6 +76,7 @@ class TrainingConfig:
     alpha: float = 1.0
     loss_weights: Mapping[str, float] = field(default_factory=lambda: dict(LOSS_WEIGHTS))
     edge_weight: str = "paper"
+    stain: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.backbone, str) or not self.backbone:
@@ -101,6 +106,7 @@ class TrainingConfig:
         _validate.number("dropout", self.dropout, at_least=0, below=1)
         _validate.number("alpha", self.alpha, above=0)
         _validate.choice("edge_weight", self.edge_weight, EDGE_WEIGHTS)
+        _validate.number("stain", self.stain, at_least=0, below=1)
         if not isinstance(self.loss_weights, Mapping):
             raise InputTypeError(f"`loss_weights` must be a dict, not {self.loss_weights!r}.")
         unknown = set(self.loss_weights) - set(LOSS_WEIGHTS)

@@ -27,6 +27,7 @@ from stmix.nn.images import to_input
 from stmix.nn.loss import mse_loss, snr_loss
 from stmix.nn.mixing import cutmix, mix_pixels, sample_lambda
 from stmix.nn.sampling import PartnerSampler
+from stmix.nn.stain import hed_jitter
 
 __all__ = ["METHODS", "MIXING", "Augmentation", "Mix", "Plain", "Step"]
 
@@ -82,11 +83,27 @@ class Augmentation(ABC):
         return self
 
 
-class Plain(Augmentation):
-    """No mixing: the images as they are (``none``) or flipped/rotated/cropped (``basic``)."""
+def _stained(x: Tensor, strength: float) -> Tensor:
+    """Images re-stained with HED jitter of ``strength`` (:func:`~stmix.nn.stain.hed_jitter`)."""
+    if strength == 0:
+        return x
+    if x.ndim != 4:
+        raise ValueError(
+            "Stain augmentation re-colours images; these inputs are vectors (an embedding): "
+            "normalise the stain of the patches before embedding them instead."
+        )
+    return hed_jitter(x, strength)
 
-    def __init__(self, *, geometric: bool = False):
+
+class Plain(Augmentation):
+    """No mixing: the images as they are (``none``) or flipped/rotated/cropped (``basic``).
+
+    ``stain`` re-colours each image with HED jitter of that strength first.
+    """
+
+    def __init__(self, *, geometric: bool = False, stain: float = 0.0):
         self.geometric = geometric
+        self.stain = float(stain)
 
     def __call__(self, anchors: Tensor, patches: Tensor, targets: Tensor) -> Step:
         """The anchors' inputs (images augmented with ``geometric``) and their targets."""
@@ -94,7 +111,7 @@ class Plain(Augmentation):
 
     def make(self, x_i: Tensor, y_i: Tensor) -> Step:
         """The step of inputs already read (uint8 patches or vectors) and their targets."""
-        x = to_input(x_i)
+        x = _stained(to_input(x_i), self.stain)
         if self.geometric:
             if x.ndim != 4:
                 raise ValueError(
@@ -119,6 +136,9 @@ class Mix(Augmentation):
         the area kept.
     loss_weights
         Weights of the consistency, edge and correlation terms of the loss.
+    stain
+        Re-colour each anchor and partner with HED jitter of this strength before mixing (the
+        mixed image blends the two re-coloured images).
     """
 
     def __init__(
@@ -128,11 +148,13 @@ class Mix(Augmentation):
         alpha: float = 1.0,
         boxes: bool = False,
         loss_weights: dict[str, float] | None = None,
+        stain: float = 0.0,
     ):
         self.sampler = sampler
         self.alpha = float(alpha)
         self.boxes = boxes
         self.loss_weights = {**LOSS_WEIGHTS, **(loss_weights or {})}
+        self.stain = float(stain)
 
     def __call__(self, anchors: Tensor, patches: Tensor, targets: Tensor) -> Step:
         """Draw partners and ratios, mix, and stack ``[x_mix; x_i; x_j]``."""
@@ -156,7 +178,7 @@ class Mix(Augmentation):
         partners: Tensor | None = None,
     ) -> Step:
         """Mix pairs already drawn and read (e.g. by DataLoader workers from a patch store)."""
-        x_i, x_j = to_input(x_i), to_input(x_j)
+        x_i, x_j = _stained(to_input(x_i), self.stain), _stained(to_input(x_j), self.stain)
         if self.boxes and x_i.ndim != 4:
             raise ValueError(
                 f"{_options.arg('augment', 'cutmix')} pastes boxes of images; these inputs are "
@@ -181,4 +203,5 @@ class Mix(Augmentation):
             alpha=self.alpha,
             boxes=self.boxes,
             loss_weights=self.loss_weights,
+            stain=self.stain,
         )

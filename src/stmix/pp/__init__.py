@@ -11,9 +11,19 @@ from stmix.pp._genes import select_genes
 from stmix.pp._neighbors import neighbors
 from stmix.pp._patches import patches
 from stmix.pp._split import split
+from stmix.pp._stain import normalize_stain
 from stmix.pp._tile import tile
 
-__all__ = ["aggregate", "concat", "neighbors", "patches", "select_genes", "split", "tile"]
+__all__ = [
+    "aggregate",
+    "concat",
+    "neighbors",
+    "normalize_stain",
+    "patches",
+    "select_genes",
+    "split",
+    "tile",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -90,6 +90,7 @@ def build(
     edge_weight: str,
     neighbors_key: str,
     groups: np.ndarray | None = None,
+    stain: float = 0.0,
 ) -> Augmentation:
     """The augmentation of ``method`` over the training spots ``train`` (positions in adata).
 
@@ -99,9 +100,9 @@ def build(
     every method.
     """
     if method == "none":
-        return Plain()
+        return Plain(stain=stain)
     if method == "basic":
-        return Plain(geometric=True)
+        return Plain(geometric=True, stain=stain)
     if method not in METHODS:
         raise ValueError(
             f"{_options.name('augment')} must be one of {list(METHODS)}, not {method!r}."
@@ -143,7 +144,9 @@ def build(
     else:
         group_ids = torch.from_numpy(np.unique(labels, return_inverse=True)[1].astype(np.int64))
         sampler = UniformSampler(n, None if groups is None else group_ids)
-    return Mix(sampler, alpha=alpha, boxes=method == "cutmix", loss_weights=loss_weights)
+    return Mix(
+        sampler, alpha=alpha, boxes=method == "cutmix", loss_weights=loss_weights, stain=stain
+    )
 
 
 def _kernel_params(adata, y_train, key, blocks, names) -> tuple[str, list[float]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Sequence
 
 import anndata as ad
 import numpy as np
@@ -19,6 +20,7 @@ from stmix.nn import hub
 from stmix.nn.constants import DEFAULT_BACKBONE
 from stmix.nn.encoder import DIHEDRAL, Encoder
 from stmix.nn.images import to_float
+from stmix.tl import _context
 from stmix.tl._batches import batches
 from stmix.tl._device import autocast, resolve_device
 
@@ -39,6 +41,8 @@ def embed(
     backbone_kwargs: dict | None = None,
     size: int | None = None,
     tta: bool | int = False,
+    scales: Sequence[float] = (1,),
+    neighbors: int = 0,
     batch_size: int = 64,
     device: str | torch.device = "auto",
     patches_key: str = PATCHES,
@@ -77,6 +81,13 @@ def embed(
     tta
         Test-time augmentation: average the features over the 8 right-angle rotations and flips
         (``True``), or over the first ``tta`` of them.
+    scales
+        Context: also embed patches this many times wider around each spot (cut from the same
+        image, at the patches' size in pixels), appended after the spot's features; ``(1, 3)``
+        adds a field of view three times the patch's. The first scale is the spot's own, 1.
+    neighbors
+        Context: also append the mean spot features of each spot's ``neighbors`` nearest spots
+        of the same section (0: none).
     batch_size
         Patches per forward pass.
     device
@@ -97,12 +108,14 @@ def embed(
         (float32, n_obs × the encoder's feature size) and ``uns[key_added]["params"]``:
         ``backbone``, ``weights`` (where they came from), ``pretrained``, ``size``, ``tta``,
         ``dim`` and ``patches`` (the size, scale and fingerprint of the patches embedded, to tell
-        when the embedding is stale).
+        when the embedding is stale); with context, ``scales``, ``neighbors`` and ``parts``
+        (the columns of each part: ``spot``, ``scale_3``, ``neighbors_6``).
     """
     patches = _anndata.patches(adata, patches_key)
     size = _validate.integer("size", size, minimum=8, none=True)
     batch_size = _validate.integer("batch_size", batch_size)
     views = 8 if tta is True else 1 if tta is False else _validate.integer("tta", tta)
+    scales, neighbors = _context.check(scales, neighbors)
     if views > len(DIHEDRAL):
         raise ValueError(f"`tta` must be at most {len(DIHEDRAL)} views, not {tta!r}.")
     _owner.claim(adata, WRITER, key_added, [("obsm", key_added), ("uns", key_added)])
@@ -117,16 +130,21 @@ def embed(
     )
     side = size or encoder.input_size or patches.shape[1]
     size = side
-    features = encode(
-        encoder,
-        patches,
-        size=size,
-        tta=views,
-        batch_size=batch_size,
-        device=target,
-        progress=progress,
-    )
 
+    def run(images: np.ndarray) -> np.ndarray:
+        return encode(
+            encoder,
+            images,
+            size=size,
+            tta=views,
+            batch_size=batch_size,
+            device=target,
+            progress=progress,
+        )
+
+    features, parts = _context.features(
+        adata, run(patches), run, scales=scales, neighbors=neighbors, patches_key=patches_key
+    )
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
     adata.uns[key_added] = _owner.mark(
@@ -141,6 +159,11 @@ def embed(
                 "tta": int(views),
                 "dim": int(features.shape[1]),
                 "patches": patch_record(adata, patches, patches_key),
+                **(
+                    {"scales": scales, "neighbors": neighbors, "parts": parts}
+                    if len(parts) > 1
+                    else {}
+                ),
             }
         },
         WRITER,
@@ -188,7 +211,13 @@ def patch_record(adata: ad.AnnData, patches: np.ndarray, key: str) -> dict:
         "n_obs": int(patches.shape[0]),
         "fingerprint": fingerprint(patches),
         **{k: v for k, v in geometry.items() if v is not None},
+        **({"stain": _stain_record(params["stain"])} if params.get("stain") else {}),
     }
+
+
+def _stain_record(stain: dict) -> dict:
+    """How the patches' stain was normalised (the target, not each section's source)."""
+    return {k: stain[k] for k in ("method", "target") if k in stain}
 
 
 def fingerprint(patches: np.ndarray) -> str:

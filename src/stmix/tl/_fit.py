@@ -44,6 +44,7 @@ PLAN_SETTINGS = (
     "alpha",
     "loss_weights",
     "edge_weight",
+    "stain",
 )
 
 
@@ -213,7 +214,7 @@ def fit(
     ckpt_path = _trainer.check_checkpoint(ckpt_path, checkpoint_dir)
     _owner.claim(adata, WRITER, key_added, [("uns", key_added)])
     choices = _Choices(
-        augment=_check_method(augment, use_rep, head),
+        augment=_check_method(augment, use_rep, head, config.stain),
         head=head,
         layer=layer,
         seed=_validate.integer("seed", seed, minimum=0),
@@ -307,6 +308,7 @@ def _fine_tune(
         edge_weight=config.edge_weight,
         neighbors_key=neighbors_key,
         groups=data.groups,
+        stain=config.stain,
     )
     network = build_network(
         data,
@@ -414,8 +416,14 @@ def calibrate(model: Imputer, data: TrainingData, *, ridge: dict | None = None) 
     )
 
 
-def _check_method(augment: str | None, use_rep: str | None, head: str) -> str:
+def _check_method(augment: str | None, use_rep: str | None, head: str, stain: float = 0.0) -> str:
     _validate.choice("head", head, HEADS)
+    if use_rep is not None and stain:
+        raise ValueError(
+            f"plan_kwargs={{'stain': {stain}}} re-colours training images, and use_rep={use_rep!r} "
+            f"is an embedding: normalise the patches' stain before embedding them "
+            f"(stmix.pp.normalize_stain), or fine-tune on the patches."
+        )
     if use_rep is None and head != "linear":
         raise ValueError(
             f"head={head!r} trains on a representation: pass `use_rep=` (e.g. the "

@@ -23,6 +23,13 @@ class Run:
     hardware: dict  # accelerator, devices, seconds (and strategy, precision for a Trainer run)
 
 
+def stain_of(data: TrainingData) -> dict:
+    """The stain normalisation of the patches trained on (or embedded), to repeat on new ones."""
+    params = data.store_params if data.use_rep is None else (data.embedding or {}).get("patches")
+    stain = (params or {}).get("stain") or {}
+    return plain({k: stain[k] for k in ("method", "target") if k in stain})
+
+
 def model_config(
     data: TrainingData,
     config: TrainingConfig,
@@ -45,6 +52,7 @@ def model_config(
         "best_epoch": best_epoch,
         "params": plain(params),
         "stmix_version": stmix.__version__,
+        "stain": stain_of(data),
     }
     if data.use_rep is None:
         return ModelConfig.from_json(

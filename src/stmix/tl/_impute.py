@@ -247,6 +247,7 @@ def _predict(adata, model, clip, batch_size, device, patches_key, progress, leve
     else:
         inputs = _anndata.patches(adata, patches_key, size=model.patch_size)
     _warn_if_other_scale(adata, model, patches_key)
+    _warn_if_other_stain(adata, model, patches_key)
     trust = None
     if level is None:
         pred = model.predict(inputs, batch_size=batch_size, device=device, progress=progress)
@@ -270,6 +271,18 @@ def _predict(adata, model, clip, batch_size, device, patches_key, progress, leve
     if clip:
         np.maximum(pred, 0.0, out=pred)
     return pred, trust
+
+
+def _warn_if_other_stain(adata: ad.AnnData, model: Imputer, patches_key: str) -> None:
+    """The model's patches were stain-normalised and these not (or to another target)."""
+    wanted = (model.config.stain or {}).get("target")
+    stain = ((adata.uns.get(patches_key) or {}).get("params") or {}).get("stain") or {}
+    if wanted is not None and stain.get("target") != wanted:
+        logger.warning(
+            "The model was trained on stain-normalised patches and these are %s: call "
+            "stmix.pp.normalize_stain(adata, target=model.config.stain['target']) first.",
+            "normalised to another target" if stain else "not normalised",
+        )
 
 
 def _warn_if_other_scale(adata: ad.AnnData, model: Imputer, patches_key: str) -> None:
@@ -338,9 +351,7 @@ def _as_anndata(adata, frame: pd.DataFrame, key: str, keep_patches, patches_key)
 
 def head_inputs(adata, model: Imputer, patches_key, batch_size, device, progress) -> np.ndarray:
     """The embedding a head takes: ``obsm[use_rep]`` when it is the same, else made anew."""
-    from stmix.nn.encoder import Encoder
-    from stmix.tl._device import resolve_device
-    from stmix.tl._embed import encode, representation
+    from stmix.tl._embed import embed, representation
 
     use_rep = model.config.use_rep
     made = model.config.embedding
@@ -351,7 +362,8 @@ def head_inputs(adata, model: Imputer, patches_key, batch_size, device, progress
         except ValueError as error:
             logger.warning("Not using adata.obsm[%r]: %s", use_rep, error)
         else:
-            same = all(record.get(k) == made.get(k) for k in ("backbone", "size", "tta"))
+            keys = ("backbone", "size", "tta", "scales", "neighbors")
+            same = all(record.get(k) == made.get(k) for k in keys)
             if values.shape[1] == width and (same or not made):
                 return values
             logger.warning(
@@ -367,22 +379,27 @@ def head_inputs(adata, model: Imputer, patches_key, batch_size, device, progress
             f"store it in adata.obsm[{use_rep!r}]."
         )
     size = (made.get("patches") or {}).get("size")
-    patches = _anndata.patches(adata, patches_key, size=size)
-    encoder = Encoder(
-        made["backbone"],
-        pretrained=bool(made.get("pretrained")) and not made.get("weights_file"),
-        weights=made.get("weights_file"),
-        img_size=made.get("size"),
-        backbone_kwargs=made.get("backbone_kwargs") or None,
+    spots = ad.AnnData(
+        obs=adata.obs.copy(),
+        uns={k: adata.uns[k] for k in (SPATIAL, patches_key) if k in adata.uns},
     )
-    target = resolve_device(device)
+    spots.obsm[SPATIAL] = adata.obsm[SPATIAL] if SPATIAL in adata.obsm else None
+    spots.obsm[patches_key] = _anndata.patches(adata, patches_key, size=size)
     logger.info("Embedding %d spots with %s for the head.", adata.n_obs, made["backbone"])
-    return encode(
-        encoder,
-        patches,
+    embed(
+        spots,
+        backbone=made["backbone"],
+        weights=made.get("weights_file"),
+        pretrained=bool(made.get("pretrained")) and not made.get("weights_file"),
+        backbone_kwargs=made.get("backbone_kwargs") or None,
         size=made.get("size"),
         tta=int(made.get("tta", 1)),
+        scales=made.get("scales") or (1,),
+        neighbors=int(made.get("neighbors") or 0),
         batch_size=batch_size,
-        device=target,
+        device=device,
+        patches_key=patches_key,
+        key_added="embedding",
         progress=progress,
     )
+    return spots.obsm["embedding"]

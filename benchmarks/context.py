@@ -1,0 +1,283 @@
+"""Does context help, and does it survive another stain? Leave one section out over HER2ST.
+
+    STMIX_DATA_DIR=../shared/data python benchmarks/context.py              # both parts
+    STMIX_DATA_DIR=../shared/data python benchmarks/context.py --part context
+
+The protocol of ``benchmarks/probe.py``: C2-C6 log-normalised, the top 250 genes by mean on the
+training sections, a tenth of each training section validating (seeds 0-2), Lite0 features of
+224 px patches (its packaged ImageNet weights), the HEST ridge probe; mean PCC over genes on
+the held-out section.
+
+``context``: the ridge on the spot's features alone, with the mean of its 6 nearest spots'
+(same section), with a patch three times wider (``tl.embed(scales=(1, 3), neighbors=6)``),
+and both; each also on stain-normalised patches (``pp.normalize_stain``: Reinhard onto the
+training spots' colours).
+
+``stain``: the **stain-shift protocol**: the held-out section re-coloured as another lab's
+stain, a fixed shift in Ruifrok and Johnston's HED space (haematoxylin × 1.3 + 0.05,
+eosin × 0.7 − 0.05, DAB unchanged, on every patch and wider patch), predicted by the same models:
+how much PCC each pipeline loses, and how much normalisation (ridge and fine-tuned) or HED
+jitter in training (fine-tuned, σ = 0.05) gets back. The fine-tuned network: Lite0 at 64 px
+with SNR-ST-Mix, the README's many-sections budget (12 epochs, batch 16, patience 4), seed 0.
+
+Writes ``benchmarks/results/context_<machine>.csv`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+from scipy.stats import wilcoxon
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from sections import SECTIONS, genes_for, load  # noqa: E402
+
+import stmix  # noqa: E402
+from stmix.nn.images import to_float  # noqa: E402
+from stmix.nn.stain import from_hed, to_hed  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+SHIFT_SCALE = torch.tensor([1.3, 0.7, 1.0]).view(1, 3, 1, 1)
+SHIFT_BIAS = torch.tensor([0.05, -0.05, 0.0]).view(1, 3, 1, 1)
+ROWS = {"spot": ["spot"], "+neighbours": ["spot", "neighbors_6"], "+3x": ["spot", "scale_3"]}
+ROWS["+both"] = ["spot", "scale_3", "neighbors_6"]
+FINE_TUNE = {"augment": "snr", "epochs": 12, "batch_size": 16, "plan_kwargs": {"patience": 4}}
+
+
+def shifted(patches: np.ndarray) -> np.ndarray:
+    """uint8 patches re-coloured by the fixed HED shift."""
+    out = np.empty_like(patches)
+    for start in range(0, len(patches), 64):
+        x = to_float(torch.from_numpy(np.ascontiguousarray(patches[start : start + 64])))
+        y = from_hed(to_hed(x) * SHIFT_SCALE + SHIFT_BIAS)
+        out[start : start + 64] = (y.permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    return out
+
+
+def normalised(patches: np.ndarray, sections: np.ndarray, target: dict) -> np.ndarray:
+    """Each section's patches moved onto ``target`` (``pp.normalize_stain``'s Reinhard)."""
+    from stmix.pp._stain import _moved, colours
+
+    out = patches.copy()
+    for name in np.unique(sections):
+        rows = sections == name
+        out[rows] = _moved(patches[rows], colours(patches[rows]), target)
+    return out
+
+
+def features(patches: np.ndarray) -> np.ndarray:
+    """Lite0 features (224 px, packaged ImageNet weights) of uint8 patches."""
+    spots = ad.AnnData(obs=pd.DataFrame(index=[str(i) for i in range(len(patches))]))
+    spots.obsm["p"] = patches
+    spots.uns["p"] = {"writer": "stmix.pp.patches", "params": {"size": patches.shape[1]}}
+    stmix.tl.embed(spots, patches_key="p", progress=False)
+    return spots.obsm["stmix_embedding"]
+
+
+class Views:
+    """The features of every section for one way of handling stain, with their context."""
+
+    def __init__(self, adata, p1: np.ndarray, p3: np.ndarray):
+        self.adata, self.p1, self.p3 = adata, p1, p3
+        self.sections = adata.obs["library_id"].astype(str).to_numpy()
+
+    def parts(self, rows: np.ndarray, *, shift: bool, target: dict | None) -> dict:
+        """spot, scale_3 and neighbors_6 features of all spots (``rows`` re-coloured)."""
+        out = {}
+        for name, patches in (("spot", self.p1), ("scale_3", self.p3)):
+            patches = patches.copy()
+            if shift:
+                patches[rows] = shifted(patches[rows])
+            if target is not None:
+                patches = normalised(patches, self.sections, target)
+            out[name] = features(patches)
+        out["neighbors_6"] = stmix.tl._context.neighbourhood(
+            self.adata, out["spot"], 6, "library_id"
+        )
+        return out
+
+
+def ridge_rows(fold, parts_clean, parts_shifted, held_out, seed, stain) -> list[dict]:
+    rows = []
+    for row, names in ROWS.items():
+        fold.obsm["rep"] = np.concatenate([parts_clean[n] for n in names], axis=1)
+        model = stmix.tl.fit(fold, use_rep="rep", head="ridge", seed=seed)
+        clean = score(fold, model, held_out)
+        fold.obsm["rep"] = np.concatenate([parts_shifted[n] for n in names], axis=1)
+        moved = score(fold, model, held_out)
+        rows.append(
+            {
+                "held_out": held_out,
+                "seed": seed,
+                "model": "ridge",
+                "features": row,
+                "stain": stain,
+                "pcc": clean,
+                "pcc_shifted": moved,
+            }
+        )
+    return rows
+
+
+def score(fold, model, held_out) -> float:
+    stmix.tl.impute(fold, model, progress=False)
+    stmix.tl.evaluate(fold)
+    return float(fold.uns["stmix_metrics"]["by_library"][held_out]["pcc"])
+
+
+def context_part(adata, data_dir, views, seeds) -> list[dict]:
+    rows = []
+    for held_out in SECTIONS:
+        genes = genes_for(adata, held_out, "top250", data_dir)
+        held = (adata.obs["library_id"] == held_out).to_numpy()
+        training = views.p1[~held]
+        target = stmix.pp._stain.colours(training)  # the training sections' colours
+        handled = {
+            "none": (
+                views.parts(held, shift=False, target=None),
+                views.parts(held, shift=True, target=None),
+            ),
+            "normalised": (
+                views.parts(held, shift=False, target=target),
+                views.parts(held, shift=True, target=target),
+            ),
+        }
+        for seed in seeds:
+            fold = adata[:, genes].copy()
+            fold.X = np.asarray(fold.X.todense())
+            stmix.pp.split(fold, test=[held_out], val=0.1, seed=seed)
+            for stain, (clean, moved) in handled.items():
+                rows += ridge_rows(fold, clean, moved, held_out, seed, stain)
+                print(rows[-1], flush=True)
+    return rows
+
+
+def stain_part(adata, data_dir, p64: np.ndarray) -> list[dict]:
+    """The fine-tuned network: no stain handling, HED jitter in training, normalised patches."""
+    rows = []
+    sections = adata.obs["library_id"].astype(str).to_numpy()
+    for held_out in SECTIONS:
+        genes = genes_for(adata, held_out, "top250", data_dir)
+        held = sections == held_out
+        target = stmix.pp._stain.colours(p64[~held])
+        for stain in ("none", "jitter", "normalised"):
+            fold = adata[:, genes].copy()
+            fold.X = np.asarray(fold.X.todense())
+            patches = normalised(p64, sections, target) if stain == "normalised" else p64
+            fold.obsm["stmix_patches"] = patches.copy()
+            fold.uns["stmix_patches"] = adata.uns["p64"]
+            stmix.pp.split(fold, test=[held_out], val=0.1, seed=0)
+            stmix.pp.neighbors(fold, 10)
+            extra = {"plan_kwargs": {"patience": 4, "stain": 0.05}} if stain == "jitter" else {}
+            started = time.perf_counter()
+            model = stmix.tl.fit(fold, progress=False, **{**FINE_TUNE, **extra})
+            seconds = time.perf_counter() - started
+            clean = score(fold, model, held_out)
+            moved = p64.copy()
+            moved[held] = shifted(p64[held])
+            if stain == "normalised":
+                moved = normalised(moved, sections, target)
+            fold.obsm["stmix_patches"] = moved
+            rows.append(
+                {
+                    "held_out": held_out,
+                    "seed": 0,
+                    "model": "fine-tuned",
+                    "features": "spot",
+                    "stain": stain,
+                    "pcc": clean,
+                    "pcc_shifted": score(fold, model, held_out),
+                    "fit_s": seconds,
+                }
+            )
+            print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("context", "stain", "all"), default="all")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    args = parser.parse_args()
+    data_dir = Path(os.environ.get("STMIX_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
+    adata = load(data_dir)
+    csv = RESULTS / f"context_{platform.node()}.csv"
+    done = pd.read_csv(csv) if csv.is_file() else pd.DataFrame()
+    rows = []
+    if args.part in ("context", "all"):
+        p1 = stmix.pp.patches(adata, size=224, copy=True, progress=False).obsm["stmix_patches"]
+        p3 = stmix.pp.patches(adata, size=224, spot_scale=3, copy=True, progress=False)
+        rows += context_part(
+            adata, data_dir, Views(adata, p1, p3.obsm["stmix_patches"]), args.seeds
+        )
+    if args.part in ("stain", "all"):
+        stmix.pp.patches(adata, size=64, key_added="p64", progress=False)
+        rows += stain_part(adata, data_dir, adata.obsm["p64"])
+    frame = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)
+    frame = frame.drop_duplicates(["held_out", "seed", "model", "features", "stain"], keep="last")
+    frame.to_csv(csv, index=False)
+    summarise(frame, csv.with_suffix(".md"))
+
+
+def summarise(frame: pd.DataFrame, path: Path) -> None:
+    frame = frame.assign(loss=frame["pcc"] - frame["pcc_shifted"])
+    table = (
+        frame.groupby(["model", "features", "stain"])[["pcc", "pcc_shifted", "loss"]]
+        .mean()
+        .round(3)
+        .reset_index()
+    )
+    lines = [
+        "# Context and stain, leave one section out (HER2ST C2-C6)",
+        "",
+        "Command: `python benchmarks/context.py`  ",
+        f"Machine: {platform.node()} ({platform.machine()}, {os.cpu_count()} cores, CPU)  ",
+        f"Date: {time.strftime('%Y-%m-%d')}",
+        "",
+        "Mean PCC over genes on the held-out section, mean over sections (ridge: x seeds 0-2; "
+        "fine-tuned: seed 0); `pcc_shifted`: the held-out section re-coloured (the fixed HED "
+        "shift); `loss` = pcc - pcc_shifted.",
+        "",
+        table.to_markdown(index=False),
+        "",
+    ]
+    lines += paired(frame)
+    path.write_text("\n".join(lines) + "\n")
+    print(f"wrote {path}")
+
+
+def paired(frame: pd.DataFrame) -> list[str]:
+    """The best row with context against the best without, paired over sections x seeds."""
+    ridge = frame[frame["model"] == "ridge"]
+    if ridge.empty:
+        return []
+    out = ["## Paired over held-out sections x seeds (Wilcoxon signed-rank)", ""]
+    for column in ("pcc", "pcc_shifted"):
+        means = ridge.groupby(["features", "stain"])[column].mean()
+        plain = means[[i for i in means.index if i[0] == "spot"]].idxmax()
+        context = means[[i for i in means.index if i[0] != "spot"]].idxmax()
+        key = ["held_out", "seed"]
+        a = ridge[(ridge["features"] == plain[0]) & (ridge["stain"] == plain[1])].set_index(key)
+        b = ridge[(ridge["features"] == context[0]) & (ridge["stain"] == context[1])].set_index(key)
+        diff = (b[column] - a.loc[b.index, column]).to_numpy()
+        p = wilcoxon(diff).pvalue if np.any(diff != 0) else 1.0
+        out.append(
+            f"- `{column}`: best with context {context} {means[context]:.3f} against best "
+            f"without {plain} {means[plain]:.3f}: median difference {np.median(diff):+.3f} over "
+            f"{len(diff)} pairs, p = {p:.3g}"
+        )
+    return [*out, ""]
+
+
+if __name__ == "__main__":
+    main()

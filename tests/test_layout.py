@@ -98,3 +98,9 @@ def test_the_layout_page_names_every_module_once():
     listed = re.findall(r"^- `([\w/]+\.py)`: \S", page, re.MULTILINE)
     tree = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py"))
     assert sorted(listed) == tree
+
+
+def test_test_modules_have_unique_names():
+    """pytest imports test files by their base name (the test folders are not packages)."""
+    names = [path.name for path in (REPO / "tests").rglob("test_*.py")]
+    assert sorted(name for name in set(names) if names.count(name) > 1) == []

@@ -162,8 +162,12 @@ def context_part(adata, data_dir, views, seeds) -> list[dict]:
     return rows
 
 
-def stain_part(adata, data_dir, p64: np.ndarray) -> list[dict]:
-    """The fine-tuned network: no stain handling, HED jitter in training, normalised patches."""
+def stain_part(adata, data_dir, p64: np.ndarray, done: set, save) -> list[dict]:
+    """The fine-tuned network: no stain handling, HED jitter in training, normalised patches.
+
+    Rows of ``done`` ((held-out section, stain) pairs already measured) are skipped; ``save``
+    keeps each new row as soon as it is measured (a fit takes minutes here).
+    """
     rows = []
     sections = adata.obs["library_id"].astype(str).to_numpy()
     for held_out in SECTIONS:
@@ -171,6 +175,8 @@ def stain_part(adata, data_dir, p64: np.ndarray) -> list[dict]:
         held = sections == held_out
         target = stmix.pp._stain.colours(p64[~held])
         for stain in ("none", "jitter", "normalised"):
+            if (held_out, stain) in done:
+                continue
             fold = adata[:, genes].copy()
             fold.X = np.asarray(fold.X.todense())
             patches = normalised(p64, sections, target) if stain == "normalised" else p64
@@ -201,6 +207,7 @@ def stain_part(adata, data_dir, p64: np.ndarray) -> list[dict]:
                 }
             )
             print(rows[-1], flush=True)
+            save(rows)
     return rows
 
 
@@ -222,7 +229,16 @@ def main() -> None:
         )
     if args.part in ("stain", "all"):
         stmix.pp.patches(adata, size=64, key_added="p64", progress=False)
-        rows += stain_part(adata, data_dir, adata.obsm["p64"])
+        tuned = done[done["model"] == "fine-tuned"] if len(done) else done
+        measured = set(zip(tuned.get("held_out", []), tuned.get("stain", []), strict=True))
+        rows += stain_part(
+            adata, data_dir, adata.obsm["p64"], measured, lambda new: keep(done, new, csv)
+        )
+    keep(done, rows, csv)
+
+
+def keep(done: pd.DataFrame, rows: list[dict], csv: Path) -> None:
+    """The measured rows with the new ones (a new row replaces its earlier measurement)."""
     frame = pd.concat([done, pd.DataFrame(rows)], ignore_index=True)
     frame = frame.drop_duplicates(["held_out", "seed", "model", "features", "stain"], keep="last")
     frame.to_csv(csv, index=False)

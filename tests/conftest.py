@@ -21,9 +21,14 @@ def pytest_configure(config):
         # kernels tests start), or two workers of two spinning OpenMP threads share two cores
         os.environ["OMP_NUM_THREADS"] = "1"
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        import numba
         import torch
 
         torch.set_num_threads(1)
+        # scanpy's numba kernels start OpenMP threads, one per core, which also resized torch's
+        # pool mid-run (two workers then ran four spinning threads on two cores: twice as slow)
+        numba.config.THREADING_LAYER = "workqueue"
+        numba.set_num_threads(1)
     if DATA_GIVEN and not HAS_DATA:
         raise pytest.UsageError(
             f"STMIX_DATA_DIR is {DATA}, which does not hold her2st/: set it to the folder that "
@@ -35,6 +40,15 @@ def pytest_report_header(config):
     if not HAS_DATA:
         return f"real data: none at {DATA}; the tests that read it are skipped (set STMIX_DATA_DIR)"
     return f"real data: {DATA}"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread_per_worker():
+    """Each test starts with the worker's one torch thread, whatever a library did before."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -104,3 +104,22 @@ def test_test_modules_have_unique_names():
     """pytest imports test files by their base name (the test folders are not packages)."""
     names = [path.name for path in (REPO / "tests").rglob("test_*.py")]
     assert sorted(name for name in set(names) if names.count(name) > 1) == []
+
+
+def _body_lines(function: ast.FunctionDef) -> int:
+    """Lines of a function's body, its docstring left out."""
+    body = function.body
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:] or body
+    return body[-1].end_lineno - body[0].lineno + 1
+
+
+def test_functions_fit_on_a_screen():
+    """No function's body is over 80 lines; ``tl.fit``, the centre, stays under 60."""
+    lengths = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lengths[f"{path.relative_to(PACKAGE)}:{node.name}"] = _body_lines(node)
+    assert {name: n for name, n in lengths.items() if n > 80} == {}
+    assert lengths["tl/_fit.py:fit"] < 60

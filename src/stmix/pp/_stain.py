@@ -1,9 +1,11 @@
-"""Stain normalisation of patches: each section's colours moved onto a reference (Reinhard).
+"""Stain normalisation of patches: each section's colours moved onto a reference.
 
-Reinhard et al. (2001, "Color transfer between images") match the mean and standard deviation
-of each channel in the CIE L*a*b* space. stmix measures them over a section's tissue pixels
-(L* below :data:`GLASS_L`, so that the glass around the tissue does not count) and maps every
-pixel of the section's patches onto the reference's: a section stained darker, paler or with
+Two methods. Macenko's (``pp/_macenko.py``) unmixes haematoxylin and eosin in optical density
+and re-mixes them with the reference's stain vectors and concentrations. Reinhard et al. (2001,
+"Color transfer between images") match the mean and standard deviation of each channel in the
+CIE L*a*b* space: stmix measures them over a section's tissue pixels (L* below
+:data:`GLASS_L`, so that the glass around the tissue does not count) and maps every pixel of the
+section's patches onto the reference's. Either way a section stained darker, paler or with
 another eosin shifts as a whole, the tissue's own contrasts kept.
 """
 
@@ -18,13 +20,14 @@ from stmix import _anndata, _owner
 from stmix._docs import doc_params
 from stmix._keys import PATCHES, SPLIT
 from stmix.errors import InputTypeError, MissingKeyError
+from stmix.pp import _macenko
 
 #: Pixels lighter than this L* (0-100) are glass, not tissue.
 GLASS_L = 85.0
 #: Pixels per block converted at once (the L*a*b* conversion works in float64).
 BLOCK = 2**22
 WRITER = "stmix.pp.patches"
-METHODS = ("reinhard",)
+METHODS = ("reinhard", "macenko")
 
 
 @doc_params
@@ -47,10 +50,12 @@ def normalize_stain(
     target
         The reference: ``"train"``, the tissue pixels of the spots labelled ``train`` in
         ``obs[split_key]`` (all spots without a split), pooled over their sections; or the
-        ``{"mean": [L, a, b], "std": [L, a, b]}`` a model records
-        (``model.config.stain["target"]``), so that new slides match its training patches.
+        reference a model records (``model.config.stain["target"]``; Reinhard's
+        ``{"mean": [L, a, b], "std": [L, a, b]}``, Macenko's ``{"stains": [H, E], "max": [2]}``),
+        so that new slides match its training patches.
     method
-        ``"reinhard"``.
+        ``"reinhard"`` (each section's L*a*b* means and spreads moved onto the reference's) or
+        ``"macenko"`` (each section's H and E unmixed and re-coloured with the reference's).
     patches_key
         The patches changed.
     library_key
@@ -73,13 +78,13 @@ def normalize_stain(
     patches = _patches(adata, patches_key)
     key = _anndata.library_key(adata, library_key)
     sections = _anndata.libraries(adata, key) if key else {"": np.arange(adata.n_obs)}
-    reference = _target(adata, patches, target, split_key)
+    reference = _target(adata, patches, target, split_key, method)
     adata = adata.copy() if copy else adata
     out = np.asarray(adata.obsm[patches_key])
     sources = {}
     for name, rows in sections.items():
-        source = colours(out[rows])
-        out[rows] = _moved(out[rows], source, reference)
+        source = _colours(method, out[rows])
+        out[rows] = _move(method, out[rows], source, reference)
         sources[str(name)] = source
     adata.obsm[patches_key] = out
     record = adata.uns[patches_key]
@@ -115,7 +120,9 @@ def _patches(adata: ad.AnnData, key: str) -> np.ndarray:
     return patches
 
 
-def _target(adata, patches, target, split_key) -> dict:
+def _target(adata, patches, target, split_key, method: str) -> dict:
+    if isinstance(target, dict) and method == "macenko":
+        return _macenko.check(target)
     if isinstance(target, dict):
         found = {k: [float(v) for v in target.get(k, [])] for k in ("mean", "std")}
         if any(len(v) != 3 for v in found.values()) or min(found["std"]) <= 0:
@@ -124,11 +131,21 @@ def _target(adata, patches, target, split_key) -> dict:
             )
         return found
     if target != "train":
-        raise ValueError(f"`target` must be 'train' or a dict of 'mean' and 'std', not {target!r}.")
+        raise ValueError(f"`target` must be 'train' or a recorded reference, not {target!r}.")
     rows = np.arange(adata.n_obs)
     if split_key in adata.obs:
         rows = _anndata.split_indices(adata, split_key, "train")
-    return colours(patches[rows])
+    return _colours(method, patches[rows])
+
+
+def _colours(method: str, patches: np.ndarray) -> dict:
+    return _macenko.colours(patches) if method == "macenko" else colours(patches)
+
+
+def _move(method: str, patches: np.ndarray, source: dict, target: dict) -> np.ndarray:
+    if method == "macenko":
+        return _macenko.moved(patches, source, target)
+    return _moved(patches, source, target)
 
 
 def colours(patches: np.ndarray) -> dict:

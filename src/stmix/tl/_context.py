@@ -50,7 +50,9 @@ def wider_patches(adata: ad.AnnData, patches_key: str, scale: float) -> np.ndarr
     )
     stain = params.get("stain")
     if stain:  # coloured as the spot's own patch
-        stmix.pp.normalize_stain(spots, target=stain["target"], library_key=key)
+        stmix.pp.normalize_stain(
+            spots, target=stain["target"], method=stain.get("method", "reinhard"), library_key=key
+        )
     return spots.obsm["stmix_patches"]
 
 

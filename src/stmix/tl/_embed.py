@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import os
@@ -14,7 +15,7 @@ from tqdm.auto import tqdm
 
 from stmix import _anndata, _owner, _validate
 from stmix._docs import doc_params
-from stmix._keys import EMBEDDING, PATCHES
+from stmix._keys import EMBEDDING, PATCHES, SPATIAL
 from stmix.errors import MissingKeyError
 from stmix.nn import hub
 from stmix.nn.constants import DEFAULT_BACKBONE
@@ -43,6 +44,7 @@ def embed(
     tta: bool | int = False,
     scales: Sequence[float] = (1,),
     neighbors: int = 0,
+    stain: str | dict | None = None,
     batch_size: int = 64,
     device: str | torch.device = "auto",
     patches_key: str = PATCHES,
@@ -88,6 +90,13 @@ def embed(
     neighbors
         Context: also append the mean spot features of each spot's ``neighbors`` nearest spots
         of the same section (0: none).
+    stain
+        Normalise every patch's stain before encoding it (the patches in ``obsm`` stay as
+        they are): ``"macenko"`` or ``"reinhard"``, to the training spots' colours as
+        :func:`stmix.pp.normalize_stain` does, section by section; or the record of an
+        embedding made so (``uns[key_added]["params"]["stain"]``), to the reference it keeps.
+        A head trained on the embedding keeps it, and :func:`stmix.tl.impute` normalises new
+        spots the same way. ``None``: the patches as they are.
     batch_size
         Patches per forward pass.
     device
@@ -109,13 +118,15 @@ def embed(
         ``backbone``, ``weights`` (where they came from), ``pretrained``, ``size``, ``tta``,
         ``dim`` and ``patches`` (the size, scale and fingerprint of the patches embedded, to tell
         when the embedding is stale); with context, ``scales``, ``neighbors`` and ``parts``
-        (the columns of each part: ``spot``, ``scale_3``, ``neighbors_6``).
+        (the columns of each part: ``spot``, ``scale_3``, ``neighbors_6``); with ``stain``,
+        ``stain``: its ``method`` and ``target``.
     """
     patches = _anndata.patches(adata, patches_key)
     size = _validate.integer("size", size, minimum=8, none=True)
     batch_size = _validate.integer("batch_size", batch_size)
     views = 8 if tta is True else 1 if tta is False else _validate.integer("tta", tta)
     scales, neighbors = _context.check(scales, neighbors)
+    source, normalised = stained(adata, patches_key, stain)
     if views > len(DIHEDRAL):
         raise ValueError(f"`tta` must be at most {len(DIHEDRAL)} views, not {tta!r}.")
     _owner.claim(adata, WRITER, key_added, [("obsm", key_added), ("uns", key_added)])
@@ -142,8 +153,9 @@ def embed(
             progress=progress,
         )
 
+    encoded = source.obsm[patches_key] if normalised else patches
     features, parts = _context.features(
-        adata, run(patches), run, scales=scales, neighbors=neighbors, patches_key=patches_key
+        source, run(encoded), run, scales=scales, neighbors=neighbors, patches_key=patches_key
     )
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
@@ -164,11 +176,38 @@ def embed(
                     if len(parts) > 1
                     else {}
                 ),
+                **({"stain": normalised} if normalised else {}),
             }
         },
         WRITER,
     )
     return adata if copy else None
+
+
+def stained(adata: ad.AnnData, patches_key: str, stain: str | dict | None):
+    """Spots whose patches (a copy) are stain-normalised, and the stain record; or ``adata``."""
+    if stain is None:
+        return adata, None
+    import stmix
+
+    method, target = stain, "train"
+    if isinstance(stain, dict):
+        method, target = stain.get("method"), stain.get("target")
+    if method not in stmix.pp._stain.METHODS:
+        raise ValueError(
+            f"`stain` must be one of {list(stmix.pp._stain.METHODS)}, a recorded stain or None, "
+            f"not {stain!r}."
+        )
+    spots = ad.AnnData(
+        obs=adata.obs.copy(),
+        obsm={k: adata.obsm[k] for k in (SPATIAL,) if k in adata.obsm},
+        uns={k: copy.deepcopy(adata.uns[k]) for k in (SPATIAL, patches_key) if k in adata.uns},
+    )
+    patches = adata.obsm[patches_key]  # normalised in place below: a copy when in memory
+    spots.obsm[patches_key] = patches.copy() if isinstance(patches, np.ndarray) else patches
+    stmix.pp.normalize_stain(spots, target=target, method=method, patches_key=patches_key)
+    record = spots.uns[patches_key]["params"]["stain"]
+    return spots, {"method": method, "target": record["target"]}
 
 
 @torch.inference_mode()

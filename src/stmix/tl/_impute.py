@@ -280,7 +280,8 @@ def _warn_if_other_stain(adata: ad.AnnData, model: Imputer, patches_key: str) ->
     if wanted is not None and stain.get("target") != wanted:
         logger.warning(
             "The model was trained on stain-normalised patches and these are %s: call "
-            "stmix.pp.normalize_stain(adata, target=model.config.stain['target']) first.",
+            "stmix.pp.normalize_stain(adata, target=model.config.stain['target'], "
+            "method=model.config.stain['method']) first.",
             "normalised to another target" if stain else "not normalised",
         )
 
@@ -362,7 +363,7 @@ def head_inputs(adata, model: Imputer, patches_key, batch_size, device, progress
         except ValueError as error:
             logger.warning("Not using adata.obsm[%r]: %s", use_rep, error)
         else:
-            keys = ("backbone", "size", "tta", "scales", "neighbors")
+            keys = ("backbone", "size", "tta", "scales", "neighbors", "stain")
             same = all(record.get(k) == made.get(k) for k in keys)
             if values.shape[1] == width and (same or not made):
                 return values
@@ -396,6 +397,7 @@ def head_inputs(adata, model: Imputer, patches_key, batch_size, device, progress
         tta=int(made.get("tta", 1)),
         scales=made.get("scales") or (1,),
         neighbors=int(made.get("neighbors") or 0),
+        stain=made.get("stain"),
         batch_size=batch_size,
         device=device,
         patches_key=patches_key,

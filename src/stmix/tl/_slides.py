@@ -111,7 +111,10 @@ def predict_slide(
         grid, size=model.patch_size, spot_scale=model.config.spot_scale, progress=progress
     )
     if model.config.stain:  # coloured as the training patches were
-        stmix.pp.normalize_stain(grid, target=model.config.stain["target"])
+        stain = model.config.stain
+        stmix.pp.normalize_stain(
+            grid, target=stain["target"], method=stain.get("method", "reinhard")
+        )
     pred = stmix.tl.predict(grid, model, interval=interval, device=device, progress=progress)
     for entry in (pred.uns.get("spatial") or {}).values():
         images = entry.get("images") or {}

@@ -10,8 +10,8 @@ the held-out section.
 
 ``context``: the ridge on the spot's features alone, with the mean of its 6 nearest spots'
 (same section), with a patch three times wider (``tl.embed(scales=(1, 3), neighbors=6)``),
-and both; each also on stain-normalised patches (``pp.normalize_stain``: Reinhard onto the
-training spots' colours).
+and both; each also on stain-normalised patches (``pp.normalize_stain`` onto the training
+spots' colours: ``reinhard`` and ``macenko``).
 
 ``stain``: the **stain-shift protocol**: the held-out section re-coloured as another lab's
 stain, a fixed shift in Ruifrok and Johnston's HED space (haematoxylin × 1.3 + 0.05,
@@ -64,14 +64,16 @@ def shifted(patches: np.ndarray) -> np.ndarray:
     return out
 
 
-def normalised(patches: np.ndarray, sections: np.ndarray, target: dict) -> np.ndarray:
-    """Each section's patches moved onto ``target`` (``pp.normalize_stain``'s Reinhard)."""
-    from stmix.pp._stain import _moved, colours
+def normalised(
+    patches: np.ndarray, sections: np.ndarray, target: dict, method: str = "reinhard"
+) -> np.ndarray:
+    """Each section's patches moved onto ``target`` (as ``pp.normalize_stain(method=)``)."""
+    from stmix.pp._stain import _colours, _move
 
     out = patches.copy()
     for name in np.unique(sections):
         rows = sections == name
-        out[rows] = _moved(patches[rows], colours(patches[rows]), target)
+        out[rows] = _move(method, patches[rows], _colours(method, patches[rows]), target)
     return out
 
 
@@ -91,7 +93,9 @@ class Views:
         self.adata, self.p1, self.p3 = adata, p1, p3
         self.sections = adata.obs["library_id"].astype(str).to_numpy()
 
-    def parts(self, rows: np.ndarray, *, shift: bool, target: dict | None) -> dict:
+    def parts(
+        self, rows: np.ndarray, *, shift: bool, target: dict | None, method: str = "reinhard"
+    ) -> dict:
         """spot, scale_3 and neighbors_6 features of all spots (``rows`` re-coloured)."""
         out = {}
         for name, patches in (("spot", self.p1), ("scale_3", self.p3)):
@@ -99,7 +103,7 @@ class Views:
             if shift:
                 patches[rows] = shifted(patches[rows])
             if target is not None:
-                patches = normalised(patches, self.sections, target)
+                patches = normalised(patches, self.sections, target, method)
             out[name] = features(patches)
         out["neighbors_6"] = stmix.tl._context.neighbourhood(
             self.adata, out["spot"], 6, "library_id"
@@ -135,23 +139,22 @@ def score(fold, model, held_out) -> float:
     return float(fold.uns["stmix_metrics"]["by_library"][held_out]["pcc"])
 
 
-def context_part(adata, data_dir, views, seeds) -> list[dict]:
+def context_part(adata, data_dir, views, seeds, stains) -> list[dict]:
+    """Ridge rows for each held-out section, seed and way of handling stain in ``stains``."""
     rows = []
     for held_out in SECTIONS:
         genes = genes_for(adata, held_out, "top250", data_dir)
         held = (adata.obs["library_id"] == held_out).to_numpy()
-        training = views.p1[~held]
-        target = stmix.pp._stain.colours(training)  # the training sections' colours
-        handled = {
-            "none": (
-                views.parts(held, shift=False, target=None),
-                views.parts(held, shift=True, target=None),
-            ),
-            "normalised": (
-                views.parts(held, shift=False, target=target),
-                views.parts(held, shift=True, target=target),
-            ),
-        }
+        handled = {}
+        for stain in stains:
+            method = None if stain == "none" else stain
+            target = None
+            if method:  # the training sections' colours
+                target = stmix.pp._stain._colours(method, views.p1[~held])
+            handled[stain] = tuple(
+                views.parts(held, shift=shift, target=target, method=method or "reinhard")
+                for shift in (False, True)
+            )
         for seed in seeds:
             fold = adata[:, genes].copy()
             fold.X = np.asarray(fold.X.todense())
@@ -174,12 +177,12 @@ def stain_part(adata, data_dir, p64: np.ndarray, done: set, save) -> list[dict]:
         genes = genes_for(adata, held_out, "top250", data_dir)
         held = sections == held_out
         target = stmix.pp._stain.colours(p64[~held])
-        for stain in ("none", "jitter", "normalised"):
+        for stain in ("none", "jitter", "reinhard"):
             if (held_out, stain) in done:
                 continue
             fold = adata[:, genes].copy()
             fold.X = np.asarray(fold.X.todense())
-            patches = normalised(p64, sections, target) if stain == "normalised" else p64
+            patches = normalised(p64, sections, target) if stain == "reinhard" else p64
             fold.obsm["stmix_patches"] = patches.copy()
             fold.uns["stmix_patches"] = adata.uns["p64"]
             stmix.pp.split(fold, test=[held_out], val=0.1, seed=0)
@@ -191,7 +194,7 @@ def stain_part(adata, data_dir, p64: np.ndarray, done: set, save) -> list[dict]:
             clean = score(fold, model, held_out)
             moved = p64.copy()
             moved[held] = shifted(p64[held])
-            if stain == "normalised":
+            if stain == "reinhard":
                 moved = normalised(moved, sections, target)
             fold.obsm["stmix_patches"] = moved
             rows.append(
@@ -215,6 +218,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("context", "stain", "all"), default="all")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--stains",
+        nargs="+",
+        default=["none", "reinhard", "macenko"],
+        choices=("none", "reinhard", "macenko"),
+        help="the ridge's ways of handling stain (rows already measured are replaced)",
+    )
     args = parser.parse_args()
     data_dir = Path(os.environ.get("STMIX_DATA_DIR", ROOT.parent / "shared" / "data")).resolve()
     adata = load(data_dir)
@@ -225,7 +235,7 @@ def main() -> None:
         p1 = stmix.pp.patches(adata, size=224, copy=True, progress=False).obsm["stmix_patches"]
         p3 = stmix.pp.patches(adata, size=224, spot_scale=3, copy=True, progress=False)
         rows += context_part(
-            adata, data_dir, Views(adata, p1, p3.obsm["stmix_patches"]), args.seeds
+            adata, data_dir, Views(adata, p1, p3.obsm["stmix_patches"]), args.seeds, args.stains
         )
     if args.part in ("stain", "all"):
         stmix.pp.patches(adata, size=64, key_added="p64", progress=False)
@@ -267,7 +277,7 @@ def summarise(frame: pd.DataFrame, path: Path) -> None:
         table.to_markdown(index=False),
         "",
     ]
-    lines += paired(frame)
+    lines += paired(frame) + recovered(frame)
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path}")
 
@@ -292,6 +302,25 @@ def paired(frame: pd.DataFrame) -> list[str]:
             f"without {plain} {means[plain]:.3f}: median difference {np.median(diff):+.3f} over "
             f"{len(diff)} pairs, p = {p:.3g}"
         )
+    return [*out, ""]
+
+
+def recovered(frame: pd.DataFrame) -> list[str]:
+    """Each stain handling's loss under the shift against no handling's, same rows."""
+    out = ["## Loss under the stain shift, with handling against without", ""]
+    frame = frame.assign(loss=frame["pcc"] - frame["pcc_shifted"])
+    for (model, features), rows in frame.groupby(["model", "features"]):
+        plain = rows[rows["stain"] == "none"].set_index(["held_out", "seed"])["loss"]
+        for stain in sorted(set(rows["stain"]) - {"none"}):
+            handled = rows[rows["stain"] == stain].set_index(["held_out", "seed"])["loss"]
+            both = handled.index.intersection(plain.index)
+            if len(both) == 0:
+                continue
+            lost, kept = plain[both].mean(), handled[both].mean()
+            out.append(
+                f"- {model}, {features}, {stain}: loss {kept:.3f} against {lost:.3f} without "
+                f"({kept / lost:.2f} of it; at most 0.5 asked) over {len(both)} pairs"
+            )
     return [*out, ""]
 
 

@@ -67,7 +67,7 @@ def _analysed(_prepared_c2):
     sc.pp.pca(adata, n_comps=8)
     sc.pp.neighbors(adata, n_neighbors=10, transformer="sklearn")
     sc.tl.leiden(adata, flavor="igraph", n_iterations=2, directed=False)
-    sq.gr.spatial_neighbors(adata)
+    sq.gr.spatial_neighbors_knn(adata)
     return adata
 
 

@@ -118,7 +118,7 @@ def test_scanpy_squidpy_and_maps_open_a_predicted_slide(prepared, c2_image):
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == [f"{gene} · stmix"]
     axes = sc.pl.spatial(predicted, color=gene, show=False)
     assert axes[0].get_title() == gene
-    sq.gr.spatial_neighbors(predicted, coord_type="generic", n_neighs=6)
+    sq.gr.spatial_neighbors_knn(predicted, n_neighs=6)
     sq.gr.spatial_autocorr(predicted, mode="moran", genes=[gene], n_perms=None)
     assert np.isfinite(predicted.uns["moranI"].loc[gene, "I"])
     plt.close("all")

@@ -62,7 +62,7 @@ def test_squidpy_morans_i_of_the_layer(imputed):
     import squidpy as sq
 
     back, model, _ = imputed
-    sq.gr.spatial_neighbors(back, coord_type="generic", n_neighs=6)
+    sq.gr.spatial_neighbors_knn(back, n_neighs=6)
     layer = sq.gr.spatial_autocorr(
         back, mode="moran", genes=model.genes, layer="stmix", n_perms=None, copy=True
     )

@@ -317,9 +317,10 @@ def recovered(frame: pd.DataFrame) -> list[str]:
             if len(both) == 0:
                 continue
             lost, kept = plain[both].mean(), handled[both].mean()
+            share = f"{kept / lost:.2f} of it" if lost > 0.002 else "no loss to recover"
             out.append(
                 f"- {model}, {features}, {stain}: loss {kept:.3f} against {lost:.3f} without "
-                f"({kept / lost:.2f} of it; at most 0.5 asked) over {len(both)} pairs"
+                f"({share}; at most half asked) over {len(both)} pairs"
             )
     return [*out, ""]
 

@@ -49,6 +49,7 @@ class ModelConfig(Mapping):
     params: dict = field(default_factory=dict)  # the fit's settings
     uncertainty: dict = field(default_factory=dict)  # how its spread is made (calibration file)
     stain: dict = field(default_factory=dict)  # the stain normalisation of its patches
+    scales: list = field(default_factory=lambda: [1.0])  # fields of view (kind "image")
     stmix_version: str = "0"
     schema: int = SCHEMA
 
@@ -61,8 +62,9 @@ class ModelConfig(Mapping):
         for key in ("backbone_kwargs", "embedding", "params", "uncertainty", "stain"):
             if known.get(key) is None:
                 known.pop(key, None)
-        if known.get("hidden") is None:
-            known.pop("hidden", None)
+        for key in ("hidden", "scales"):
+            if known.get(key) is None:
+                known.pop(key, None)
         return cls(**known)
 
     def to_json(self) -> dict[str, Any]:

@@ -145,6 +145,14 @@ _OPTIONAL = {
         lambda v: isinstance(v, dict) and (not v or isinstance(v.get("target"), dict)),
         "an object with the 'target' colours of its patches",
     ),
+    "scales": (
+        lambda v: (
+            isinstance(v, list)
+            and v[:1] == [1]
+            and all(_number(0, 100, low_open=True)(s) for s in v)
+        ),
+        "a list of fields of view, in spot patches, starting with 1",
+    ),
     "uncertainty": (
         lambda v: isinstance(v, dict) and v.get("method") in (None, "dropout", "ridge", "constant"),
         "an object whose 'method' is 'dropout', 'ridge' or 'constant'",

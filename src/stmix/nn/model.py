@@ -40,6 +40,8 @@ class ExpressionPredictor(nn.Module):
         Patch size, for backbones with a fixed input size (ViTs).
     backbone_kwargs
         Extra creation arguments of the backbone.
+    fields
+        Fields of view per input (the spot's and ``fields - 1`` wider ones).
     """
 
     def __init__(
@@ -53,8 +55,12 @@ class ExpressionPredictor(nn.Module):
         offset: Tensor | None = None,
         img_size: int | None = None,
         backbone_kwargs: dict | None = None,
+        fields: int = 1,
     ):
         super().__init__()
+        if int(fields) < 1:
+            raise ValueError(f"fields must be at least 1, not {fields}.")
+        self.fields = int(fields)
         self.encoder = Encoder(
             backbone,
             pretrained=pretrained,
@@ -63,7 +69,7 @@ class ExpressionPredictor(nn.Module):
             backbone_kwargs=backbone_kwargs,
         )
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(self.num_features, n_genes)
+        self.head = nn.Linear(self.num_features * self.fields, n_genes)
         offset = torch.zeros(n_genes) if offset is None else torch.as_tensor(offset).float()
         if offset.shape != (n_genes,):
             raise ValueError(f"offset must have shape ({n_genes},), not {tuple(offset.shape)}.")
@@ -82,12 +88,24 @@ class ExpressionPredictor(nn.Module):
 
     @property
     def num_features(self) -> int:
-        """Length of the encoder's feature vector."""
+        """Length of the encoder's feature vector (for one field of view)."""
         return self.encoder.num_features
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """The encoder's features (N, num_features) of float images (N, 3, H, W) in [0, 1]."""
-        return self.encoder.forward_features(x)
+        """Features (N, num_features * fields) of float images (N, 3 * fields, H, W) in [0, 1].
+
+        Each field's encoder features, concatenated in the order of the channels.
+        """
+        if self.fields == 1:
+            return self.encoder.forward_features(x)
+        n, channels, height, width = x.shape
+        if channels != 3 * self.fields:
+            raise ValueError(
+                f"The network reads {self.fields} fields of view, (N, {3 * self.fields}, H, W) "
+                f"images, not {tuple(x.shape)}."
+            )
+        each = x.reshape(n * self.fields, 3, height, width)
+        return self.encoder.forward_features(each).reshape(n, -1)
 
     def forward_head(self, features: Tensor, *, pre_logits: bool = False) -> Tensor:
         """Expression (N, n_genes) from features; ``pre_logits``: the features, as timm's."""

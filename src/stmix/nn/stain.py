@@ -22,14 +22,14 @@ FLOOR = 1e-6
 
 
 def to_hed(rgb: Tensor) -> Tensor:
-    """Stain concentrations (N, 3, H, W) of float RGB images (N, 3, H, W) in [0, 1]."""
+    """Stain concentrations (..., 3, H, W) of float RGB images (..., 3, H, W) in [0, 1]."""
     density = -torch.log(rgb.float().clamp_min(FLOOR))
-    return torch.einsum("nchw,cd->ndhw", density, HED_FROM_RGB.to(rgb.device))
+    return torch.einsum("...chw,cd->...dhw", density, HED_FROM_RGB.to(rgb.device))
 
 
 def from_hed(hed: Tensor) -> Tensor:
-    """Float RGB images in [0, 1] of stain concentrations (N, 3, H, W)."""
-    density = torch.einsum("nchw,cd->ndhw", hed, RGB_FROM_HED.to(hed.device))
+    """Float RGB images in [0, 1] of stain concentrations (..., 3, H, W)."""
+    density = torch.einsum("...chw,cd->...dhw", hed, RGB_FROM_HED.to(hed.device))
     return torch.exp(-density).clamp(0.0, 1.0)
 
 
@@ -38,13 +38,16 @@ def hed_jitter(
 ) -> Tensor:
     """``images`` (N, 3, H, W, float in [0, 1]) each re-stained at random with ``strength`` σ.
 
-    ``strength == 0`` returns the images unchanged.
+    Images of k fields of view stacked along the channels (N, 3k, H, W) get one draw per image,
+    the same for all its fields (one tissue, one stain). ``strength == 0`` returns the images
+    unchanged.
     """
     if strength == 0:
         return images
-    n = images.shape[0]
-    shape = (n, 3, 1, 1)
+    n, channels, height, width = images.shape
+    fields = images.reshape(n, channels // 3, 3, height, width)
+    shape = (n, 1, 3, 1, 1)
     scale = 1 + (torch.rand(shape, generator=generator, device=images.device) * 2 - 1) * strength
     shift = (torch.rand(shape, generator=generator, device=images.device) * 2 - 1) * strength
-    stained = from_hed(to_hed(images) * scale + shift)
+    stained = from_hed(to_hed(fields) * scale + shift).reshape(images.shape)
     return stained.to(images.dtype).contiguous(memory_format=torch.channels_last)

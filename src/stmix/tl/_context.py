@@ -56,6 +56,18 @@ def wider_patches(adata: ad.AnnData, patches_key: str, scale: float) -> np.ndarr
     return spots.obsm["stmix_patches"]
 
 
+def stacked(adata: ad.AnnData, patches_key: str, scales: list[float], spot=None) -> np.ndarray:
+    """The spot's patches and each wider field of view, stacked along the channels.
+
+    uint8 (n, size, size, 3 * len(scales)): the input of an image network with context
+    (:class:`~stmix.nn.ExpressionPredictor`'s ``fields``). ``spot``: the spot's own patches,
+    when already read.
+    """
+    spot = np.asarray(adata.obsm[patches_key] if spot is None else spot)
+    wider = [wider_patches(adata, patches_key, scale) for scale in scales[1:]]
+    return np.concatenate([spot, *wider], axis=-1) if wider else spot
+
+
 def neighbourhood(adata: ad.AnnData, features: np.ndarray, k: int, library_key) -> np.ndarray:
     """Mean features of each spot's ``k`` nearest spots of its section (itself left out)."""
     coords = _anndata.spatial_coordinates(adata)

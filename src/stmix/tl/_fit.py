@@ -56,6 +56,7 @@ def fit(
     augment: str | None = None,
     use_rep: str | None = None,
     head: str = "linear",
+    scales: Sequence[float] = (1,),
     preset: str | TrainingConfig = _presets.DEFAULT_PRESET,
     backbone: str | None = None,
     pretrained: bool = True,
@@ -131,6 +132,13 @@ def fit(
         holds a new spot's standardised features to the range the training spots span (a
         feature nearly constant on a few dozen training spots would otherwise put a new spot
         thousands of standard deviations out, and its prediction with it).
+    scales
+        Fields of view of an image network, in spot patches: ``(1, 3)`` adds a field three
+        times wider around each spot, cut from the section's image at the patches' size (and
+        stain), and read by the same encoder; the features of both are fused before the head
+        (:class:`~stmix.nn.ExpressionPredictor`'s ``fields``), and a mixing augmentation mixes
+        both fields of a pair with the same ratio. :func:`~stmix.tl.impute` cuts them again for
+        new spots. For a head, make the embedding with ``tl.embed(scales=...)`` instead.
     preset
         ``"cpu"``, ``"paper"``, or a :class:`~stmix.tl.TrainingConfig`.
     backbone
@@ -234,6 +242,7 @@ def fit(
         split_key=split_key,
         patches_key=patches_key,
         neighbors_key=neighbors_key,
+        scales=scales,
     )
     if data.patch_size is not None:
         config = config.replace(size=data.patch_size)  # the record says what was trained on
@@ -376,6 +385,7 @@ def _fingerprint(data: TrainingData, config: TrainingConfig, choices: _Choices) 
         "n_train": len(data.train),
         "n_val": len(data.val),
         "settings": plain(config.to_dict()),
+        **({"scales": data.scales} if len(data.scales) > 1 else {}),
     }
 
 

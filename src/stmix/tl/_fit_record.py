@@ -60,6 +60,7 @@ def model_config(
                 "kind": "image",
                 "backbone": config.backbone,
                 "backbone_kwargs": plain(dict(params.get("backbone_kwargs") or {})),
+                "scales": list(data.scales),
                 **common,
             }
         )

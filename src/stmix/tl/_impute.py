@@ -13,7 +13,7 @@ from stmix import _anndata, _options, _owner, _predictions, _validate
 from stmix._docs import doc_params
 from stmix._keys import PATCHES, PREDICTIONS, SPATIAL, impute_uns_key, predicted_key
 from stmix.errors import InputTypeError, MissingKeyError
-from stmix.tl import _intervals
+from stmix.tl import _context, _intervals
 from stmix.tl._model import Imputer
 
 logger = logging.getLogger(__name__)
@@ -246,6 +246,8 @@ def _predict(adata, model, clip, batch_size, device, patches_key, progress, leve
         inputs = head_inputs(adata, model, patches_key, batch_size, device, progress)
     else:
         inputs = _anndata.patches(adata, patches_key, size=model.patch_size)
+        if len(model.config.scales) > 1:  # the wider fields of view, cut as in training
+            inputs = _context.stacked(adata, patches_key, model.config.scales, inputs)
     _warn_if_other_scale(adata, model, patches_key)
     _warn_if_other_stain(adata, model, patches_key)
     trust = None

@@ -100,6 +100,13 @@ class Imputer:
             f", best epoch {best})" if shown else ")"
         )
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input: (size, size, 3 * fields of view), or (in_features,)."""
+        if self.kind == "head":
+            return (int(self.config.in_features),)
+        return (self.patch_size, self.patch_size, 3 * len(self.config.scales))
+
     @torch.inference_mode()
     def predict(
         self,
@@ -111,9 +118,10 @@ class Imputer:
     ) -> np.ndarray:
         """Predicted expression (n, genes), float32.
 
-        The input is uint8 patches (n, size, size, 3) for an image model, embeddings (n,
-        in_features) for a head. ``device``: ``"auto"`` (CUDA, MPS, else the CPU) or a torch
-        device; the model moves there.
+        The input is uint8 patches (n, size, size, 3) for an image model (n, size, size, 3k
+        with k fields of view: :attr:`input_shape`), embeddings (n, in_features) for a head.
+        ``device``: ``"auto"`` (CUDA, MPS, else the CPU) or a torch device; the model moves
+        there.
         """
         if not is_lazy(patches):
             patches = torch.as_tensor(
@@ -127,11 +135,18 @@ class Imputer:
                     f"{tuple(patches.shape)}: compute them as stmix.tl.embed did (backbone "
                     f"{self.config.backbone!r})."
                 )
-        elif patches.ndim != 4 or patches.shape[1:] != (self.patch_size, self.patch_size, 3):
+        elif patches.ndim != 4 or patches.shape[1:] != self.input_shape:
+            size, _, channels = self.input_shape
+            how = f"cut them with stmix.pp.patches(adata, size={size})"
+            if len(self.config.scales) > 1:
+                how = (
+                    f"the spot's patch and its wider fields of view (scales "
+                    f"{self.config.scales}) stacked along the channels, as stmix.tl.impute "
+                    f"cuts them"
+                )
             raise ValueError(
-                f"The model takes uint8 patches of shape (n, {self.patch_size}, "
-                f"{self.patch_size}, 3), not {tuple(patches.shape)}; cut them with "
-                f"stmix.pp.patches(adata, size={self.patch_size})."
+                f"The model takes uint8 patches of shape (n, {size}, {size}, {channels}), not "
+                f"{tuple(patches.shape)}: {how}."
             )
         target = resolve_device(device)
         self.module.to(target)
@@ -288,6 +303,7 @@ def build_module(config: ModelConfig) -> torch.nn.Module:
         dropout=config.dropout,
         img_size=config.patch_size,
         backbone_kwargs=config.backbone_kwargs or None,
+        fields=len(config.scales),
     )
 
 

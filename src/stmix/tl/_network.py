@@ -45,6 +45,7 @@ def build_network(
         offset=offset,
         img_size=data.patch_size,
         backbone_kwargs=dict(backbone_kwargs or {}) or None,
+        fields=len(data.scales),
     )
     logger.info("Backbone %s (%s).", config.backbone, network.weights_source)
     return network

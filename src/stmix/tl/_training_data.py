@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anndata as ad
 import numpy as np
 import torch
 
-from stmix import _anndata, _store
-from stmix.tl import _augmentations
+from stmix import _anndata, _options, _store
+from stmix.tl import _augmentations, _context
 from stmix.tl._batches import Rows, is_lazy
 from stmix.tl._embed import representation
 
@@ -33,6 +33,7 @@ class TrainingData:
     groups: np.ndarray | None  # each training spot's section
     sections: list[str] | None  # the sections trained on
     store_params: dict  # how the patches were cut (a store's reader needs it)
+    scales: list[float] = field(default_factory=lambda: [1.0])  # fields of view of each input
 
     @property
     def patch_size(self) -> int | None:
@@ -60,11 +61,19 @@ def read_training_data(
     split_key: str,
     patches_key: str,
     neighbors_key: str,
+    scales: Sequence[float] = (1,),
 ) -> TrainingData:
     """Read and check what a fit trains on, before anything is built or written."""
     key = _anndata.library_key(adata, library_key)
+    scales, _ = _context.check(scales, 0)
     if use_rep is None:
         inputs, embedding = _anndata.patches(adata, patches_key), None
+    elif len(scales) > 1:
+        raise ValueError(
+            f"{_options.arg('scales', tuple(scales))} gives an image network wider fields of "
+            f"view; a head reads an embedding: make it with context, "
+            f"stmix.tl.embed(adata, scales={tuple(scales)}), and fit on that."
+        )
     else:
         inputs, embedding = representation(adata, use_rep)
     train = _anndata.labelled(adata, split_key, "train")
@@ -80,6 +89,8 @@ def read_training_data(
     if use_rep is not None:
         patch_params = (embedding or {}).get("patches") or {}
         geometry = {k: patch_params.get(k) for k in geometry}
+    if len(scales) > 1:  # cut from the section's image around each spot, as the spot's patch
+        inputs = _context.stacked(adata, patches_key, scales, inputs)
     return TrainingData(
         inputs=inputs,
         embedding=embedding,
@@ -95,4 +106,5 @@ def read_training_data(
         groups=groups,
         sections=None if groups is None else list(dict.fromkeys(groups)),
         store_params=(adata.uns.get(patches_key) or {}).get("params") or {},
+        scales=scales,
     )

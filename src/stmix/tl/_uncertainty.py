@@ -160,7 +160,7 @@ def outputs(
             fed, seen, pred = _forward(module, batch)
             if encoder is not None and not isinstance(module, ExpressionHead):
                 side = max(int(batch.shape[1]), FLAG_MIN_SIDE)
-                seen = encoder.embed(to_float(batch), size=side)
+                seen = encoder.embed(to_float(batch[..., :3]), size=side)  # the spot's own
         fed, pred = fed.float(), pred.float()
         if method == "ridge":
             spread = _ridge_spread(fed, ridge)

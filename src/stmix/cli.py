@@ -174,6 +174,7 @@ def _fit_kwargs(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "plan_kwargs": plan_kwargs,
+        "scales": tuple(args.scales),
         "seed": args.seed,
         "accelerator": args.accelerator,
         "devices": args.devices,
@@ -550,6 +551,14 @@ def _training_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="patch side in pixels, when patches must be cut (the preset's)",
+    )
+    group.add_argument(
+        "--scales",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="fields of view the network reads, in spot patches: '1 3' adds a field three "
+        "times wider around each spot (1)",
     )
     group.add_argument("--seed", type=int, default=0, help="seed of split and training (0)")
     group.add_argument(

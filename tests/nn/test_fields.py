@@ -63,9 +63,7 @@ def test_both_fields_of_a_pair_are_mixed_with_the_same_ratio(stacked):
     lam = step.lam.view(-1, 1, 1, 1)
     assert not torch.allclose(step.lam, step.lam[:1].expand(4))  # a ratio per pair
     for field in (slice(0, 3), slice(3, 6)):
-        torch.testing.assert_close(
-            x_mix[:, field], lam * x_i[:, field] + (1 - lam) * x_j[:, field]
-        )
+        torch.testing.assert_close(x_mix[:, field], lam * x_i[:, field] + (1 - lam) * x_j[:, field])
 
 
 def test_stain_jitter_gives_every_field_of_a_spot_the_same_draw():

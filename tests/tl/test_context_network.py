@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pytest
 
@@ -78,3 +79,16 @@ def test_a_slide_gets_the_same_context(trained, c2_slides):
     stmix.pp.patches(grid, size=32, progress=False)
     assert grid.n_obs == pred.n_obs > 10
     np.testing.assert_allclose(pred.X, model.predict(by_hand(grid, 3)), rtol=1e-4, atol=1e-5)
+
+
+def test_the_command_line_trains_with_context_and_imputes_with_it(prepared, tmp_path):
+    from stmix.cli import main
+
+    prepared.write_h5ad(tmp_path / "c2.h5ad")
+    tiny = ["--backbone", "test_efficientnet", "--no-pretrained", "--epochs", "1", "--quiet"]
+    fit = ["fit", str(tmp_path / "c2.h5ad"), "--model", str(tmp_path / "m"), *tiny]
+    assert main([*fit, "--scales", "1", "3"]) == 0
+    assert stmix.tl.load(tmp_path / "m").config.scales == [1.0, 3.0]
+    impute = ["impute", str(tmp_path / "c2.h5ad"), "--model", str(tmp_path / "m"), "--quiet"]
+    assert main([*impute, "--out", str(tmp_path / "out.h5ad")]) == 0
+    assert np.isfinite(stmix.tl.predictions(ad.read_h5ad(tmp_path / "out.h5ad")).X).all()

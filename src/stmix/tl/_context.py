@@ -1,10 +1,12 @@
-"""Context beside the spot: wider fields of view and the neighbourhood, as embedding columns.
+"""Context beside the spot: wider fields of view and the neighbourhood, for heads and networks.
 
 The field's strongest HER2ST models look past the spot (TRIPLEX: the spot, its neighbourhood
 and the slide; DKAN: several scales). ``tl.embed(scales=(1, 3), neighbors=6)`` gives heads and
 the ridge probe the same: the encoder's features of the spot's patch, of a patch ``s`` times
 wider around it (cut from the same image, at the same pixel size as the spot's patch), and the
 mean of the spot features of its ``neighbors`` nearest spots of the same section.
+``tl.fit(scales=(1, 3))`` gives an image network the wider fields as extra channels
+(:func:`stacked`).
 """
 
 from __future__ import annotations

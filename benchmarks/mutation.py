@@ -370,6 +370,24 @@ EQUIVALENT: dict[str, str] = {
             "the plan logs once per epoch)"
         ),
     ),
+    **_each(
+        "stmix.tl._trainer.x_check_hardware",
+        (9, 10, 11, 12, 15, 16, 17, 18, 20, 21, 22, 23),
+        (
+            "the logger, checkpointing, progress bar and summary of `check_hardware`'s throwaway "
+            "Trainer: it never fits, and none of them writes or shows anything before `fit`"
+        ),
+    ),
+    "stmix.tl._trainer.x_run__mutmut_21": "EarlyStopping tests `check_finite` for truth only",
+    "stmix.tl._trainer.x_run__mutmut_35": (
+        "ModelCheckpoint tests `enable_version_counter` for truth only"
+    ),
+    "stmix.tl._trainer.x_run__mutmut_75": (
+        "Lightning tests `use_distributed_sampler` for truth only (None as False)"
+    ),
+    "stmix.tl._trainer.x_run__mutmut_98": (
+        "`log_every_n_steps` reaches only step-level logs; the plan logs once per epoch"
+    ),
     **_each("stmix.tl._plan.xǁTrainingPlanǁclose_epoch", (10, 12), f"the step count {ON_CPU}"),
     **_each(
         "stmix.tl._plan.xǁTrainingPlanǁclose_epoch",

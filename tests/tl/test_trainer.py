@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
 import stmix
@@ -107,6 +108,27 @@ def test_check_hardware_refuses_what_lightning_refuses_and_passes_the_rest():
         stmix.tl.check_hardware("gpu")
     with pytest.raises(ValueError, match=r"precision='bf17'"):
         stmix.tl.check_hardware("cpu", 1, precision="bf17")
+    stmix.tl.check_hardware()  # the defaults: whatever this machine has
+    with pytest.raises(ValueError, match=r"accelerator='gpu', devices=3: .*finds no CUDA GPU"):
+        stmix.tl.check_hardware("gpu", 3)
+
+
+class _SeesTheTrainer(Callback):
+    def on_fit_start(self, trainer, pl_module):
+        self.sampler = trainer._accelerator_connector.use_distributed_sampler
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal of a GPU this machine lacks")
+def test_the_trainer_keeps_stmixs_own_batches_and_the_accelerator_asked(synthetic, monkeypatch):
+    """stmix shards the anchors itself: Lightning must not add a DistributedSampler."""
+    from stmix.tl import _trainer
+
+    seen = _SeesTheTrainer()
+    stmix.tl.fit(synthetic, augment="none", **{**LEARN, "epochs": 1}, callbacks=[seen])
+    assert seen.sampler is False
+    monkeypatch.setattr(_trainer, "check_hardware", lambda *a, **k: None)
+    with pytest.raises(ValueError, match=r"accelerator='gpu'.*finds no CUDA GPU"):
+        stmix.tl.fit(synthetic, augment="none", **{**LEARN, "accelerator": "gpu"})
 
 
 def test_a_users_logger_gets_the_metrics(synthetic, tmp_path):

@@ -58,3 +58,16 @@ def test_mixing_recolours_anchor_and_partner_before_blending():
     assert augment.Mix(UniformSampler(10), stain=0.1).to("cpu").stain == pytest.approx(0.1)
     with pytest.raises(ValueError, match="re-colours images; these inputs are vectors"):
         augment.Plain(stain=0.1)(torch.arange(3), torch.zeros(5, 4), torch.zeros(5, 2))
+
+
+def test_jitter_is_tellez_scale_and_shift_in_hed_and_stays_in_range():
+    """Each image: HED × (1 + U(-σ, σ)) + U(-σ, σ), the draws in that order, back to RGB."""
+    x, strength = _images(), 0.3
+    drawn = torch.Generator().manual_seed(5)
+    shape = (x.shape[0], 1, 3, 1, 1)
+    scale = 1 + (torch.rand(shape, generator=drawn) * 2 - 1) * strength
+    shift = (torch.rand(shape, generator=drawn) * 2 - 1) * strength
+    expected = from_hed(to_hed(x.unsqueeze(1)) * scale + shift).squeeze(1)
+    got = hed_jitter(x, strength, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(got, expected)
+    assert from_hed(torch.full((1, 3, 2, 2), -1.0)).max() == 1.0  # less than no stain: white

@@ -67,7 +67,7 @@ def stacked(adata: ad.AnnData, patches_key: str, scales: list[float], spot=None)
     """
     spot = np.asarray(adata.obsm[patches_key] if spot is None else spot)
     wider = [wider_patches(adata, patches_key, scale) for scale in scales[1:]]
-    return np.concatenate([spot, *wider], axis=-1) if wider else spot
+    return np.concatenate([spot, *wider], axis=-1)
 
 
 def neighbourhood(adata: ad.AnnData, features: np.ndarray, k: int, library_key) -> np.ndarray:

@@ -16,8 +16,9 @@ Three pipelines train the same network at the same batch size B and patch size:
     read with PIL, torchvision transforms, partners drawn and mixed per item on the CPU in
     DataLoader workers, batches copied to the device.
 
-Prints steps/s and images/s (3B images per step) and writes
-``benchmarks/results/throughput_<machine>.csv`` with the ratios a/b and a/c.
+(a) and (b) run ``--repeats`` times, alternated, and each reports its median time: on a shared
+machine one run of each swings by several percent. Prints steps/s and images/s (3B images per
+step) and writes ``benchmarks/results/throughput_<machine>.csv`` with the ratios a/b and a/c.
 """
 
 from __future__ import annotations
@@ -244,6 +245,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of stmix and bare, alternated; the median time of each is reported",
+    )
+    parser.add_argument(
         "--workers",
         type=int,
         default=min(4, os.cpu_count() or 1),
@@ -270,10 +277,14 @@ def main() -> None:
         return m.train()
 
     rows = []
-    seconds = {
-        "stmix": run_stmix(model(), data, args.batch, device, args.warmup, args.steps),
-        "bare": run_bare(model(), data, args.batch, device, args.warmup, args.steps),
-    }
+    timings: dict[str, list[float]] = {"stmix": [], "bare": []}
+    for _ in range(args.repeats):  # alternated, so a slow spell of the machine hits both
+        timings["stmix"].append(
+            run_stmix(model(), data, args.batch, device, args.warmup, args.steps)
+        )
+        timings["bare"].append(run_bare(model(), data, args.batch, device, args.warmup, args.steps))
+    seconds = {pipeline: float(np.median(each)) for pipeline, each in timings.items()}
+    each_ratio = [b / a for a, b in zip(timings["stmix"], timings["bare"], strict=True)]
     with tempfile.TemporaryDirectory() as folder:
         seconds["reference"] = run_reference(
             model(), data, args.batch, device, args.warmup, args.steps, args.workers, folder
@@ -291,6 +302,7 @@ def main() -> None:
                 "images_per_s": 3 * args.batch / s,
                 "threads": torch.get_num_threads(),
                 "workers": args.workers,
+                "repeats": args.repeats if pipeline != "reference" else 1,
             }
         )
     frame = pd.DataFrame(rows)
@@ -306,7 +318,9 @@ def main() -> None:
             f"{row['images_per_s']:8.1f} images/s"
         )
     print(
-        f"  a/b = {frame['stmix_over_bare'][0]:.3f}   a/c = {frame['stmix_over_reference'][0]:.2f}"
+        f"  a/b = {frame['stmix_over_bare'][0]:.3f} (each repeat: "
+        f"{', '.join(f'{r:.3f}' for r in each_ratio)})   "
+        f"a/c = {frame['stmix_over_reference'][0]:.2f}"
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -320,7 +334,8 @@ def main() -> None:
             & (previous["batch"] == args.batch)
         )
         keep = previous[~same]
-    pd.concat([keep, frame], ignore_index=True).round(3).to_csv(path, index=False)
+    table = pd.concat([keep, frame], ignore_index=True) if not keep.empty else frame
+    table.round(3).to_csv(path, index=False)
     print(f"wrote {path}")
 
 

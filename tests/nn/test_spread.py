@@ -34,3 +34,31 @@ def test_no_dropout_no_spread_and_an_mlp_is_sampled_in_place():
     assert not mlp.training  # the head's mode is restored
     few = dropout_std(mlp, features, 0.3, passes=2)
     assert not torch.equal(few, spread)  # sampled, not exact
+
+
+def test_sampled_spread_uses_the_rate_asked_and_sixteen_masks_by_default():
+    torch.manual_seed(0)
+    linear = nn.Linear(6, 3)
+    wrapped = nn.Sequential(linear)  # not a Linear itself: sampled, with no dropout inside
+    features = torch.randn(5, 6)
+    sampled = dropout_std(wrapped, features, 0.1, passes=4000)
+    torch.testing.assert_close(sampled, dropout_std(linear, features, 0.1), rtol=0.1, atol=1e-3)
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear, self.calls = nn.Linear(6, 3), 0
+
+        def forward(self, x):
+            self.calls += 1
+            return self.linear(x)
+
+    counting = Counting()
+    dropout_std(counting, features, 0.1)
+    assert counting.calls == 16
+
+
+def test_no_spread_has_the_last_layers_width_in_float32():
+    deep = nn.Sequential(nn.Linear(6, 8), nn.Linear(8, 5), nn.Linear(5, 3))
+    zero = dropout_std(deep, torch.randn(4, 6, dtype=torch.float64), 0.0)
+    assert zero.shape == (4, 3) and zero.dtype == torch.float32 and not zero.any()

@@ -71,3 +71,4 @@ def test_jitter_is_tellez_scale_and_shift_in_hed_and_stays_in_range():
     got = hed_jitter(x, strength, generator=torch.Generator().manual_seed(5))
     torch.testing.assert_close(got, expected)
     assert from_hed(torch.full((1, 3, 2, 2), -1.0)).max() == 1.0  # less than no stain: white
+    assert hed_jitter(x.double(), strength).dtype == torch.float64  # the images' own dtype

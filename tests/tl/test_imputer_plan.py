@@ -7,6 +7,8 @@ on the device, and :class:`~stmix.tl._batches.Rows` read by the DataLoader. What
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import lightning.pytorch as L
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ from stmix import _metrics
 from stmix.nn import ExpressionHead, Mix, Plain, UniformSampler
 from stmix.tl import _trainer
 from stmix.tl._batches import Rows, default_workers
-from stmix.tl._imputer_plan import ImputerPlan
+from stmix.tl._imputer_plan import ImputerPlan, wants_channels_last
 from tests.recorders import Outputs
 
 N_TRAIN, N_VAL, DIM, GENES = 12, 5, 4, 3
@@ -164,3 +166,18 @@ def test_settings_reach_the_plan():
         assert streamed.workers == workers
         assert inputs.train_dataloader().num_workers == workers
         assert inputs.val_dataloader().num_workers == workers
+
+
+def test_channels_last_weights_on_cuda_and_under_ddp_only():
+    assert not wants_channels_last("cpu", 1)
+    assert wants_channels_last("cuda", 1) and wants_channels_last("cpu", 2)
+    for device, world_size, expected in (("cpu", 1, False), ("cpu", 2, True), ("cuda", 1, True)):
+        plan = _make(Plain())
+        plan.model = torch.nn.Conv2d(3, 4, 3)  # a device name alone: no GPU is needed
+        plan.trainer = SimpleNamespace(
+            strategy=SimpleNamespace(root_device=torch.device(device)), world_size=world_size
+        )
+        plan.setup("fit")
+        plan.teardown("fit")
+        weight = plan.model.weight
+        assert weight.is_contiguous(memory_format=torch.channels_last) is expected

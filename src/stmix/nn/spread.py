@@ -16,9 +16,7 @@ def dropout_std(head: nn.Module, features: Tensor, p: float, *, passes: int = 16
     masks are drawn (MC dropout). With ``p == 0`` the spread is zero.
     """
     if p == 0:
-        return torch.zeros(
-            (features.shape[0], _out_features(head)), device=features.device, dtype=torch.float32
-        )
+        return features.new_zeros((features.shape[0], _out_features(head)), dtype=torch.float32)
     features = features.float()
     if isinstance(head, nn.Linear):
         variance = (p / (1 - p)) * (features**2) @ (head.weight.float() ** 2).T
@@ -35,9 +33,6 @@ def dropout_std(head: nn.Module, features: Tensor, p: float, *, passes: int = 16
 
 
 def _out_features(head: nn.Module) -> int:
-    last = (
-        head
-        if isinstance(head, nn.Linear)
-        else [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
-    )
+    """The width of the head's last linear layer (a linear head is its own last layer)."""
+    last = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
     return int(last.out_features)

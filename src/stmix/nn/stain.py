@@ -30,7 +30,7 @@ def to_hed(rgb: Tensor) -> Tensor:
 def from_hed(hed: Tensor) -> Tensor:
     """Float RGB images in [0, 1] of stain concentrations (..., 3, H, W)."""
     density = torch.einsum("...chw,cd->...dhw", hed, RGB_FROM_HED.to(hed.device))
-    return torch.exp(-density).clamp(0.0, 1.0)
+    return torch.exp(-density).clamp_max(1.0)  # exp is positive: only the top needs a bound
 
 
 def hed_jitter(

@@ -94,7 +94,7 @@ class ImputerPlan(TrainingPlan):
         not match DDP's buckets.
         """
         super().setup(stage)
-        if self.trainer.strategy.root_device.type == "cuda" or self.trainer.world_size > 1:
+        if wants_channels_last(self.trainer.strategy.root_device.type, self.trainer.world_size):
             self.model.to(memory_format=torch.channels_last)
 
     def on_fit_start(self) -> None:
@@ -126,3 +126,13 @@ class ImputerPlan(TrainingPlan):
     def score(self, pred: Tensor) -> dict[str, float]:
         """MSE, MAE and mean per-gene Pearson correlation on the validation spots."""
         return _metrics.summary(_metrics.gene_metrics(self.val_truth, pred.cpu().numpy()))
+
+
+def wants_channels_last(device_type: str, world_size: int) -> bool:
+    """Whether a fit on ``device_type`` with ``world_size`` processes needs channels-last weights.
+
+    On CUDA that layout is the fastest for the channels-last patches; under DDP the weights must
+    share the patches' layout for the gradients to match DDP's buckets. A single CPU process
+    keeps the default layout.
+    """
+    return device_type == "cuda" or world_size > 1

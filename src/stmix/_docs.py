@@ -22,6 +22,8 @@ PARAMS = {
     "spatial_key": "Key of the spot centres in ``obsm``.",
     "copy": "Return a new AnnData instead of writing into ``adata``.",
     "progress": "Show a progress bar.",
+    "show": "Show the figure; ``False`` returns it instead.",
+    "save": "Write the figure to this file (format from the suffix).",
 }
 
 _PLACEHOLDER = re.compile(r"^( *)\{(\w+)\}$", re.MULTILINE)

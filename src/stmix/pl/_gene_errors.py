@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from stmix import _anndata, _predictions
 from stmix._deprecation import renamed
+from stmix._docs import doc_params
 from stmix._keys import SPLIT
 from stmix._metrics import gene_metrics
 from stmix.errors import MissingKeyError
@@ -19,6 +20,7 @@ from stmix.pl._show import finish
 
 
 @renamed("truth_layer", "layer")
+@doc_params
 def gene_errors(
     adata: ad.AnnData,
     a: str | pd.DataFrame | pd.Series,
@@ -57,9 +59,9 @@ def gene_errors(
     annotate
         Name the genes that ``b`` improves most and worsens most (this many each).
     show
-        Show the figure; ``False`` returns it instead.
+        {show}
     save
-        Write the figure to this file.
+        {save}
 
     Returns
     -------

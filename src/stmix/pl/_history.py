@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from stmix._docs import doc_params
 from stmix._keys import FIT
 from stmix.errors import InputTypeError, MissingKeyError
 from stmix.pl._show import finish
@@ -25,6 +26,7 @@ TERMS = {
 }
 
 
+@doc_params
 def history(
     model_or_adata: Any,
     *,
@@ -41,9 +43,9 @@ def history(
     key
         Key of the fit record in ``uns`` (AnnData input).
     show
-        Show the figure; ``False`` returns it instead.
+        {show}
     save
-        Write the figure to this file.
+        {save}
 
     Returns
     -------

@@ -13,12 +13,14 @@ from matplotlib.figure import Figure
 
 from stmix import _anndata, _deprecation, _predictions, _validate
 from stmix._deprecation import UNSET
+from stmix._docs import doc_params
 from stmix._keys import PREDICTIONS, SPATIAL, SPLIT, SPLIT_CATEGORIES, predicted_key
 from stmix.errors import MissingKeyError
 from stmix.pl import _spots
 from stmix.pl._show import finish
 
 
+@doc_params
 def maps(
     adata: ad.AnnData,
     genes: str | Sequence[str],
@@ -93,9 +95,9 @@ def maps(
     spatial_key, split_key
         Keys of the coordinates and of the split.
     show
-        Show the figure; ``False`` returns it instead.
+        {show}
     save
-        Write the figure to this file (format from the suffix).
+        {save}
     layers
         Deprecated: the columns as names (``None`` for ``X``); use ``key``, ``layer`` and
         ``measured``.

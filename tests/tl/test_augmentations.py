@@ -16,7 +16,7 @@ from stmix.nn.constants import LOSS_WEIGHTS
 from stmix.tl import _augmentations
 
 
-def _build(adata, method, edge_weight="paper"):
+def _build(adata, method, edge_weight="paper", **kwargs):
     train = np.flatnonzero(adata.obs["stmix_split"] == "train")
     y = adata.X[train]
     aug = _augmentations.build(
@@ -28,6 +28,7 @@ def _build(adata, method, edge_weight="paper"):
         loss_weights=None,
         edge_weight=edge_weight,
         neighbors_key="stmix",
+        **kwargs,
     )
     return aug, train, y
 
@@ -377,3 +378,32 @@ def test_the_recorded_bandwidth_of_the_neighbors_key_is_used(prepared):
     k = np.exp(-(d**2) / (2 * sigma**2))
     np.fill_diagonal(k, 0.0)
     np.testing.assert_allclose(aug.sampler.probs.numpy(), k / k.sum(1, keepdims=True), atol=1e-6)
+
+
+def test_check_neighbors_names_the_training_spots_the_graph_was_built_on(two_sections):
+    train, _, _ = _sections(two_sections)
+    params = two_sections.uns["stmix_neighbors"]["params"]
+    assert params["n_train"] == len(train)
+    weights = two_sections.obsp["stmix_weights"].tolil()
+    weights[train[0], :] = 0  # a training spot without partners: allowed
+    two_sections.obsp["stmix_weights"] = weights.tocsr()
+    _augmentations.check_neighbors(two_sections, "snr", train, "stmix")
+    params["n_train"] = len(train) + 3  # the rows still sum to 1, the count does not agree
+    with pytest.raises(
+        ValueError,
+        match=rf"was built on {len(train) + 3} training spots, but this AnnData has "
+        rf"{len(train)} and 0 of their weight rows",
+    ):
+        _augmentations.check_neighbors(two_sections, "snr", train, "stmix")
+    del params["n_train"]  # a graph recorded without its count: only the rows are checked
+    _augmentations.check_neighbors(two_sections, "snr", train, "stmix")
+    weights[train[1], train[2]] += 0.5
+    two_sections.obsp["stmix_weights"] = weights.tocsr()
+    with pytest.raises(ValueError, match=r"was built, but this AnnData has \d+ and 1 of"):
+        _augmentations.check_neighbors(two_sections, "snr", train, "stmix")
+
+
+def test_every_method_carries_the_stain_jitter_asked_and_none_by_default(prepared):
+    for method in ("none", "basic", "snr", "mixup", "cutmix"):
+        assert _build(prepared, method)[0].stain == 0.0
+        assert _build(prepared, method, stain=0.05)[0].stain == 0.05

@@ -17,7 +17,7 @@ import torch
 from stmix import _metrics
 from stmix.nn import ExpressionHead, Mix, Plain, UniformSampler
 from stmix.tl import _trainer
-from stmix.tl._batches import Rows, default_workers
+from stmix.tl._batches import Rows, default_workers, synchronous_dask
 from stmix.tl._imputer_plan import ImputerPlan, wants_channels_last
 from tests.recorders import Outputs
 
@@ -157,15 +157,18 @@ def test_settings_reach_the_plan():
     assert plan.val_truth.dtype == np.float64 and (plan.val_truth == 1).all()
     assert plan.workers == default_workers()  # workers=None
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
-    for workers in (0, 2):
+    for workers in (0, 1, 2):
         rows = Rows(np.zeros((N_TRAIN, DIM)), np.arange(N_TRAIN))
         val_rows = Rows(np.zeros((N_VAL, DIM)), np.arange(N_VAL))
         streamed = _make(Plain(), (rows, val_rows), workers=workers)
         inputs = streamed.datamodule()  # the plan's store reader
         inputs.trainer = trainer
         assert streamed.workers == workers
-        assert inputs.train_dataloader().num_workers == workers
-        assert inputs.val_dataloader().num_workers == workers
+        for loader in (inputs.train_dataloader(), inputs.val_dataloader()):
+            assert loader.num_workers == workers
+            assert loader.persistent_workers is (workers > 0)  # kept between epochs
+            # dask reads synchronously inside each worker (no thread pool per worker)
+            assert loader.worker_init_fn is (synchronous_dask if workers else None)
 
 
 def test_channels_last_weights_on_cuda_and_under_ddp_only():

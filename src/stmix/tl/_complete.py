@@ -147,7 +147,7 @@ def complete(
     mask = _median.missing_mask(adata, x, missing)
     key = _anndata.library_key(adata, library_key)
     sections = _anndata.libraries(adata, key)
-    neighbourhoods = _rings_by_section(adata, key, sections, n_rings, grid, spatial_key)
+    neighbourhoods = _rings_by_section(adata, sections, n_rings, grid, spatial_key)
     if mask.all(axis=0).any():
         gene = adata.var_names[np.flatnonzero(mask.all(axis=0))[0]]
         raise ValueError(
@@ -201,11 +201,11 @@ def complete(
     return adata if copy else None
 
 
-def _rings_by_section(adata, key, sections: dict, n_rings: int, grid, spatial_key) -> dict:
+def _rings_by_section(adata, sections: dict, n_rings: int, grid, spatial_key) -> dict:
     """Each section's rings of neighbours (medians and fallbacks stay within a section)."""
     return {
         name: _rings.rings(
-            adata[spots] if key is not None else adata,
+            adata[spots],  # with one section, every spot in order
             max(n_rings, _median.MAX_RINGS),
             grid=grid,
             spatial_key=spatial_key,
@@ -231,7 +231,7 @@ def _params(method: str, n_rings: int, neighbourhoods: dict, mask, layer, key) -
     params = {
         "method": method,
         "n_rings": int(n_rings),
-        "grid": grids[0] if len(grids) == 1 else "+".join(grids),
+        "grid": "+".join(grids),  # one grid: its name
         "n_missing": int(mask.sum()),
         "share_missing": float(mask.mean()),
     }

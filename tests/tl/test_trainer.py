@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 
+import lightning.pytorch as L
 import numpy as np
 import pandas as pd
 import pytest
@@ -106,8 +107,15 @@ def test_check_hardware_refuses_what_lightning_refuses_and_passes_the_rest():
     stmix.tl.check_hardware("cpu", 2, strategy="ddp_spawn", max_epochs=3)  # the rest ignored
     with pytest.raises(ValueError, match=r"accelerator='gpu'.*finds no CUDA GPU"):
         stmix.tl.check_hardware("gpu")
-    with pytest.raises(ValueError, match=r"precision='bf17': Precision 'bf17' is invalid\. "):
-        stmix.tl.check_hardware("cpu", 1, precision="bf17")  # Lightning's words after stmix's
+    words = r"precision='bf17': Precision 'bf17' is invalid\. "  # Lightning's, after stmix's
+    with pytest.raises(ValueError, match=words) as bad:
+        stmix.tl.check_hardware("cpu", 1, precision="bf17")
+    with pytest.raises(ValueError) as lightnings:
+        L.Trainer(accelerator="cpu", devices=1, precision="bf17", logger=False)
+    # Lightning's message on one line, and no GPU hint after it: the CPU was asked for
+    assert str(bad.value).endswith(" ".join(str(lightnings.value).split()))
+    with pytest.raises(ValueError, match=r"accelerator='cuda'.*finds no CUDA GPU"):
+        stmix.tl.check_hardware("cuda")
     stmix.tl.check_hardware()  # the defaults: whatever this machine has
     with pytest.raises(ValueError, match=r"accelerator='gpu', devices=3: .*finds no CUDA GPU"):
         stmix.tl.check_hardware("gpu", 3)

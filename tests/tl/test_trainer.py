@@ -105,7 +105,8 @@ def test_a_gpu_this_machine_lacks_is_refused_before_any_work(synthetic, monkeypa
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal of a GPU this machine lacks")
 def test_check_hardware_refuses_what_lightning_refuses_and_passes_the_rest():
     stmix.tl.check_hardware("cpu", 2, strategy="ddp_spawn", max_epochs=3)  # the rest ignored
-    with pytest.raises(ValueError, match=r"accelerator='gpu'.*finds no CUDA GPU"):
+    fix = r"finds no CUDA GPU on this machine: pass accelerator='cpu', or accelerator='auto' for"
+    with pytest.raises(ValueError, match=rf"accelerator='gpu'.*{fix} a GPU when there is one\."):
         stmix.tl.check_hardware("gpu")
     words = r"precision='bf17': Precision 'bf17' is invalid\. "  # Lightning's, after stmix's
     with pytest.raises(ValueError, match=words) as bad:

@@ -397,9 +397,13 @@ def test_check_neighbors_names_the_training_spots_the_graph_was_built_on(two_sec
         _augmentations.check_neighbors(two_sections, "snr", train, "stmix")
     del params["n_train"]  # a graph recorded without its count: only the rows are checked
     _augmentations.check_neighbors(two_sections, "snr", train, "stmix")
+    del two_sections.uns["stmix_neighbors"]  # no record at all: the rows alone again
+    _augmentations.check_neighbors(two_sections, "snr", train, "stmix")
     weights[train[1], train[2]] += 0.5
+    weights[train[3], :] = 0
+    weights[train[3], train[4]] = 0.5  # a row of one partner counts too
     two_sections.obsp["stmix_weights"] = weights.tocsr()
-    with pytest.raises(ValueError, match=r"was built, but this AnnData has \d+ and 1 of"):
+    with pytest.raises(ValueError, match=r"was built, but this AnnData has \d+ and 2 of"):
         _augmentations.check_neighbors(two_sections, "snr", train, "stmix")
 
 

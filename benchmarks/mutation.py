@@ -5,6 +5,8 @@
     STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py "stmix.nn.loss*"  # some modules
     STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py --untried --retry  # the rest
     STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py --quick --untried  # unit tests only
+    STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py "stmix.tl._complete*" --untried \
+        --quick --tests tests/tl/test_complete.py          # unit tests and these files (last)
     STMIX_DATA_DIR=../shared/data python benchmarks/mutation.py --untried "stmix.nn.loss*"  # some
     python benchmarks/mutation.py --report                                      # table only
 
@@ -174,15 +176,6 @@ EQUIVALENT: dict[str, str] = {
         "`enable_nested_tensor=None`: torch only tests it for truth, as False"
     ),
     **_each(
-        "stmix.tl._complete.x_complete",
-        (123, 126),
-        (
-            "the expression read without asking for float32: `expression`'s default is "
-            "float32 (126); as stored (123), a median is the same float32 number, recalibration "
-            "computes in float64 and the transformer's tables are float32 either way"
-        ),
-    ),
-    **_each(
         "stmix.nn.weights.x_read_state_dict",
         (5, 6),
         (
@@ -235,18 +228,9 @@ EQUIVALENT: dict[str, str] = {
         (4, 7, 11),
         ("cKDTree's query on one worker instead of every core: the same neighbours, slower"),
     ),
-    **_each(
-        "stmix.pp._neighbors.x_neighbors",
-        (95, 97),
-        ("one section's label as float 0.0 instead of int 0: still one section, never shown"),
-    ),
     **_each("stmix.pp._neighbors.x__to_csr", (5, 9), f"`np.arange` of Python ints {INT64}"),
     "stmix.pp._neighbors.x__to_csr__mutmut_17": (
         "`reshape(-2)` flattens as `reshape(-1)` does on this numpy (2.4)"
-    ),
-    "stmix.pp._neighbors.x_neighbors__mutmut_261": (
-        "the largest degree recorded for spatial or expression candidates too: every row has "
-        "exactly `n_neighbors`"
     ),
     **_each("stmix.nn.sampling.xǁDenseSamplerǁto", (5, 6), f"the matrices moved {ON_CPU}"),
     "stmix.nn.sampling.xǁUniformSamplerǁto__mutmut_18": f"the tables moved {ON_CPU}",
@@ -257,14 +241,59 @@ EQUIVALENT: dict[str, str] = {
         ("`getattr`'s default is never used: timm's PretrainedCfg always has `fixed_input_size`"),
     ),
     **_each("stmix.nn.mixing.x_sample_lambda", (7, 9, 13, 16), f"the ratios drawn {ON_CPU}"),
-    "stmix.nn.augment.xǁMixǁmake__mutmut_10": f"the ratios drawn {ON_CPU}",
-    "stmix.nn.augment.xǁMixǁto__mutmut_9": f"the sampler moved {ON_CPU}",
+    "stmix.nn.augment.xǁMixǁmake__mutmut_18": f"the ratios drawn {ON_CPU}",
+    "stmix.nn.augment.xǁMixǁto__mutmut_11": f"the sampler moved {ON_CPU}",
     **_each(
         "stmix.tl._imputer_plan.xǁImputerPlanǁon_fit_start",
         (1, 3, 5, 6),
         f"the data moved {ON_CPU}",
     ),
     **_each("stmix.tl._inputs.xǁHeldInputsǁplace", (2, 3), f"the data moved {ON_CPU}"),
+    **_each("stmix.nn.stain.x_hed_jitter", (31, 34, 43, 46), f"the jitter drawn {ON_CPU}"),
+    **_each(
+        "stmix.pp._neighbors.x__training_sections",
+        (5, 7),
+        (
+            "one section's label as float 0.0 instead of int 0 (no `library_key`): still one "
+            "section, whose name is neither shown nor recorded"
+        ),
+    ),
+    **_each(
+        "stmix.tl._augmentations.x_build",
+        (22, 24),
+        (
+            "float zeros as the one group label without `groups`: `dict.fromkeys` finds one "
+            "section either way; its name, '0.0' or '0', is looked up in `sigma_by_library` "
+            "and otherwise falls back to the recorded `sigma`, for one section that section's"
+        ),
+    ),
+    "stmix.tl._augmentations.x__check_same_spots__mutmut_29": (
+        "`>= 1e-3` differs from `> 1e-3` only for a row whose sum misses 1 by exactly 1e-3"
+    ),
+    "stmix.tl._augmentations.x_build__mutmut_164": (
+        "float64 section ids: UniformSampler takes `.long()` of them, the same ids"
+    ),
+    "stmix.tl._augmentations.x_build__mutmut_176": (
+        "the section ids also without `groups`: all 0, one group, as `None` means"
+    ),
+    "stmix.nn.stain.x_to_hed__mutmut_13": f"the stain matrix moved {ON_CPU}",
+    "stmix.nn.stain.x_from_hed__mutmut_10": f"the stain matrix moved {ON_CPU}",
+    **_each(
+        "stmix.nn.stain.x_to_hed",
+        (12,),
+        "`einsum` reads upper-case subscripts as letters too: the same contraction",
+    ),
+    **_each(
+        "stmix.nn.stain.x_from_hed",
+        (9,),
+        "`einsum` reads upper-case subscripts as letters too: the same contraction",
+    ),
+    "stmix.nn.spread.x_dropout_std__mutmut_31": (
+        "`F.dropout`'s `training` defaults to True: the masks are drawn either way"
+    ),
+    "stmix.tl._imputer_plan.xǁImputerPlanǁsetup__mutmut_1": (
+        "`TrainingPlan.setup` does not read `stage`: it quiets Lightning for any stage"
+    ),
     **_each(
         "stmix.nn.loss.x_pearson_loss",
         (7, 9, 15, 17),
@@ -344,7 +373,7 @@ EQUIVALENT: dict[str, str] = {
     ),
     **_each(
         "stmix.tl._trainer.x_run",
-        (1, 2, 4, 5, 6),
+        (1, 2, 3, 4, 5, 6),
         ("a default both callers (`tl.fit`, `tl.complete`) always override"),
     ),
     "stmix.tl._trainer.x_run__mutmut_24": "EarlyStopping's default mode is 'min'",
@@ -398,15 +427,9 @@ EQUIVALENT: dict[str, str] = {
     "stmix.nn.hub.x_record_kwargs__mutmut_19": (
         "`getattr` without a default: every name `dir()` lists on timm.layers and torch.nn resolves"
     ),
-    "stmix.nn.encoder.xǁEncoderǁembed__mutmut_32": "`rot90` by k = 0 returns the view as it is",
-    "stmix.nn.encoder.xǁEncoderǁembed__mutmut_39": (
+    "stmix.nn.encoder.xǁEncoderǁembed__mutmut_31": "`rot90` by k = 0 returns the view as it is",
+    "stmix.nn.encoder.xǁEncoderǁembed__mutmut_38": (
         "dims (+2, -1) of a 4-d batch are (-2, -1): the same two axes"
-    ),
-    "stmix.tl._augmentations.x_build__mutmut_159": (
-        "float64 section ids: UniformSampler takes `.long()` of them, the same ids"
-    ),
-    "stmix.tl._augmentations.x_build__mutmut_171": (
-        "without `groups` the section ids are all 0: one group, as `None` means"
     ),
     **_each(
         "stmix.tl._augmentations.x__kernel_params",
@@ -415,14 +438,6 @@ EQUIVALENT: dict[str, str] = {
     ),
     "stmix.tl._augmentations.x__kernel_params__mutmut_51": (
         "`astype(None)` is float64, as the original"
-    ),
-    **_each(
-        "stmix.tl._augmentations.x_build",
-        (17, 19),
-        (
-            "float zeros as the one group label without `groups`: `dict.fromkeys` finds one "
-            "section either way, and the uniform sampler is then given no groups"
-        ),
     ),
     **_each("stmix.nn.sampling.xǁUniformSamplerǁ__call__", (10, 12), f"the shifts drawn {ON_CPU}"),
     **_each(
@@ -469,13 +484,6 @@ EQUIVALENT: dict[str, str] = {
     "stmix.nn.geometric.x_flip_rotate_crop__mutmut_29": RAND_LE,
     "stmix.nn.geometric.x_flip_rotate_crop__mutmut_10": (
         "`torch.randint(4, ...)` draws from 0 to 3, as `randint(0, 4, ...)`"
-    ),
-    "stmix.tl._complete.x_complete__mutmut_154": (
-        "rings of `adata[spots]` also for one section: its spots are all spots, in order"
-    ),
-    "stmix.tl._complete.x_complete__mutmut_266": ("one grid joined with '+' is that grid's name"),
-    "stmix.tl._complete.x_complete__mutmut_197": (
-        "padding marked -2 instead of -1: the plan treats every negative index as padding"
     ),
     **_each("stmix.tl._complete.x__stack_tokens", (7, 10), f"`np.full(..., -1)` {INT64}"),
     "stmix.tl._completion.xǁCompletionPlanǁscore__mutmut_11": (
@@ -534,6 +542,25 @@ def function_hashes() -> dict[str, str]:
     return found
 
 
+#: mutmut's own mutant generation (the first steps of ``mutmut run``), without running tests.
+_GENERATE = """
+import os
+import mutmut.__main__ as m
+m.set_mutant_under_test("mutant_generation")
+os.makedirs("mutants", exist_ok=True)
+m.copy_src_dir(); m.copy_also_copy_files(); m.setup_source_paths()
+m.store_lines_covered_by_tests()
+m.create_mutants(os.cpu_count() or 1)
+"""
+
+
+def generate() -> None:
+    """Make ``mutants/`` (a fresh checkout has none): the ledger needs its function hashes."""
+    if not function_hashes():
+        print("Generating the mutants (no mutants/ here yet) ...", flush=True)
+        subprocess.run([sys.executable, "-c", _GENERATE], cwd=ROOT, check=True)
+
+
 def ledger(*, fresh: bool = False) -> dict[str, str]:
     """mutmut's current verdicts over the ledger's earlier ones (and the ledger updated).
 
@@ -541,6 +568,8 @@ def ledger(*, fresh: bool = False) -> dict[str, str]:
     while that code is unchanged (a changed function's mutants are other mutants).
     """
     hashes = function_hashes()
+    if not hashes:
+        raise SystemExit("No mutants/ to compare the ledger with: call generate() first.")
     kept: dict[str, str] = {}
     if LEDGER.is_file() and not fresh:
         for line in LEDGER.read_text().splitlines()[1:]:
@@ -687,12 +716,20 @@ def main() -> None:
         help="only the unit tests (QUICK_TESTS): fast; survivors are worth a --retry",
     )
     parser.add_argument(
+        "--tests",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="run these test files (with --quick: these too) instead of the configured selection",
+    )
+    parser.add_argument(
         "--retry",
         action="store_true",
         help="also every mutant the ledger has not seen killed (equivalent ones aside)",
     )
     args = parser.parse_args()
     names = list(args.names)
+    generate()
     if args.untried or args.retry:
         # With --untried or --retry, the patterns given narrow the selection (mutmut reruns every
         # mutant it is named, killed ones too, so a bare pattern would repeat settled verdicts).
@@ -717,12 +754,14 @@ def main() -> None:
     seconds = None
     if not args.report and (names or not (args.untried or args.retry)):
         started = time.perf_counter()
-        with test_selection(QUICK_TESTS if args.quick else None):
+        tests = [*(QUICK_TESTS if args.quick else []), *args.tests] or None
+        with test_selection(tests):
             subprocess.run([*MUTMUT, "run", "--max-children", str(args.children), *names], cwd=ROOT)
         seconds = time.perf_counter() - started
     flags = [f for f in ("--quick", "--untried", "--retry") if getattr(args, f[2:])]
+    tests = ["--tests", *args.tests] if args.tests else []
     command = "python benchmarks/mutation.py" + "".join(
-        f" {f}" for f in flags + [f'"{n}"' for n in args.names]
+        f" {f}" for f in [*(f'"{n}"' for n in args.names), *flags, *tests]
     )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "mutation.md").write_text(report(seconds, command, fresh=args.fresh))

@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping, ModelSummary, ProgressBar
 from torch import nn
+from torch.utils.data import DistributedSampler
 
 from stmix.tl import _trainer
-from stmix.tl._plan import TrainingPlan, _step_seed
+from stmix.tl._plan import TrainingPlan, _step_seed, in_index_order
 from stmix.tl._progress import EpochProgressBar
 from tests.recorders import Outputs, Raise
 
@@ -324,6 +325,46 @@ def test_a_run_checkpoints_every_epoch_and_resumes_exactly(tmp_path):
     _run(Scripted(script[:2]), epochs=2, checkpoint_dir=tmp_path)  # a new run, the same folder
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # rewritten, not versioned
     torch.testing.assert_close(resumed.model.weight, whole.model.weight, rtol=0, atol=0)
+
+
+def _refusal(ours: dict, theirs: dict) -> str:
+    plan = Scripted(fingerprint=ours)
+    with pytest.raises(ValueError, match="belongs to another training run") as refused:
+        plan.on_load_checkpoint({"stmix": {"fingerprint": theirs}})
+    return str(refused.value)
+
+
+def test_a_checkpoint_of_another_run_names_the_first_difference_and_up_to_five_more():
+    ours = {key: 0 for key in "abcdefgh"}
+    message = _refusal(ours, {key: 1 for key in "abcdefgh"})
+    assert "its 'a' is 1, this run's is 0 (also: b, c, d, e, f). Resume" in message
+    assert "its 'a' is 1, this run's is 0 (also: b). Resume" in _refusal(
+        ours, {**ours, "a": 1, "b": 1}
+    )
+    assert "its 'a' is 1, this run's is 0. Resume" in _refusal(ours, {**ours, "a": 1})
+    plan = Scripted(fingerprint=ours)
+    plan.on_load_checkpoint({"stmix": {"fingerprint": dict(ours), "best_state": "saved"}})
+    assert plan._best_state == "saved"
+
+
+def test_a_nested_setting_is_named_by_its_own_key_unless_a_top_level_one_has_it():
+    ours = {"epochs": 4, "plan": {"epochs": 4, "lr": 0.1}}
+    theirs = {"epochs": 4, "plan": {"epochs": 5, "lr": 0.1}}
+    assert "its 'plan.epochs' is 5, this run's is 4. Resume" in _refusal(ours, theirs)
+    theirs = {"epochs": 4, "plan": {"epochs": 4, "lr": 0.2}}
+    assert "its 'lr' is 0.2, this run's is 0.1. Resume" in _refusal(ours, theirs)
+
+
+def test_gathered_predictions_are_scored_once_each_in_index_order():
+    """Four processes share five items: the sampler pads their shards with three repeats."""
+    shards = [
+        list(DistributedSampler(range(5), num_replicas=4, rank=r, shuffle=False)) for r in range(4)
+    ]
+    index = torch.tensor([i for shard in shards for i in shard])  # all_gather: rank after rank
+    assert len(index) == 8
+    pred = torch.stack([index * 10.0, -index.float()], dim=1)
+    expected = torch.stack([torch.arange(5) * 10.0, -torch.arange(5.0)], dim=1)
+    torch.testing.assert_close(in_index_order(index, pred), expected, rtol=0, atol=0)
 
 
 def test_the_trainer_is_set_up_as_stmix_needs(tmp_path):

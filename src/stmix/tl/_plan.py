@@ -213,14 +213,10 @@ class TrainingPlan(L.LightningModule):
         """Score all validation items (gathered from every process) and log ``val_<monitor>``."""
         index = torch.cat([i for i, _ in self._val_parts])
         pred = torch.cat([p for _, p in self._val_parts])
-        if self.trainer.world_size > 1:
-            index = self.all_gather(index).reshape(-1)
-            pred = self.all_gather(pred).reshape(-1, *pred.shape[1:])
-        order = torch.argsort(index, stable=True)
-        index, pred = index[order], pred[order]
-        keep = torch.ones_like(index, dtype=torch.bool)  # the sampler pads shards with repeats
-        keep[1:] = index[1:] != index[:-1]
-        scores = self.score(pred[keep])
+        # every process's predictions (all_gather is the identity in one process)
+        index = self.all_gather(index).reshape(-1)
+        pred = self.all_gather(pred).reshape(-1, *pred.shape[1:])
+        scores = self.score(in_index_order(index, pred))
         self._val_scores = scores
         self._val_parts = []
         # every process computed the same scores from the same gathered predictions; the mean
@@ -243,8 +239,8 @@ class TrainingPlan(L.LightningModule):
         names = list(self._sums)  # the loss's order: the first broken term is named
         if names:
             stacked = torch.stack([self._sums[k].float() for k in names]) / steps
-            if self.trainer.world_size > 1:
-                stacked = self.trainer.strategy.reduce(stacked, reduce_op="mean")
+            # the mean across processes (the identity in one process)
+            stacked = self.trainer.strategy.reduce(stacked, reduce_op="mean")
             terms = dict(zip(names, stacked.cpu().tolist(), strict=True))  # one sync per epoch
         else:
             terms = {}
@@ -319,6 +315,15 @@ class TrainingPlan(L.LightningModule):
                 f"same data and settings."
             )
         self._best_state = saved.get("best_state")
+
+
+def in_index_order(index: Tensor, pred: Tensor) -> Tensor:
+    """``pred`` sorted by ``index``, once per item: the sampler pads shards with repeats."""
+    order = torch.argsort(index, stable=True)
+    index, pred = index[order], pred[order]
+    keep = torch.ones_like(index, dtype=torch.bool)
+    keep[1:] = index[1:] != index[:-1]
+    return pred[keep]
 
 
 def _flat(fingerprint: dict[str, Any]) -> dict[str, Any]:

@@ -331,7 +331,6 @@ EQUIVALENT: dict[str, str] = {
     "stmix.tl._inputs.xǁHeldInputsǁval_dataloader__mutmut_4": (
         "the validation shard's seed: it is not shuffled, so no seed changes its order"
     ),
-    "stmix.tl._plan.xǁTrainingPlanǁclose_epoch__mutmut_6": "`_open = None` is as false as False",
     **_each(
         "stmix.tl._plan.xǁTrainingPlanǁ__init__",
         (38, 39, 40, 41, 42, 43, 44),
@@ -347,25 +346,6 @@ EQUIVALENT: dict[str, str] = {
     ),
     "stmix.tl._inputs.x_single_last__mutmut_2": (
         "with a batch size of 1, `len % 1 == 1` is never true"
-    ),
-    **_each(
-        "stmix.tl._plan.xǁTrainingPlanǁon_validation_epoch_end",
-        (24, 25),
-        (
-            "an unstable sort reorders only repeated indices (the shard padding), whose "
-            "predictions are the same item's"
-        ),
-    ),
-    "stmix.tl._plan.xǁTrainingPlanǁon_validation_epoch_end__mutmut_41": (
-        "`_val_parts` is set anew when the next validation starts"
-    ),
-    **_each(
-        "stmix.tl._plan.xǁTrainingPlanǁon_validation_epoch_end",
-        (42, 43, 44, 47, 50),
-        (
-            "`sync_dist` averages a score every process computed alike from the same gathered "
-            "predictions: the logged value is the same with or without it"
-        ),
     ),
     "stmix.tl._plan.x__step_seed__mutmut_4": (
         "`SeedSequence.generate_state(2)[0]` is `generate_state(1)[0]`: the words come from one "
@@ -416,12 +396,6 @@ EQUIVALENT: dict[str, str] = {
     ),
     "stmix.tl._trainer.x_run__mutmut_98": (
         "`log_every_n_steps` reaches only step-level logs; the plan logs once per epoch"
-    ),
-    **_each("stmix.tl._plan.xǁTrainingPlanǁclose_epoch", (10, 12), f"the step count {ON_CPU}"),
-    **_each(
-        "stmix.tl._plan.xǁTrainingPlanǁclose_epoch",
-        (37, 40, 41),
-        ("`zip(strict=...)` over the term names and their stacked means, one per name"),
     ),
     **_each("stmix.tl._plan.x__cpu_copy", (1, 3), f"the best weights copied {ON_CPU}"),
     "stmix.nn.hub.x_record_kwargs__mutmut_19": (
@@ -514,6 +488,53 @@ EQUIVALENT: dict[str, str] = {
         "`choice(replace=None)`: numpy tests it for truth, as False"
     ),
     **_each("stmix.tl._completion.x_recalibration", (13, 14), "`astype(None)` is float64"),
+    **_each(
+        "stmix.nn.geometric.x_flip_rotate_crop",
+        (78, 85),
+        "dividing by `flip`, which is exactly 1 or -1, is multiplying by it",
+    ),
+    "stmix.nn.geometric.x_flip_rotate_crop__mutmut_79": (
+        "`+sin` maps the draws to the same eight flips and quarter turns, each with probability "
+        "1/8, under other (angle, flip) labels; only pinning the draw would tell"
+    ),
+    "stmix.nn.sampling.xǁCandidateSamplerǁto__mutmut_7": f"a table moved {ON_CPU}",
+    "stmix.tl._plan.xǁTrainingPlanǁoutputs__mutmut_3": (
+        "the extras of a skipped step are made and dropped: `training_step` returns None before "
+        "reading them"
+    ),
+    **_each(
+        "stmix.tl._plan.x_in_index_order",
+        (5, 6),
+        (
+            "an unstable sort reorders only repeated indices (the shard padding), whose "
+            "predictions are the same item's"
+        ),
+    ),
+    "stmix.tl._plan.xǁTrainingPlanǁclose_epoch__mutmut_6": "`_open = None` is as false as False",
+    **_each("stmix.tl._plan.xǁTrainingPlanǁclose_epoch", (10, 12), f"the step count {ON_CPU}"),
+    "stmix.tl._plan.xǁTrainingPlanǁclose_epoch__mutmut_28": (
+        "Lightning's DDP `reduce` averages by default (reduce_op='mean'); one process's is the "
+        "identity"
+    ),
+    **_each(
+        "stmix.tl._plan.xǁTrainingPlanǁclose_epoch",
+        (35, 38, 39),
+        ("`zip(strict=...)` over the term names and their stacked means, one per name"),
+    ),
+    "stmix.tl._plan.xǁTrainingPlanǁon_validation_epoch_end__mutmut_25": (
+        "`_val_parts` is set anew when the next validation starts"
+    ),
+    **_each(
+        "stmix.tl._plan.xǁTrainingPlanǁon_validation_epoch_end",
+        (26, 27, 28, 31, 34),
+        (
+            "`sync_dist` averages a score every process computed alike from the same gathered "
+            "predictions: the logged value is the same with or without it"
+        ),
+    ),
+    "stmix.tl._plan.xǁTrainingPlanǁval_dataloader__mutmut_4": (
+        "the validation shard's seed: it is not shuffled, so no seed changes its order"
+    ),
 }
 
 
@@ -758,7 +779,7 @@ def main() -> None:
         with test_selection(tests):
             subprocess.run([*MUTMUT, "run", "--max-children", str(args.children), *names], cwd=ROOT)
         seconds = time.perf_counter() - started
-    flags = [f for f in ("--quick", "--untried", "--retry") if getattr(args, f[2:])]
+    flags = [f for f in ("--report", "--quick", "--untried", "--retry") if getattr(args, f[2:])]
     tests = ["--tests", *args.tests] if args.tests else []
     command = "python benchmarks/mutation.py" + "".join(
         f" {f}" for f in [*(f'"{n}"' for n in args.names), *flags, *tests]

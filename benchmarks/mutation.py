@@ -576,10 +576,20 @@ m.create_mutants(os.cpu_count() or 1)
 
 
 def generate() -> None:
-    """Make ``mutants/`` (a fresh checkout has none): the ledger needs its function hashes."""
-    if not function_hashes():
+    """Bring ``mutants/`` up to the code (all of it on a fresh checkout, under a second after).
+
+    The ledger keeps a verdict only while its function's hash is unchanged, and ``--untried``
+    picks mutants by name, so both must see the code as it is now, not as the last run left it.
+    """
+    fresh = not function_hashes()
+    if fresh:
         print("Generating the mutants (no mutants/ here yet) ...", flush=True)
-        subprocess.run([sys.executable, "-c", _GENERATE], cwd=ROOT, check=True)
+    subprocess.run(
+        [sys.executable, "-c", _GENERATE],
+        cwd=ROOT,
+        check=True,
+        stdout=None if fresh else subprocess.DEVNULL,
+    )
 
 
 def ledger(*, fresh: bool = False) -> dict[str, str]:
